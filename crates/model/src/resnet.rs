@@ -1,0 +1,337 @@
+//! ResNet18 with torchvision's topology and field names, so that parameter paths are the
+//! PyTorch `state_dict` keys and tap names are torchvision's module names.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
+use burn::nn::{
+    BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d, Relu,
+};
+use burn::prelude::*;
+
+use crate::taps::{STAGE_CHANNELS, TapSet, catalogue};
+
+/// BatchNorm epsilon, as torchvision's `BatchNorm2d` default.
+pub const BN_EPS: f64 = 1e-5;
+/// BatchNorm momentum in PyTorch's convention (`running = 0.9 running + 0.1 batch`), which is
+/// also Burn 0.22's convention (checked in burn-nn's `BatchNorm::forward_train`).
+pub const BN_MOMENTUM: f64 = 0.1;
+
+/// Errors from building the model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    /// `in_channels` was zero.
+    #[error("in_channels must be at least 1, got {0}")]
+    InChannels(usize),
+    /// `num_classes` was zero.
+    #[error("num_classes must be at least 1, got {0}")]
+    NumClasses(usize),
+}
+
+/// Configuration of [`ResNet18`].
+#[derive(Config, Debug, PartialEq, Eq)]
+pub struct ResNet18Config {
+    /// Channels of the input image (1 for MNIST).
+    #[config(default = 1)]
+    pub in_channels: usize,
+    /// Number of output classes.
+    #[config(default = 10)]
+    pub num_classes: usize,
+}
+
+impl Default for ResNet18Config {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ResNet18Config {
+    /// Checks the parameters once, so that `init` cannot panic on them.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        if self.in_channels == 0 {
+            return Err(ModelError::InChannels(self.in_channels));
+        }
+        if self.num_classes == 0 {
+            return Err(ModelError::NumClasses(self.num_classes));
+        }
+        Ok(())
+    }
+
+    /// Builds the network with torchvision's initialisation: Kaiming-normal (fan-out, ReLU
+    /// gain) convolutions, BatchNorm weight 1 and bias 0, PyTorch's default `Linear`.
+    pub fn init(&self, device: &Device) -> Result<ResNet18, ModelError> {
+        self.validate()?;
+        let stages: Vec<Vec<BasicBlock>> = STAGE_CHANNELS
+            .iter()
+            .enumerate()
+            .map(|(s, &out)| {
+                let input = if s == 0 { 64 } else { STAGE_CHANNELS[s - 1] };
+                let stride = if s == 0 { 1 } else { 2 };
+                vec![
+                    BasicBlock::new(input, out, stride, device),
+                    BasicBlock::new(out, out, 1, device),
+                ]
+            })
+            .collect();
+        let [layer1, layer2, layer3, layer4]: [Vec<BasicBlock>; 4] =
+            stages.try_into().expect("four stages were just built");
+        Ok(ResNet18 {
+            conv1: conv(self.in_channels, 64, 7, 2, 3, device),
+            bn1: batch_norm(64, device),
+            relu: Relu::new(),
+            maxpool: MaxPool2dConfig::new([3, 3])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(),
+            layer1,
+            layer2,
+            layer3,
+            layer4,
+            avgpool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+            fc: LinearConfig::new(512, self.num_classes).init(device),
+        })
+    }
+}
+
+fn conv(
+    input: usize,
+    output: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    device: &Device,
+) -> Conv2d {
+    Conv2dConfig::new([input, output], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+        .with_bias(false)
+        // torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu")
+        .with_initializer(Initializer::KaimingNormal {
+            gain: std::f64::consts::SQRT_2,
+            fan_out_only: true,
+        })
+        .init(device)
+}
+
+fn batch_norm(features: usize, device: &Device) -> BatchNorm {
+    BatchNormConfig::new(features)
+        .with_epsilon(BN_EPS)
+        .with_momentum(BN_MOMENTUM)
+        .init(device)
+}
+
+/// torchvision's `BasicBlock`: two 3x3 convolutions and a residual connection.
+#[derive(Module, Debug)]
+pub struct BasicBlock {
+    /// 3x3 convolution with the block's stride.
+    pub conv1: Conv2d,
+    /// BatchNorm after `conv1`.
+    pub bn1: BatchNorm,
+    /// The ReLU module, applied twice (after `bn1` and after the residual add), as torchvision.
+    pub relu: Relu,
+    /// 3x3 convolution, stride 1.
+    pub conv2: Conv2d,
+    /// BatchNorm after `conv2`.
+    pub bn2: BatchNorm,
+    /// 1x1 strided convolution and BatchNorm on the shortcut when the shape changes; a tuple
+    /// so that its parameters are `downsample.0.*` and `downsample.1.*` as in torchvision.
+    pub downsample: Option<(Conv2d, BatchNorm)>,
+}
+
+impl BasicBlock {
+    fn new(input: usize, output: usize, stride: usize, device: &Device) -> Self {
+        let downsample = (stride != 1 || input != output).then(|| {
+            (
+                conv(input, output, 1, stride, 0, device),
+                batch_norm(output, device),
+            )
+        });
+        Self {
+            conv1: conv(input, output, 3, stride, 1, device),
+            bn1: batch_norm(output, device),
+            relu: Relu::new(),
+            conv2: conv(output, output, 3, 1, 1, device),
+            bn2: batch_norm(output, device),
+            downsample,
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>, rec: &mut Recorder) -> Tensor<4> {
+        let out = rec.spatial("conv1", self.conv1.forward(x.clone()));
+        let out = rec.spatial("bn1", self.bn1.forward(out));
+        let out = rec.spatial("relu", self.relu.forward(out));
+        let out = rec.spatial("conv2", self.conv2.forward(out));
+        let out = rec.spatial("bn2", self.bn2.forward(out));
+        let identity = match &self.downsample {
+            Some((conv, bn)) => {
+                let d = rec.spatial("downsample.0", conv.forward(x));
+                let d = rec.spatial("downsample.1", bn.forward(d));
+                rec.spatial("downsample", d)
+            }
+            None => x,
+        };
+        let out = rec.spatial("add", out + identity);
+        let out = rec.spatial("relu_1", self.relu.forward(out));
+        rec.spatial("", out)
+    }
+}
+
+/// ResNet18 in torchvision's topology; every field is named as torchvision names the module.
+#[derive(Module, Debug)]
+pub struct ResNet18 {
+    /// 7x7/2 stem convolution, padding 3, no bias.
+    pub conv1: Conv2d,
+    /// Stem BatchNorm.
+    pub bn1: BatchNorm,
+    /// Stem ReLU.
+    pub relu: Relu,
+    /// 3x3/2 max pooling, padding 1.
+    pub maxpool: MaxPool2d,
+    /// Stage 1: two blocks, 64 channels.
+    pub layer1: Vec<BasicBlock>,
+    /// Stage 2: two blocks, 128 channels, stride 2.
+    pub layer2: Vec<BasicBlock>,
+    /// Stage 3: two blocks, 256 channels, stride 2.
+    pub layer3: Vec<BasicBlock>,
+    /// Stage 4: two blocks, 512 channels, stride 2.
+    pub layer4: Vec<BasicBlock>,
+    /// Adaptive average pooling to 1x1.
+    pub avgpool: AdaptiveAvgPool2d,
+    /// The classifier.
+    pub fc: Linear,
+}
+
+impl ResNet18 {
+    /// The logits for a batch `[N, C, H, W]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_taps(x, TapSet::empty()).0
+    }
+
+    /// The logits and the selected taps, in forward order. The empty selection runs exactly
+    /// the operations of [`forward`](Self::forward) and records nothing.
+    pub fn forward_taps(&self, x: Tensor<4>, taps: TapSet) -> (Tensor<2>, TapOutputs) {
+        let mut rec = Recorder::new(taps);
+        let x = rec.spatial("x", x);
+        let x = rec.spatial("conv1", self.conv1.forward(x));
+        let x = rec.spatial("bn1", self.bn1.forward(x));
+        let x = rec.spatial("relu", self.relu.forward(x));
+        let mut x = rec.spatial("maxpool", self.maxpool.forward(x));
+        for stage in [&self.layer1, &self.layer2, &self.layer3, &self.layer4] {
+            for block in stage {
+                x = block.forward(x, &mut rec);
+            }
+            x = rec.spatial("", x);
+        }
+        let x = rec.spatial("avgpool", self.avgpool.forward(x));
+        let x = rec.flat("flatten", x.flatten(1, 3));
+        let logits = rec.flat("fc", self.fc.forward(x));
+        debug_assert_eq!(rec.next, catalogue().len(), "every tap was visited once");
+        (logits, TapOutputs(rec.out))
+    }
+}
+
+/// A recorded tap: spatial `[N, C, H, W]` or flat `[N, F]`.
+#[derive(Debug, Clone)]
+pub enum TapTensor {
+    /// A feature map.
+    Spatial(Tensor<4>),
+    /// A feature vector per sample.
+    Flat(Tensor<2>),
+}
+
+impl TapTensor {
+    /// The full shape, batch first.
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            TapTensor::Spatial(t) => t.dims().to_vec(),
+            TapTensor::Flat(t) => t.dims().to_vec(),
+        }
+    }
+
+    /// The values, read back from the device.
+    pub fn into_data(self) -> TensorData {
+        match self {
+            TapTensor::Spatial(t) => t.into_data(),
+            TapTensor::Flat(t) => t.into_data(),
+        }
+    }
+}
+
+/// The taps recorded by one forward pass, in forward order, keyed by name.
+#[derive(Debug, Clone, Default)]
+pub struct TapOutputs(pub Vec<(&'static str, TapTensor)>);
+
+impl TapOutputs {
+    /// The tensor recorded under `name`, if it was selected.
+    pub fn get(&self, name: &str) -> Option<&TapTensor> {
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, t)| t)
+    }
+
+    /// Names in forward order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.0.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// How many taps were recorded.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl IntoIterator for TapOutputs {
+    type Item = (&'static str, TapTensor);
+    type IntoIter = std::vec::IntoIter<Self::Item>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+/// Walks the catalogue in step with the forward pass. Taps are visited in catalogue order, so
+/// a counter finds each one's index; the local name is checked against the catalogue in debug
+/// builds so a reordering of the forward pass cannot silently mislabel a tap.
+struct Recorder {
+    set: TapSet,
+    next: usize,
+    out: Vec<(&'static str, TapTensor)>,
+}
+
+impl Recorder {
+    fn new(set: TapSet) -> Self {
+        Self {
+            set,
+            next: 0,
+            out: Vec::with_capacity(set.len()),
+        }
+    }
+
+    fn visit(&mut self, local: &str) -> Option<&'static str> {
+        let index = self.next;
+        self.next += 1;
+        let name = catalogue()[index].name.as_str();
+        debug_assert!(
+            name == local
+                || name.ends_with(&format!(".{local}"))
+                || (local.is_empty() && name.starts_with("layer")),
+            "forward pass reached `{local}` where the catalogue has `{name}`"
+        );
+        self.set.contains_index(index).then_some(name)
+    }
+
+    fn spatial(&mut self, local: &str, t: Tensor<4>) -> Tensor<4> {
+        if let Some(name) = self.visit(local) {
+            self.out.push((name, TapTensor::Spatial(t.clone())));
+        }
+        t
+    }
+
+    fn flat(&mut self, local: &str, t: Tensor<2>) -> Tensor<2> {
+        if let Some(name) = self.visit(local) {
+            self.out.push((name, TapTensor::Flat(t.clone())));
+        }
+        t
+    }
+}

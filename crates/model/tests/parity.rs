@@ -1,0 +1,100 @@
+//! Parity with PyTorch: torchvision ResNet18 outputs recorded by forward hooks in
+//! `shared/fixtures/resnet18_parity` (see its README) against ours, tap by tap.
+
+mod common;
+
+use burn::prelude::*;
+use cnnu_model::{ResNet18, ResNet18Config, TapSet};
+use common::{device, parity_dir, read_all};
+
+/// Our tap name for a fixture key. PyTorch hooks on a block's shared ReLU fire twice: the
+/// fixture's `layer1.0.relu` is the last call (our `layer1.0.relu_1`) and `layer1.0.relu#0`
+/// the first (our `layer1.0.relu`, torchvision FX's name for it).
+fn our_name(key: &str) -> String {
+    if let Some(first) = key.strip_suffix("#0") {
+        first.to_string()
+    } else if key.starts_with("layer") && key.ends_with(".relu") {
+        format!("{key}_1")
+    } else {
+        key.to_string()
+    }
+}
+
+fn load(weights: &str) -> ResNet18 {
+    ResNet18Config::new()
+        .init(&device())
+        .unwrap()
+        .load_torchvision(parity_dir().join(weights))
+        .unwrap()
+}
+
+fn check_parity(weights: &str, expected: &str, argmax: [usize; 8]) {
+    let inputs = read_all(&parity_dir().join("input.safetensors"));
+    let (shape, values) = &inputs["input"];
+    let x = Tensor::<4>::from_data(TensorData::new(values.clone(), shape.clone()), &device());
+    let model = load(weights).valid();
+    let (logits, taps) = model.forward_taps(x, TapSet::all());
+    let expected = read_all(&parity_dir().join(expected));
+    assert!(
+        expected.len() >= 20,
+        "fixture has {} tensors",
+        expected.len()
+    );
+    let mut worst = (String::new(), 0.0f32);
+    for (key, (exp_shape, exp)) in &expected {
+        let name = our_name(key);
+        let ours = taps
+            .get(&name)
+            .unwrap_or_else(|| panic!("no tap {name} for {key}"));
+        assert_eq!(&ours.dims(), exp_shape, "{key}");
+        let got = ours
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap();
+        let scale = exp.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let diff = got
+            .iter()
+            .zip(exp)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            diff <= 1e-4 * scale,
+            "{weights} {key}: max|ours-torch| = {diff:e}, bound {:e}",
+            1e-4 * scale
+        );
+        if diff / scale > worst.1 {
+            worst = (key.clone(), diff / scale);
+        }
+    }
+    eprintln!(
+        "{weights}: worst relative difference {:e} at {}",
+        worst.1, worst.0
+    );
+    let predicted: Vec<i64> = logits
+        .argmax(1)
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec()
+        .unwrap();
+    let predicted: Vec<usize> = predicted.into_iter().map(|p| p as usize).collect();
+    assert_eq!(predicted, argmax.to_vec());
+}
+
+#[test]
+fn untrained_weights_match_pytorch_at_every_tap() {
+    check_parity(
+        "weights_epoch0.safetensors",
+        "expected_epoch0.safetensors",
+        [8, 8, 8, 8, 9, 8, 8, 8],
+    );
+}
+
+#[test]
+fn trained_weights_match_pytorch_at_every_tap() {
+    check_parity(
+        "weights_final.safetensors",
+        "expected_final.safetensors",
+        [7, 2, 1, 0, 4, 1, 4, 9],
+    );
+}

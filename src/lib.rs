@@ -1,0 +1,11 @@
+//! cnnu ("CNN understanding"): how a CNN's internal representations change while it learns.
+//!
+//! This crate ties the members together: [`model`] (ResNet18 with named taps), [`train`]
+//! (MNIST training and per-epoch sampling) and [`analysis`] (reduce, cluster, purity), and
+//! holds the command-line interface shared by the `cnnu` binary and the examples.
+
+pub mod cli;
+
+pub use cnnu_analysis as analysis;
+pub use cnnu_model as model;
+pub use cnnu_train as train;

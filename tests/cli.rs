@@ -1,0 +1,179 @@
+//! The `cnnu` binary end to end: `layers`, `backends`, `probe` and their errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use safetensors::SafeTensors;
+
+fn fixtures() -> PathBuf {
+    let shared = std::env::var("CNNU_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    shared.join("fixtures/resnet18_parity")
+}
+
+fn cnnu(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cnnu"))
+        .args(args)
+        .output()
+        .expect("cnnu runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn layers_lists_all_85_taps_with_shapes() {
+    let out = cnnu(&["layers"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 85);
+    assert_eq!(lines[0].split_whitespace().next(), Some("x"));
+    let conv1 = lines.iter().find(|l| l.starts_with("conv1 ")).unwrap();
+    assert!(conv1.ends_with("[1, 64, 14, 14]"), "{conv1}");
+    let fc = lines.last().unwrap();
+    assert!(fc.starts_with("fc ") && fc.ends_with("[1, 10]"), "{fc}");
+}
+
+#[test]
+fn backends_lists_flex_and_names_missing_features() {
+    let out = cnnu(&["backends"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("flex") && l.contains("Flex")),
+        "{text}"
+    );
+    assert!(
+        text.contains("enable the `cuda` feature") || cfg!(feature = "cuda"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_uncompiled_backend_is_an_error_naming_its_feature() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let out = cnnu(&[
+        "--backend",
+        "cuda",
+        "probe",
+        "--weights",
+        "w",
+        "--input",
+        "x",
+        "--out",
+        "o",
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("--features cuda"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one-line error: {err}");
+}
+
+#[test]
+fn probe_writes_the_selected_taps_matching_pytorch() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("taps.safetensors");
+    let f = fixtures();
+    let out = cnnu(&[
+        "probe",
+        "--weights",
+        f.join("weights_final.safetensors").to_str().unwrap(),
+        "--input",
+        f.join("input.safetensors").to_str().unwrap(),
+        "--taps",
+        "conv1,layer1.0.relu,layer2.0.downsample.*,fc",
+        "--batch-size",
+        "3",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ours = std::fs::read(&out_path).unwrap();
+    let ours = SafeTensors::deserialize(&ours).unwrap();
+    let mut names = ours.names();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "conv1",
+            "fc",
+            "layer1.0.relu",
+            "layer2.0.downsample.0",
+            "layer2.0.downsample.1"
+        ]
+    );
+    let expected = std::fs::read(f.join("expected_final.safetensors")).unwrap();
+    let expected = SafeTensors::deserialize(&expected).unwrap();
+    for (ours_key, torch_key) in [
+        ("conv1", "conv1"),
+        ("layer1.0.relu", "layer1.0.relu#0"),
+        ("fc", "fc"),
+    ] {
+        let a = ours.tensor(ours_key).unwrap();
+        let b = expected.tensor(torch_key).unwrap();
+        assert_eq!(a.shape(), b.shape(), "{ours_key}");
+        let floats = |d: &[u8]| -> Vec<f32> {
+            d.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect()
+        };
+        let (a, b) = (floats(a.data()), floats(b.data()));
+        let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let diff = a
+            .iter()
+            .zip(&b)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(diff <= 1e-4 * scale, "{ours_key}: {diff}");
+    }
+}
+
+#[test]
+fn probe_reports_bad_taps_and_inputs_in_one_line() {
+    let f = fixtures();
+    let weights = f.join("weights_final.safetensors");
+    let input = f.join("input.safetensors");
+    let run = |taps: &str, key: &str| {
+        cnnu(&[
+            "probe",
+            "--weights",
+            weights.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--input-key",
+            key,
+            "--taps",
+            taps,
+            "--out",
+            "/nonexistent-dir/out.safetensors",
+        ])
+    };
+    let one_line = |o: &Output| assert_eq!(stderr(o).lines().count(), 1, "{}", stderr(o));
+    let out = run("layer1.0.conv9", "input");
+    let err = stderr(&out);
+    one_line(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("unknown tap `layer1.0.conv9`") && err.contains("layer1.0.conv1"),
+        "{err}"
+    );
+    let out = run("conv1", "images");
+    let err = stderr(&out);
+    one_line(&out);
+    assert!(
+        err.contains("no tensor `images`") && err.contains("input, labels"),
+        "{err}"
+    );
+    let out = run("conv1", "input");
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && err.contains("/nonexistent-dir/out.safetensors"),
+        "{err}"
+    );
+    one_line(&out);
+}
