@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 use cnnu_model::{BackendKind, ResNet18Config, TapSet, catalogue};
 use cnnu_train::tensor_file::{self, NamedTensor};
+use cnnu_train::trainer::read_run_config;
+use cnnu_train::{Mnist, OptimizerKind, RunDir, RunOptions, RunSummary, TrainConfig};
 
 /// cnnu: study how a CNN's internal representations change while it learns.
 #[derive(Debug, Parser)]
@@ -34,6 +36,77 @@ pub enum Command {
     Backends,
     /// Run the model in eval mode on a tensor of images and write the selected taps.
     Probe(ProbeArgs),
+    /// Train on MNIST, sampling the frozen network before training and after every epoch.
+    Train(TrainArgs),
+}
+
+/// Options of `cnnu train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Directory with the four MNIST idx files (.gz or raw); else CNNU_MNIST_DIR; else download.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Epochs to train [default: 3; on --resume, the run's own].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Images per training step.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Optimizer: adam or sgd (with --momentum).
+    #[arg(long, default_value = "adam", value_parser = ["adam", "sgd"])]
+    pub optimizer: String,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Seed of the initial weights and the shuffles.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Train on a class-stratified subset of this many images.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Evaluate on the first N test images instead of all 10 000.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Sample the first N test images every epoch.
+    #[arg(long, default_value_t = 2000)]
+    pub probe_limit: usize,
+    /// Images per forward pass when evaluating and sampling.
+    #[arg(long, default_value_t = 250)]
+    pub eval_batch_size: usize,
+    /// Taps to record every epoch.
+    #[arg(long, default_value = cnnu_train::DEFAULT_TAPS)]
+    pub taps: String,
+    /// The run directory.
+    #[arg(long, required_unless_present = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue a run after its last complete epoch (the run directory, or --out's).
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    pub resume: Option<PathBuf>,
+}
+
+impl TrainArgs {
+    /// The training configuration these options describe.
+    pub fn to_config(&self) -> TrainConfig {
+        TrainConfig::new()
+            .with_epochs(self.epochs.unwrap_or(3))
+            .with_batch_size(self.batch_size)
+            .with_lr(self.lr)
+            .with_optimizer(if self.optimizer == "sgd" {
+                OptimizerKind::Sgd
+            } else {
+                OptimizerKind::Adam
+            })
+            .with_momentum(self.momentum)
+            .with_seed(self.seed)
+            .with_train_limit(self.train_limit)
+            .with_test_limit(self.test_limit)
+            .with_probe_limit(self.probe_limit)
+            .with_eval_batch_size(self.eval_batch_size)
+            .with_taps(self.taps.clone())
+    }
 }
 
 /// Options of `cnnu probe`.
@@ -74,6 +147,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Layers { size } => layers(size),
         Command::Backends => backends(),
         Command::Probe(args) => probe(cli.backend.as_deref(), args),
+        Command::Train(args) => train(cli.backend.as_deref(), &args).map(|_| ()),
     }
 }
 
@@ -137,4 +211,58 @@ fn probe(backend: Option<&str>, args: ProbeArgs) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// `cnnu train`: a fresh run into `--out`, or `--resume` of an existing one.
+pub fn train(backend: Option<&str>, args: &TrainArgs) -> Result<(RunDir, RunSummary)> {
+    let (run, config, kind, resume) = match &args.resume {
+        Some(dir) => {
+            let dir = if dir.as_os_str().is_empty() {
+                args.out
+                    .clone()
+                    .context("--resume without a directory needs --out RUN")?
+            } else {
+                dir.clone()
+            };
+            let run = RunDir::new(dir);
+            let saved = read_run_config(&run)?;
+            let mut config = saved.train;
+            if let Some(epochs) = args.epochs {
+                config.epochs = epochs;
+            }
+            let kind = match backend {
+                Some(_) => resolve_backend(backend)?,
+                None => saved.backend.ensure_compiled()?,
+            };
+            (run, config, kind, true)
+        }
+        None => {
+            let out = args.out.clone().context("--out RUN is required")?;
+            (
+                RunDir::new(out),
+                args.to_config(),
+                resolve_backend(backend)?,
+                false,
+            )
+        }
+    };
+    let config = config.validate()?;
+    let (mnist, source) = Mnist::load(args.data_dir.as_deref())?;
+    eprintln!(
+        "cnnu train: {} on {kind}, {} epochs, MNIST from {source}",
+        run.root().display(),
+        config.config().epochs
+    );
+    let summary = cnnu_train::train(
+        &config,
+        kind,
+        &mnist,
+        &source.to_string(),
+        &run,
+        RunOptions {
+            resume,
+            progress: true,
+        },
+    )?;
+    Ok((run, summary))
 }

@@ -8,11 +8,18 @@ use std::path::{Path, PathBuf};
 /// The temporary sibling used while `path` is being written; a leftover one after a crash is
 /// recognisable by its `.tmp` suffix and safe to delete.
 pub fn temp_path(path: &Path) -> PathBuf {
+    temp_path_in(path.parent().unwrap_or(Path::new("")), path)
+}
+
+/// A temporary name for `path` inside `dir`, which must be on the same file system so that
+/// the final rename is atomic. Writing in a separate directory keeps even a killed writer's
+/// leftovers out of the directory that holds the finished files.
+pub fn temp_path_in(dir: &Path, path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    dir.join(format!(".{name}.{}.tmp", std::process::id()))
 }
 
 /// Moves a fully written and synced temporary file into place and syncs the directory entry.

@@ -1,8 +1,18 @@
-//! cnnu's training side: probing the frozen network and writing what it records.
+//! cnnu's training side: MNIST, the training loop, per-epoch sampling of the frozen network
+//! into streamed safetensors snapshots, checkpoints and resume.
 
 pub mod atomic;
+pub mod config;
+pub mod mnist;
 pub mod probe;
+pub mod progress;
+pub mod snapshot;
 pub mod tensor_file;
+pub mod trainer;
 
+pub use config::{ConfigError, DEFAULT_TAPS, OptimizerKind, TrainConfig, ValidTrainConfig};
+pub use mnist::{Mnist, MnistError, MnistSource, MnistSplit};
 pub use probe::{ProbeError, probe};
+pub use snapshot::{SnapshotError, SnapshotWriter};
 pub use tensor_file::{NamedTensor, TensorFileError};
+pub use trainer::{EpochMetrics, RunConfig, RunDir, RunOptions, RunSummary, TrainError, train};

@@ -1,0 +1,737 @@
+//! The training loop with the frozen network sampled before training and after every epoch,
+//! a checkpoint per epoch, and resume after the last complete epoch.
+//!
+//! This is a hand-written loop rather than burn-train's `Learner`: the study needs a step
+//! between epochs (eval-mode sampling on a plain device into a streamed snapshot) and an
+//! exact, crash-safe resume order, which are simpler to guarantee in forty lines of loop
+//! than through a custom training strategy.
+//!
+//! Order of work for epoch `e`: train → test metrics → snapshot → checkpoint → the metrics
+//! line. The line is written last, so an epoch counts as complete only when everything it
+//! produces is on disk; a run killed at any moment redoes at most the epoch in progress.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{
+    AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig, momentum::MomentumConfig,
+};
+use burn::prelude::*;
+use cnnu_model::{BackendKind, ResNet18, TapSet};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::atomic;
+use crate::config::{OptimizerKind, TrainConfig, ValidTrainConfig};
+use crate::mnist::{Mnist, MnistSplit, stratified_subset};
+use crate::probe::to_f32;
+use crate::snapshot::{Dtype, SnapshotError, SnapshotWriter, TensorSpec};
+
+/// Errors from a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// File-system trouble in the run directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A run directory file that cannot be parsed.
+    #[error("{path}: {problem}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Writing a snapshot failed.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The configuration in a run directory is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The model could not be built.
+    #[error(transparent)]
+    Model(#[from] cnnu_model::ModelError),
+    /// The backend is not available.
+    #[error(transparent)]
+    Backend(#[from] cnnu_model::BackendError),
+    /// A checkpoint could not be written or read.
+    #[error("{path}: checkpoint: {problem}")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What went wrong.
+        problem: String,
+    },
+    /// `--out` names a run that already has results and `--resume` was not given.
+    #[error("{0}: already holds a run; pass --resume to continue it or choose another --out")]
+    RunExists(PathBuf),
+    /// `--resume` names a directory without a run.
+    #[error("{0}: no config.json here, so there is no run to resume")]
+    NoRun(PathBuf),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The files of a run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// A run directory at `root` (nothing is created yet).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `config.json`: every setting, resolved.
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
+
+    /// `metrics.jsonl`: one line per complete epoch.
+    pub fn metrics_path(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+
+    /// The snapshots directory.
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// `snapshots/epoch-EEE.safetensors`.
+    pub fn snapshot_path(&self, epoch: usize) -> PathBuf {
+        self.snapshots_dir()
+            .join(format!("epoch-{epoch:03}.safetensors"))
+    }
+
+    /// `checkpoints/epoch-EEE/` holding `model.bpk` and `optimizer.bpk`.
+    pub fn checkpoint_dir(&self, epoch: usize) -> PathBuf {
+        self.root
+            .join("checkpoints")
+            .join(format!("epoch-{epoch:03}"))
+    }
+
+    /// `partial/`: files being written, renamed into place when complete.
+    pub fn partial_dir(&self) -> PathBuf {
+        self.root.join("partial")
+    }
+
+    /// The epochs with a complete snapshot, ascending.
+    pub fn snapshot_epochs(&self) -> Vec<usize> {
+        let mut epochs: Vec<usize> = fs::read_dir(self.snapshots_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_prefix("epoch-")?
+                    .strip_suffix(".safetensors")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        epochs.sort_unstable();
+        epochs
+    }
+}
+
+/// The resolved settings of a run, as `config.json` holds them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// The training settings.
+    pub train: TrainConfig,
+    /// The backend the run was started on.
+    pub backend: BackendKind,
+    /// Where MNIST came from.
+    pub mnist: String,
+    /// The cnnu version that started the run.
+    pub cnnu_version: String,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// The epoch (0 = before training).
+    pub epoch: usize,
+    /// Mean training loss over the epoch (none at epoch 0).
+    pub train_loss: Option<f64>,
+    /// Training accuracy over the epoch (none at epoch 0).
+    pub train_accuracy: Option<f64>,
+    /// Mean cross-entropy on the test set.
+    pub test_loss: f64,
+    /// Accuracy on the test set.
+    pub test_accuracy: f64,
+    /// Training throughput (none at epoch 0).
+    pub images_per_second: Option<f64>,
+    /// Seconds spent on the epoch's training steps.
+    pub train_seconds: f64,
+    /// Seconds spent on the test set and the snapshot.
+    pub eval_seconds: f64,
+}
+
+/// How to run: fresh or resumed, with or without a progress bar.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Continue the run in the directory after its last complete epoch.
+    pub resume: bool,
+    /// Draw a progress bar (on stderr, only when it is a terminal).
+    pub progress: bool,
+}
+
+/// Reads `metrics.jsonl`.
+pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>, TrainError> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(TrainError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            });
+        }
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| TrainError::Corrupt {
+                path: path.to_path_buf(),
+                problem: format!("line {}: {e}", i + 1),
+            })
+        })
+        .collect()
+}
+
+fn write_metrics(path: &Path, metrics: &[EpochMetrics]) -> Result<(), TrainError> {
+    let mut text = String::new();
+    for m in metrics {
+        text.push_str(&serde_json::to_string(m).expect("metrics serialise"));
+        text.push('\n');
+    }
+    atomic::write_atomic(path, text.as_bytes()).map_err(io_err(path))
+}
+
+/// Reads a run's `config.json`.
+pub fn read_run_config(run: &RunDir) -> Result<RunConfig, TrainError> {
+    let path = run.config_path();
+    let text = fs::read_to_string(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => TrainError::NoRun(run.root().to_path_buf()),
+        _ => TrainError::Io {
+            path: path.clone(),
+            source: e,
+        },
+    })?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Corrupt {
+        path,
+        problem: e.to_string(),
+    })
+}
+
+/// The sets of images a run uses, fixed for its whole life.
+struct Data<'a> {
+    train: &'a MnistSplit,
+    train_indices: Vec<usize>,
+    test: &'a MnistSplit,
+    test_count: usize,
+    probe_count: usize,
+}
+
+fn make_optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    match config.optimizer {
+        // PyTorch's Adam eps; Burn's default is 1e-5.
+        OptimizerKind::Adam => AdamConfig::new().with_epsilon(1e-8).init(),
+        // PyTorch's SGD momentum has no dampening; Burn's default is 0.1.
+        OptimizerKind::Sgd => SgdConfig::new()
+            .with_momentum(Some(
+                MomentumConfig::new()
+                    .with_momentum(config.momentum)
+                    .with_dampening(0.0),
+            ))
+            .init(),
+    }
+}
+
+/// The epoch's shuffle seed: distinct per epoch, a pure function of the run seed so that a
+/// resumed run shuffles exactly as an uninterrupted one.
+fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+    seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+fn labels_tensor(split: &MnistSplit, indices: &[usize], device: &Device) -> Tensor<1, Int> {
+    let labels: Vec<i64> = indices.iter().map(|&i| split.labels[i] as i64).collect();
+    Tensor::from_data(TensorData::new(labels, [indices.len()]), device)
+}
+
+fn images_tensor(split: &MnistSplit, indices: &[usize], device: &Device) -> Tensor<4> {
+    Tensor::from_data(
+        TensorData::new(split.normalized(indices), [indices.len(), 1, 28, 28]),
+        device,
+    )
+}
+
+/// Test-set loss and accuracy of the eval-mode model.
+fn evaluate(model: &ResNet18, data: &Data, batch: usize, device: &Device) -> (f64, f64) {
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+    let indices: Vec<usize> = (0..data.test_count).collect();
+    for chunk in indices.chunks(batch) {
+        let x = images_tensor(data.test, chunk, device);
+        let y = labels_tensor(data.test, chunk, device);
+        let logits = model.forward(x);
+        let loss: f32 = loss_fn.forward(logits.clone(), y.clone()).into_scalar();
+        loss_sum += loss as f64 * chunk.len() as f64;
+        let hits: i64 = logits
+            .argmax(1)
+            .flatten::<1>(0, 1)
+            .equal(y)
+            .int()
+            .sum()
+            .into_scalar();
+        correct += hits as usize;
+    }
+    (
+        loss_sum / data.test_count as f64,
+        correct as f64 / data.test_count as f64,
+    )
+}
+
+/// Samples the eval-mode model on the probe set into `snapshots/epoch-EEE.safetensors`.
+#[allow(clippy::too_many_arguments)]
+fn write_snapshot(
+    model: &ResNet18,
+    data: &Data,
+    taps: TapSet,
+    batch: usize,
+    device: &Device,
+    path: &Path,
+    partial: &Path,
+    metadata: &BTreeMap<String, String>,
+    model_config: &cnnu_model::ResNet18Config,
+) -> Result<(), TrainError> {
+    let n = data.probe_count;
+    let mut specs: Vec<TensorSpec> = ["labels", "predictions", "indices"]
+        .into_iter()
+        .map(|name| TensorSpec {
+            name: name.into(),
+            dtype: Dtype::I64,
+            sample_shape: vec![],
+        })
+        .collect();
+    specs.push(TensorSpec {
+        name: "logits".into(),
+        dtype: Dtype::F32,
+        sample_shape: vec![model_config.num_classes],
+    });
+    let tap_names: Vec<&str> = taps.names();
+    for tap in taps.iter() {
+        specs.push(TensorSpec {
+            name: tap.name.clone(),
+            dtype: Dtype::F32,
+            sample_shape: tap.sample_shape(
+                model_config.in_channels,
+                model_config.num_classes,
+                [28, 28],
+            ),
+        });
+    }
+    let tmp = atomic::temp_path_in(partial, path);
+    let mut writer = SnapshotWriter::create_in(path, &tmp, n, &specs, metadata)?;
+    let first_tap = 4;
+    let indices: Vec<usize> = (0..n).collect();
+    for chunk in indices.chunks(batch) {
+        let start = chunk[0];
+        let x = images_tensor(data.test, chunk, device);
+        let (logits, recorded) = model.forward_taps(x, taps);
+        let labels: Vec<i64> = chunk.iter().map(|&i| data.test.labels[i] as i64).collect();
+        let predictions: Vec<i64> = logits
+            .clone()
+            .argmax(1)
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec()
+            .expect("i64");
+        writer.write_i64(0, start, &labels)?;
+        writer.write_i64(1, start, &predictions)?;
+        writer.write_i64(
+            2,
+            start,
+            &chunk.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+        )?;
+        writer.write_f32(3, start, &to_f32(logits.into_data()))?;
+        for (k, (name, t)) in recorded.into_iter().enumerate() {
+            debug_assert_eq!(name, tap_names[k]);
+            writer.write_f32(first_tap + k, start, &to_f32(t.into_data()))?;
+        }
+    }
+    writer.finish()?;
+    Ok(())
+}
+
+fn save_checkpoint(
+    model: &ResNet18,
+    optim: &ModuleOptimizer,
+    dir: &Path,
+    partial: &Path,
+) -> Result<(), TrainError> {
+    let parent = dir.parent().expect("checkpoint dirs live in checkpoints/");
+    fs::create_dir_all(parent).map_err(io_err(parent))?;
+    let tmp = atomic::temp_path_in(partial, dir);
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    let model_path = tmp.join("model.bpk");
+    model
+        .clone()
+        .save_file(&model_path)
+        .map_err(|e| TrainError::Checkpoint {
+            path: model_path.clone(),
+            problem: e.to_string(),
+        })?;
+    let optim_path = tmp.join("optimizer.bpk");
+    optim
+        .save(&optim_path)
+        .map_err(|e| TrainError::Checkpoint {
+            path: optim_path.clone(),
+            problem: e.to_string(),
+        })?;
+    for f in [&model_path, &optim_path] {
+        fs::File::open(f)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(f))?;
+    }
+    let _ = fs::remove_dir_all(dir);
+    atomic::commit(&tmp, dir).map_err(io_err(dir))
+}
+
+fn load_checkpoint(
+    model: ResNet18,
+    optim: ModuleOptimizer,
+    dir: &Path,
+) -> Result<(ResNet18, ModuleOptimizer), TrainError> {
+    let model_path = dir.join("model.bpk");
+    let model = model
+        .try_load_file(&model_path)
+        .map_err(|e| TrainError::Checkpoint {
+            path: model_path.clone(),
+            problem: e.to_string(),
+        })?;
+    let optim_path = dir.join("optimizer.bpk");
+    let optim = optim
+        .load(&optim_path)
+        .map_err(|e| TrainError::Checkpoint {
+            path: optim_path.clone(),
+            problem: e.to_string(),
+        })?;
+    Ok((model, optim))
+}
+
+/// Removes what a killed run may have left: temporaries, and snapshots or checkpoints of
+/// epochs after the last complete one (they are redone, identically).
+fn clean_incomplete(run: &RunDir, last_complete: usize) -> Result<(), TrainError> {
+    let partial = run.partial_dir();
+    if partial.exists() {
+        fs::remove_dir_all(&partial).map_err(io_err(&partial))?;
+    }
+    fs::create_dir_all(&partial).map_err(io_err(&partial))?;
+    for dir in [
+        run.snapshots_dir(),
+        run.root().join("checkpoints"),
+        run.root().to_path_buf(),
+    ] {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let epoch = name
+                .strip_prefix("epoch-")
+                .and_then(|r| r.get(..3))
+                .and_then(|e| e.parse::<usize>().ok());
+            let stale = name.ends_with(".tmp") || epoch.is_some_and(|e| e > last_complete);
+            if stale {
+                let p = entry.path();
+                let result = if p.is_dir() {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
+                result.map_err(io_err(&p))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a finished (or resumed and finished) run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Every epoch's metrics, epoch 0 first.
+    pub metrics: Vec<EpochMetrics>,
+    /// The epoch the run started from (0 for a fresh run).
+    pub resumed_after: Option<usize>,
+}
+
+/// Trains, sampling the frozen network at epoch 0 and after every epoch into `run`.
+pub fn train(
+    config: &ValidTrainConfig,
+    backend: BackendKind,
+    mnist: &Mnist,
+    mnist_source: &str,
+    run: &RunDir,
+    options: RunOptions,
+) -> Result<RunSummary, TrainError> {
+    let c = config.config();
+    let device = backend.device()?;
+    let ad = device.clone().autodiff();
+    let train_indices = match c.train_limit {
+        Some(n) => stratified_subset(&mnist.train.labels, n),
+        None => (0..mnist.train.len()).collect(),
+    };
+    let data = Data {
+        train: &mnist.train,
+        train_indices,
+        test: &mnist.test,
+        test_count: c.test_limit.unwrap_or(usize::MAX).min(mnist.test.len()),
+        probe_count: c.probe_limit.min(mnist.test.len()),
+    };
+
+    fs::create_dir_all(run.snapshots_dir()).map_err(io_err(&run.snapshots_dir()))?;
+    let mut metrics = if options.resume {
+        read_metrics(&run.metrics_path())?
+    } else {
+        Vec::new()
+    };
+    if !options.resume && (run.metrics_path().exists() || run.config_path().exists()) {
+        return Err(TrainError::RunExists(run.root().to_path_buf()));
+    }
+    // The last epoch whose line, snapshot and checkpoint are all on disk.
+    while let Some(last) = metrics.last() {
+        if run.snapshot_path(last.epoch).is_file() && run.checkpoint_dir(last.epoch).is_dir() {
+            break;
+        }
+        metrics.pop();
+    }
+    let resumed_after = metrics.last().map(|m| m.epoch);
+
+    device.seed(c.seed);
+    ad.seed(c.seed);
+    let mut model = c.model.init(&ad)?;
+    let mut optim = make_optimizer(c);
+    let run_config = RunConfig {
+        train: c.clone(),
+        backend,
+        mnist: mnist_source.to_string(),
+        cnnu_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let metadata_base = BTreeMap::from([
+        ("format".to_string(), "cnnu-snapshot-1".to_string()),
+        ("seed".to_string(), c.seed.to_string()),
+        ("backend".to_string(), backend.name().to_string()),
+        (
+            "model_config".to_string(),
+            serde_json::to_string(&c.model).expect("serialisable"),
+        ),
+        ("taps".to_string(), config.taps().names().join(",")),
+        ("probe_images".to_string(), data.probe_count.to_string()),
+        ("cnnu_version".to_string(), run_config.cnnu_version.clone()),
+    ]);
+
+    match resumed_after {
+        Some(last) => {
+            clean_incomplete(run, last)?;
+            (model, optim) = load_checkpoint(model, optim, &run.checkpoint_dir(last))?;
+            eprintln!("resuming {} after epoch {last}", run.root().display());
+        }
+        None => {
+            clean_incomplete(run, 0)?;
+            let json = serde_json::to_string_pretty(&run_config).expect("serialisable");
+            atomic::write_atomic(&run.config_path(), json.as_bytes())
+                .map_err(io_err(&run.config_path()))?;
+        }
+    }
+
+    let session = Session {
+        config,
+        data: &data,
+        run,
+        device,
+        metadata: metadata_base,
+        progress: options.progress,
+    };
+    if resumed_after.is_none() {
+        let m = session.sample(&model, &optim, 0, TrainPart::default())?;
+        metrics.push(m);
+        write_metrics(&run.metrics_path(), &metrics)?;
+        report(&metrics[0]);
+    }
+    let first = resumed_after.map_or(1, |e| e + 1);
+    for epoch in first..=c.epochs {
+        let part;
+        (model, part) = session.train_epoch(model, &mut optim, epoch)?;
+        let m = session.sample(&model, &optim, epoch, part)?;
+        metrics.push(m);
+        write_metrics(&run.metrics_path(), &metrics)?;
+        report(metrics.last().expect("just pushed"));
+    }
+    Ok(RunSummary {
+        metrics,
+        resumed_after,
+    })
+}
+
+fn report(m: &EpochMetrics) {
+    match (m.train_loss, m.train_accuracy, m.images_per_second) {
+        (Some(loss), Some(acc), Some(ips)) => eprintln!(
+            "epoch {:>3}: train loss {loss:.4} acc {acc:.4} ({ips:.0} img/s, {:.1} s) | test loss {:.4} acc {:.4}",
+            m.epoch, m.train_seconds, m.test_loss, m.test_accuracy
+        ),
+        _ => eprintln!(
+            "epoch {:>3}: before training | test loss {:.4} acc {:.4}",
+            m.epoch, m.test_loss, m.test_accuracy
+        ),
+    }
+}
+
+/// The training-side figures of one epoch.
+#[derive(Debug, Clone, Copy, Default)]
+struct TrainPart {
+    loss: Option<f64>,
+    accuracy: Option<f64>,
+    images_per_second: Option<f64>,
+    seconds: f64,
+}
+
+/// What stays fixed while a run goes through its epochs.
+struct Session<'a> {
+    config: &'a ValidTrainConfig,
+    data: &'a Data<'a>,
+    run: &'a RunDir,
+    device: Device,
+    metadata: BTreeMap<String, String>,
+    progress: bool,
+}
+
+impl Session<'_> {
+    /// One pass over the (shuffled) training images.
+    fn train_epoch(
+        &self,
+        mut model: ResNet18,
+        optim: &mut ModuleOptimizer,
+        epoch: usize,
+    ) -> Result<(ResNet18, TrainPart), TrainError> {
+        let c = self.config.config();
+        let ad = self.device.clone().autodiff();
+        let mut order = self.data.train_indices.clone();
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(epoch_seed(
+            c.seed, epoch,
+        )));
+        let loss_fn = CrossEntropyLossConfig::new().init(&ad);
+        let bar = crate::progress::epoch_bar(self.progress, epoch, c.epochs, order.len());
+        let started = Instant::now();
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        for chunk in order.chunks(c.batch_size) {
+            let x = images_tensor(self.data.train, chunk, &ad);
+            let y = labels_tensor(self.data.train, chunk, &ad);
+            let logits = model.forward(x);
+            let loss = loss_fn.forward(logits.clone(), y.clone());
+            let hits: i64 = logits
+                .argmax(1)
+                .flatten::<1>(0, 1)
+                .equal(y)
+                .int()
+                .sum()
+                .into_scalar();
+            let loss_value: f32 = loss.clone().into_scalar();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(c.lr, model, grads);
+            loss_sum += loss_value as f64 * chunk.len() as f64;
+            correct += hits as usize;
+            seen += chunk.len();
+            let secs = started.elapsed().as_secs_f64();
+            bar.set_position(seen as u64);
+            bar.set_message(format!(
+                "loss {:.4} acc {:.3} {:.0} img/s",
+                loss_sum / seen as f64,
+                correct as f64 / seen as f64,
+                seen as f64 / secs.max(1e-9)
+            ));
+        }
+        bar.finish_and_clear();
+        let seconds = started.elapsed().as_secs_f64();
+        Ok((
+            model,
+            TrainPart {
+                loss: Some(loss_sum / seen.max(1) as f64),
+                accuracy: Some(correct as f64 / seen.max(1) as f64),
+                images_per_second: Some(seen as f64 / seconds.max(1e-9)),
+                seconds,
+            },
+        ))
+    }
+
+    /// Test metrics, the snapshot and the checkpoint of the model as it is after `epoch`.
+    fn sample(
+        &self,
+        model: &ResNet18,
+        optim: &ModuleOptimizer,
+        epoch: usize,
+        part: TrainPart,
+    ) -> Result<EpochMetrics, TrainError> {
+        let c = self.config.config();
+        let started = Instant::now();
+        // Eval mode on a plain device: BatchNorm uses, and cannot update, its running stats.
+        let eval_model = model.valid();
+        let (test_loss, test_accuracy) =
+            evaluate(&eval_model, self.data, c.eval_batch_size, &self.device);
+        let mut metadata = self.metadata.clone();
+        metadata.insert("epoch".into(), epoch.to_string());
+        metadata.insert("test_accuracy".into(), test_accuracy.to_string());
+        metadata.insert("test_loss".into(), test_loss.to_string());
+        write_snapshot(
+            &eval_model,
+            self.data,
+            self.config.taps(),
+            c.eval_batch_size,
+            &self.device,
+            &self.run.snapshot_path(epoch),
+            &self.run.partial_dir(),
+            &metadata,
+            &c.model,
+        )?;
+        save_checkpoint(
+            model,
+            optim,
+            &self.run.checkpoint_dir(epoch),
+            &self.run.partial_dir(),
+        )?;
+        Ok(EpochMetrics {
+            epoch,
+            train_loss: part.loss,
+            train_accuracy: part.accuracy,
+            test_loss,
+            test_accuracy,
+            images_per_second: part.images_per_second,
+            train_seconds: part.seconds,
+            eval_seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
