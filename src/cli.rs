@@ -82,9 +82,10 @@ pub struct TrainArgs {
     /// The run directory.
     #[arg(long, required_unless_present = "resume")]
     pub out: Option<PathBuf>,
-    /// Continue a run after its last complete epoch (the run directory, or --out's).
-    #[arg(long, num_args = 0..=1, default_missing_value = "")]
-    pub resume: Option<PathBuf>,
+    /// Continue a run after its last complete epoch: `--resume RUN`, or a bare `--resume`
+    /// for --out's run (which starts afresh if it was killed before writing config.json).
+    #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "RUN")]
+    pub resume: Option<String>,
 }
 
 impl TrainArgs {
@@ -215,15 +216,21 @@ fn probe(backend: Option<&str>, args: ProbeArgs) -> Result<()> {
 
 /// `cnnu train`: a fresh run into `--out`, or `--resume` of an existing one.
 pub fn train(backend: Option<&str>, args: &TrainArgs) -> Result<(RunDir, RunSummary)> {
-    let (run, config, kind, resume) = match &args.resume {
+    // A bare --resume on a run killed before its config.json was written has nothing to
+    // resume: it starts the run the other options describe.
+    let resume_dir = match args.resume.as_deref() {
+        Some("") => {
+            let out = args
+                .out
+                .clone()
+                .context("a bare --resume needs --out RUN")?;
+            RunDir::new(&out).config_path().is_file().then_some(out)
+        }
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => None,
+    };
+    let (run, config, kind, resume) = match resume_dir {
         Some(dir) => {
-            let dir = if dir.as_os_str().is_empty() {
-                args.out
-                    .clone()
-                    .context("--resume without a directory needs --out RUN")?
-            } else {
-                dir.clone()
-            };
             let run = RunDir::new(dir);
             let saved = read_run_config(&run)?;
             let mut config = saved.train;

@@ -74,7 +74,7 @@ impl ResNet18Config {
             .collect();
         let [layer1, layer2, layer3, layer4]: [Vec<BasicBlock>; 4] =
             stages.try_into().expect("four stages were just built");
-        Ok(ResNet18 {
+        let model = ResNet18 {
             conv1: conv(self.in_channels, 64, 7, 2, 3, device),
             bn1: batch_norm(64, device),
             relu: Relu::new(),
@@ -88,7 +88,21 @@ impl ResNet18Config {
             layer4,
             avgpool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
             fc: LinearConfig::new(512, self.num_classes).init(device),
-        })
+        };
+        // Burn initialises parameters lazily, on first use, drawing from the backend's RNG
+        // at that moment. Drawing them all now makes the weights a function of the RNG state
+        // at `init`, so that seeding just before `init` is enough for reproducible weights.
+        model.visit(&mut DrawParameters);
+        Ok(model)
+    }
+}
+
+/// Touches every float parameter, which makes Burn run its deferred initialiser.
+struct DrawParameters;
+
+impl burn::module::ModuleVisitor for DrawParameters {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        let _ = param.val();
     }
 }
 

@@ -142,7 +142,7 @@ impl SnapshotWriter {
         }
         let mut json = serde_json::to_vec(&serde_json::Value::Object(header)).expect("valid json");
         // Pad to 8 bytes with spaces, as the safetensors crate does, so data is aligned.
-        while (json.len() + 8) % 8 != 0 {
+        while !json.len().is_multiple_of(8) {
             json.push(b' ');
         }
         let data_start = 8 + json.len() as u64;
@@ -196,7 +196,7 @@ impl SnapshotWriter {
             name: t.spec.name.clone(),
             problem,
         };
-        if t.row_bytes == 0 || bytes.len() as u64 % t.row_bytes != 0 {
+        if t.row_bytes == 0 || !(bytes.len() as u64).is_multiple_of(t.row_bytes) {
             return Err(layout(format!(
                 "{} bytes is not a whole number of {}-byte rows",
                 bytes.len(),

@@ -38,6 +38,18 @@ pub enum TensorFileError {
         /// The keys the file has.
         present: Vec<String>,
     },
+    /// A tensor whose values do not fill its shape.
+    #[error("{path}: tensor `{key}` has {len} values, which is not shape {shape:?}")]
+    Shape {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// The shape given.
+        shape: Vec<usize>,
+        /// The number of values.
+        len: usize,
+    },
     /// The tensor has the wrong dtype.
     #[error("{path}: tensor `{key}` is {found:?}, expected F32")]
     Dtype {
@@ -104,12 +116,23 @@ pub fn write_f32(
         .iter()
         .map(|t| t.values.iter().flat_map(|v| v.to_le_bytes()).collect())
         .collect();
+    if let Some(t) = tensors
+        .iter()
+        .find(|t| t.shape.iter().product::<usize>() != t.values.len())
+    {
+        return Err(TensorFileError::Shape {
+            path: path.to_path_buf(),
+            key: t.name.clone(),
+            shape: t.shape.clone(),
+            len: t.values.len(),
+        });
+    }
     let views: Vec<(&str, TensorView<'_>)> = tensors
         .iter()
         .zip(&raw)
         .map(|(t, bytes)| {
             let view = TensorView::new(Dtype::F32, t.shape.clone(), bytes)
-                .expect("shape and byte length agree by construction");
+                .expect("sizes were checked above");
             (t.name.as_str(), view)
         })
         .collect();

@@ -481,6 +481,22 @@ fn clean_incomplete(run: &RunDir, last_complete: usize) -> Result<(), TrainError
     Ok(())
 }
 
+/// Builds the initial network from `seed`. Burn's backend RNG may be process-global, so the
+/// seed-then-draw pair is serialised: another run starting on another thread cannot draw from
+/// the RNG in between and change this run's weights.
+fn seeded_init(
+    config: &cnnu_model::ResNet18Config,
+    seed: u64,
+    device: &Device,
+) -> Result<ResNet18, TrainError> {
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let ad = device.clone().autodiff();
+    device.seed(seed);
+    ad.seed(seed);
+    Ok(config.init(&ad)?)
+}
+
 /// What a finished (or resumed and finished) run did.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
@@ -501,7 +517,6 @@ pub fn train(
 ) -> Result<RunSummary, TrainError> {
     let c = config.config();
     let device = backend.device()?;
-    let ad = device.clone().autodiff();
     let train_indices = match c.train_limit {
         Some(n) => stratified_subset(&mnist.train.labels, n),
         None => (0..mnist.train.len()).collect(),
@@ -532,9 +547,7 @@ pub fn train(
     }
     let resumed_after = metrics.last().map(|m| m.epoch);
 
-    device.seed(c.seed);
-    ad.seed(c.seed);
-    let mut model = c.model.init(&ad)?;
+    let mut model = seeded_init(&c.model, c.seed, &device)?;
     let mut optim = make_optimizer(c);
     let run_config = RunConfig {
         train: c.clone(),

@@ -1,0 +1,133 @@
+//! A run killed with SIGKILL at arbitrary moments loses no completed epoch, never leaves a
+//! half-written snapshot under its final name, and once resumed ends with exactly the
+//! snapshots of an uninterrupted run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+fn mnist_dir() -> PathBuf {
+    let shared = std::env::var("CNNU_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    shared.join("data/mnist")
+}
+
+fn train(out: &Path, resume: bool) -> Child {
+    let mnist = mnist_dir();
+    let mut args = vec![
+        "train",
+        "--data-dir",
+        mnist.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--train-limit",
+        "160",
+        "--test-limit",
+        "64",
+        "--probe-limit",
+        "48",
+        "--eval-batch-size",
+        "16",
+        "--taps",
+        "conv1,layer2",
+        "--seed",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    if resume {
+        args.push("--resume");
+    }
+    Command::new(env!("CARGO_BIN_EXE_cnnu"))
+        .args(&args)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("cnnu starts")
+}
+
+/// Metrics lines without their timing fields.
+fn learning_lines(run: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let mut v: serde_json::Value =
+                serde_json::from_str(l).expect("every metrics line is whole");
+            for k in ["images_per_second", "train_seconds", "eval_seconds"] {
+                v.as_object_mut().unwrap().remove(k);
+            }
+            v
+        })
+        .collect()
+}
+
+/// What must hold at any moment: only complete snapshots carry a final name, and every
+/// epoch in metrics.jsonl has its snapshot.
+fn check_invariants(run: &Path) {
+    let snapshots = run.join("snapshots");
+    for entry in std::fs::read_dir(&snapshots).into_iter().flatten() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with("epoch-") && name.ends_with(".safetensors"),
+            "stray file {name}"
+        );
+        let bytes = std::fs::read(entry.path()).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .unwrap_or_else(|e| panic!("{name} is not a complete snapshot: {e}"));
+        assert_eq!(st.tensor("layer2").unwrap().shape(), &[48, 128, 4, 4]);
+    }
+    for line in learning_lines(run) {
+        let epoch = line["epoch"].as_u64().unwrap();
+        assert!(
+            snapshots
+                .join(format!("epoch-{epoch:03}.safetensors"))
+                .is_file(),
+            "epoch {epoch} lost"
+        );
+    }
+}
+
+#[test]
+fn sigkill_at_any_moment_then_resume_gives_the_uninterrupted_run() {
+    let root = tempfile::tempdir().unwrap();
+    let (reference, killed) = (root.path().join("reference"), root.path().join("killed"));
+    assert!(train(&reference, false).wait().unwrap().success());
+
+    let mut kills = 0;
+    let mut finished = false;
+    for attempt in 0..8 {
+        let mut child = train(&killed, attempt > 0);
+        let delay = Duration::from_millis(250 + 450 * attempt as u64);
+        std::thread::sleep(delay);
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                assert!(status.success(), "attempt {attempt} failed");
+                finished = true;
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL on Unix
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+        check_invariants(&killed);
+        if finished {
+            break;
+        }
+    }
+    if !finished {
+        assert!(train(&killed, true).wait().unwrap().success());
+    }
+    assert!(kills >= 2, "the test killed the run only {kills} times");
+    check_invariants(&killed);
+    assert_eq!(learning_lines(&killed), learning_lines(&reference));
+    for epoch in 0..=2 {
+        let name = format!("snapshots/epoch-{epoch:03}.safetensors");
+        let a = std::fs::read(reference.join(&name)).unwrap();
+        let b = std::fs::read(killed.join(&name)).unwrap();
+        assert!(a == b, "{name} differs after kills and resumes");
+    }
+}
