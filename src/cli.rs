@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+use cnnu_analysis::pipeline::{AnalysisParams, ValidAnalysisParams};
+use cnnu_analysis::reduce::{FilterClass, Method, Solver};
+use cnnu_analysis::summary::{RunAnalysis, analyze_run};
 use cnnu_model::{BackendKind, ResNet18Config, TapSet, catalogue};
 use cnnu_train::tensor_file::{self, NamedTensor};
 use cnnu_train::trainer::read_run_config;
@@ -38,6 +41,114 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Train on MNIST, sampling the frozen network before training and after every epoch.
     Train(TrainArgs),
+    /// The seed's pipeline on one layer of a snapshot or .mat file: filter, reduce, cluster, purity.
+    Reduce(ReduceArgs),
+    /// Analyse every (epoch, layer) of a run's snapshots into RUN/analysis/.
+    Analyze(AnalyzeArgs),
+    /// The whole study: train, sample every epoch, analyse, write RUN/report.html and report.md.
+    Study(crate::study::StudyArgs),
+}
+
+/// The analysis options shared by `reduce`, `analyze` and `study`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AnalysisArgs {
+    /// Energy threshold that picks k, in (0, 1].
+    #[arg(long, default_value_t = 0.9)]
+    pub energy: f64,
+    /// Keep a feature when its mean |x| over --filter-class samples exceeds this.
+    #[arg(long, default_value_t = 1e-3)]
+    pub act_threshold: f32,
+    /// Class whose samples decide the filter (as the original), or `all`.
+    #[arg(long, default_value = "0")]
+    pub filter_class: String,
+    /// HDBSCAN min cluster size.
+    #[arg(long, default_value_t = 50)]
+    pub min_cluster_size: usize,
+    /// HDBSCAN min samples [default: the min cluster size].
+    #[arg(long)]
+    pub min_samples: Option<usize>,
+    /// Pass at most this many scores to clustering.
+    #[arg(long)]
+    pub max_k: Option<usize>,
+    /// SVD route: auto, gram or randomized.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "gram", "randomized"])]
+    pub solver: String,
+    /// Also embed with t-SNE and draw it.
+    #[arg(long)]
+    pub tsne: bool,
+    /// Name of the labels variable/tensor.
+    #[arg(long, default_value = "labels")]
+    pub labels_var: String,
+}
+
+impl AnalysisArgs {
+    /// The pipeline settings these options describe, with `method`.
+    pub fn params(&self, method: Method) -> Result<ValidAnalysisParams> {
+        let filter_class = match self.filter_class.as_str() {
+            "all" => FilterClass::All,
+            c => FilterClass::Class(c.parse().with_context(|| {
+                format!("--filter-class must be a class number or `all`, got `{c}`")
+            })?),
+        };
+        let solver = match self.solver.as_str() {
+            "gram" => Solver::Gram,
+            "randomized" => Solver::Randomized,
+            _ => Solver::Auto,
+        };
+        Ok(AnalysisParams {
+            method,
+            energy: self.energy,
+            act_threshold: self.act_threshold,
+            filter_class,
+            min_cluster_size: self.min_cluster_size,
+            min_samples: self.min_samples,
+            max_k: self.max_k,
+            solver,
+            tsne: self.tsne,
+            ..AnalysisParams::default()
+        }
+        .check()?)
+    }
+}
+
+/// Options of `cnnu reduce`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReduceArgs {
+    /// `pca` centres the columns; `svd` does not (like a truncated SVD).
+    #[arg(value_parser = ["pca", "svd"])]
+    pub method: String,
+    /// A cnnu snapshot (.safetensors) or a MATLAB v5 .mat file.
+    pub file: PathBuf,
+    /// The layer (tap or variable name).
+    pub layer: String,
+    /// Shared analysis options.
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
+    /// Write report.json (and t-SNE plots with --tsne) into this directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print one JSON object on stdout instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `cnnu analyze`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AnalyzeArgs {
+    /// The run directory.
+    pub run: PathBuf,
+    /// Layers to analyse [default: every tap in the snapshots].
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Option<Vec<String>>,
+    /// pca (centred, the default) or svd.
+    #[arg(long, default_value = "pca", value_parser = ["pca", "svd"])]
+    pub method: String,
+    /// Shared analysis options.
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
+    /// Layers analysed at once (each holds one layer in memory).
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
 }
 
 /// Options of `cnnu train`.
@@ -79,8 +190,8 @@ pub struct TrainArgs {
     /// Taps to record every epoch.
     #[arg(long, default_value = cnnu_train::DEFAULT_TAPS)]
     pub taps: String,
-    /// The run directory.
-    #[arg(long, required_unless_present = "resume")]
+    /// The run directory (`cnnu study` defaults to runs/study, or runs/quick with --quick).
+    #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue a run after its last complete epoch: `--resume RUN`, or a bare `--resume`
     /// for --out's run (which starts afresh if it was killed before writing config.json).
@@ -149,6 +260,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Backends => backends(),
         Command::Probe(args) => probe(cli.backend.as_deref(), args),
         Command::Train(args) => train(cli.backend.as_deref(), &args).map(|_| ()),
+        Command::Reduce(args) => reduce(&args),
+        Command::Analyze(args) => analyze(&args).map(|_| ()),
+        Command::Study(args) => study(cli.backend.as_deref(), &args),
     }
 }
 
@@ -272,4 +386,96 @@ pub fn train(backend: Option<&str>, args: &TrainArgs) -> Result<(RunDir, RunSumm
         },
     )?;
     Ok((run, summary))
+}
+
+fn method(name: &str) -> Method {
+    if name == "svd" {
+        Method::Svd
+    } else {
+        Method::Pca
+    }
+}
+
+/// `cnnu reduce`: one layer of one file.
+pub fn reduce(args: &ReduceArgs) -> Result<()> {
+    let params = args.analysis.params(method(&args.method))?;
+    let started = std::time::Instant::now();
+    let acts = cnnu_analysis::source::load(&args.file, &args.layer, &args.analysis.labels_var)?;
+    let report = cnnu_analysis::pipeline::analyze(&acts, &params, started.elapsed().as_secs_f64())?;
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+        let json = serde_json::to_vec_pretty(&report).context("report serialises")?;
+        let path = dir.join("report.json");
+        std::fs::write(&path, json).with_context(|| format!("{}: cannot write", path.display()))?;
+        if let Some(e) = &report.embedding {
+            let labels: Vec<i64> = e.indices.iter().map(|&i| report.labels[i]).collect();
+            let clusters: Vec<i64> = e
+                .indices
+                .iter()
+                .map(|&i| report.cluster_labels[i])
+                .collect();
+            let title = format!(
+                "{} · {}{}",
+                args.file
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default(),
+                report.layer,
+                report
+                    .epoch
+                    .map_or(String::new(), |e| format!(" · epoch {e}"))
+            );
+            cnnu_analysis::plot::scatter(
+                &dir.join("tsne-labels.png"),
+                &format!("{title} · by label"),
+                &e.coords,
+                &labels,
+                "digit",
+            )?;
+            cnnu_analysis::plot::scatter(
+                &dir.join("tsne-clusters.png"),
+                &format!("{title} · by cluster"),
+                &e.coords,
+                &clusters,
+                "cluster",
+            )?;
+        }
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).context("report serialises")?
+        );
+    } else {
+        println!("{}", report.summary_text());
+    }
+    Ok(())
+}
+
+/// `cnnu analyze`: every (epoch, layer) of a run.
+pub fn analyze(args: &AnalyzeArgs) -> Result<RunAnalysis> {
+    let params = args.analysis.params(method(&args.method))?;
+    let analysis = analyze_run(
+        &args.run,
+        args.layers.as_deref(),
+        &params,
+        args.jobs,
+        &args.analysis.labels_var,
+    )?;
+    eprintln!(
+        "analysed {} (epoch, layer) pairs; summary in {}",
+        analysis.reports.len(),
+        analysis.dir.join("summary.csv").display()
+    );
+    Ok(analysis)
+}
+
+/// `cnnu study`: prints the summary table and where the report is.
+pub fn study(backend: Option<&str>, args: &crate::study::StudyArgs) -> Result<()> {
+    let outcome = crate::study::run(backend, args)?;
+    println!("{}", outcome.table);
+    println!("report: {}", outcome.report.html.display());
+    println!("        {}", outcome.report.md.display());
+    Ok(())
 }

@@ -5,6 +5,7 @@
 //! holds the command-line interface shared by the `cnnu` binary and the examples.
 
 pub mod cli;
+pub mod study;
 
 pub use cnnu_analysis as analysis;
 pub use cnnu_model as model;

@@ -1,0 +1,444 @@
+//! The seed project's analysis of one layer, step by step: filter → reduce (pca / svd) →
+//! cluster (HDBSCAN) → purity and the other agreement measures → t-SNE (optional).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::cluster::{ClusterError, HdbscanParams, hdbscan};
+use crate::embed::{EmbedError, Embedding, TsneParams, tsne};
+use crate::metrics::{MetricsError, cluster_agreement, knn_agreement, silhouette_true};
+use crate::reduce::{
+    FilterClass, Method, ReduceError, Solver, filter_features, reduce, select_columns,
+};
+use crate::source::Activations;
+
+/// Settings of the analysis, as given; [`check`](AnalysisParams::check) validates them once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalysisParams {
+    /// Centre the columns (`Pca`) or not (`Svd`).
+    pub method: Method,
+    /// Energy threshold that picks k, in (0, 1].
+    pub energy: f64,
+    /// Keep a feature when its mean |x| over the filter class exceeds this.
+    pub act_threshold: f32,
+    /// Which samples the filter looks at.
+    pub filter_class: FilterClass,
+    /// HDBSCAN's min cluster size.
+    pub min_cluster_size: usize,
+    /// HDBSCAN's min samples (default: the min cluster size).
+    pub min_samples: Option<usize>,
+    /// At most this many scores go to clustering and the score-space measures.
+    pub max_k: Option<usize>,
+    /// Which SVD route to use.
+    pub solver: Solver,
+    /// Neighbours for `knn_agreement`.
+    pub knn_k: usize,
+    /// Embed with t-SNE.
+    pub tsne: bool,
+    /// t-SNE settings.
+    pub tsne_params: TsneParams,
+}
+
+impl Default for AnalysisParams {
+    fn default() -> Self {
+        Self {
+            method: Method::Pca,
+            energy: 0.9,
+            act_threshold: 1e-3,
+            filter_class: FilterClass::Class(0),
+            min_cluster_size: 50,
+            min_samples: None,
+            max_k: None,
+            solver: Solver::Auto,
+            knn_k: 10,
+            tsne: false,
+            tsne_params: TsneParams::default(),
+        }
+    }
+}
+
+/// Checked [`AnalysisParams`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidAnalysisParams(AnalysisParams);
+
+impl ValidAnalysisParams {
+    /// The settings.
+    pub fn params(&self) -> &AnalysisParams {
+        &self.0
+    }
+}
+
+/// Errors of the analysis.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    /// An option out of range.
+    #[error("--{name} {problem}")]
+    Invalid {
+        /// The option.
+        name: &'static str,
+        /// Why.
+        problem: String,
+    },
+    /// The reduce step failed.
+    #[error("{layer}: {source}")]
+    Reduce {
+        /// The layer.
+        layer: String,
+        /// Why.
+        #[source]
+        source: ReduceError,
+    },
+    /// Clustering failed.
+    #[error("{layer}: {source}")]
+    Cluster {
+        /// The layer.
+        layer: String,
+        /// Why.
+        #[source]
+        source: ClusterError,
+    },
+    /// A measure could not be computed.
+    #[error("{layer}: {source}")]
+    Metrics {
+        /// The layer.
+        layer: String,
+        /// Why.
+        #[source]
+        source: MetricsError,
+    },
+    /// t-SNE failed.
+    #[error("{layer}: {source}")]
+    Embed {
+        /// The layer.
+        layer: String,
+        /// Why.
+        #[source]
+        source: EmbedError,
+    },
+}
+
+impl AnalysisParams {
+    /// Validates everything that does not depend on the data.
+    pub fn check(self) -> Result<ValidAnalysisParams, AnalysisError> {
+        let invalid = |name, problem: String| Err(AnalysisError::Invalid { name, problem });
+        if !(self.energy > 0.0 && self.energy <= 1.0) {
+            return invalid("energy", format!("must be in (0, 1], got {}", self.energy));
+        }
+        if !(self.act_threshold.is_finite() && self.act_threshold >= 0.0) {
+            return invalid(
+                "act-threshold",
+                format!("must be a number >= 0, got {}", self.act_threshold),
+            );
+        }
+        if self.min_cluster_size < 2 {
+            return invalid(
+                "min-cluster-size",
+                format!("must be at least 2, got {}", self.min_cluster_size),
+            );
+        }
+        if self.min_samples == Some(0) {
+            return invalid("min-samples", "must be at least 1".into());
+        }
+        if self.max_k == Some(0) {
+            return invalid("max-k", "must be at least 1".into());
+        }
+        if self.knn_k == 0 {
+            return invalid("knn-k", "must be at least 1".into());
+        }
+        Ok(ValidAnalysisParams(self))
+    }
+}
+
+/// Seconds spent in each step.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Seconds {
+    /// Reading the file.
+    pub load: f64,
+    /// The feature filter.
+    pub filter: f64,
+    /// Centring and SVD.
+    pub svd: f64,
+    /// HDBSCAN.
+    pub cluster: f64,
+    /// The agreement measures.
+    pub metrics: f64,
+    /// t-SNE (0 when not asked for).
+    pub tsne: f64,
+}
+
+/// Everything the analysis of one layer finds; serialises to the JSON of `cnnu reduce --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerReport {
+    /// The file analysed.
+    pub source: String,
+    /// The epoch, for snapshots.
+    pub epoch: Option<usize>,
+    /// The layer.
+    pub layer: String,
+    /// `pca` or `svd`.
+    pub method: Method,
+    /// The SVD route taken.
+    pub solver: Solver,
+    /// Samples.
+    pub n: usize,
+    /// Features before the filter.
+    pub d_total: usize,
+    /// Features after it.
+    pub d_kept: usize,
+    /// Rank that reaches the energy threshold.
+    pub k: usize,
+    /// Scores passed on (k, or `--max-k` if smaller).
+    pub k_used: usize,
+    /// Cumulative energy at k.
+    pub energy_at_k: f64,
+    /// Leading singular values (at least k + 20), descending.
+    pub singular_values: Vec<f64>,
+    /// HDBSCAN's label per sample, -1 = noise.
+    pub cluster_labels: Vec<i64>,
+    /// Clusters found.
+    pub n_clusters: usize,
+    /// Share of noise.
+    pub noise_frac: f64,
+    /// Purity with noise counted as one more cluster.
+    pub purity_with_noise: f64,
+    /// Purity with noise dropped; null when everything is noise.
+    pub purity_without_noise: Option<f64>,
+    /// scikit-learn's homogeneity.
+    pub homogeneity: f64,
+    /// scikit-learn's completeness.
+    pub completeness: f64,
+    /// scikit-learn's V-measure.
+    pub v_measure: f64,
+    /// Adjusted Rand index.
+    pub ari: f64,
+    /// Normalised mutual information (arithmetic mean).
+    pub nmi: f64,
+    /// Share of each sample's nearest neighbours in score space with its label.
+    pub knn_agreement: f64,
+    /// Silhouette of the true labels in score space.
+    pub silhouette_true: f64,
+    /// Seconds per step.
+    pub seconds: Seconds,
+    /// The plain-words reading of the clustering (says so when all is noise).
+    pub verdict: String,
+    /// The t-SNE embedding, when asked for (not in the JSON).
+    #[serde(skip)]
+    pub embedding: Option<Embedding>,
+    /// The labels of the samples (not in the JSON).
+    #[serde(skip)]
+    pub labels: Vec<i64>,
+}
+
+/// Runs the analysis of one layer. `load_seconds` is what reading it took.
+pub fn analyze(
+    acts: &Activations,
+    params: &ValidAnalysisParams,
+    load_seconds: f64,
+) -> Result<LayerReport, AnalysisError> {
+    let p = params.params();
+    let layer = acts.layer.clone();
+    let reduce_err = |source| AnalysisError::Reduce {
+        layer: layer.clone(),
+        source,
+    };
+    let (n, d) = (acts.n, acts.d());
+    let mut seconds = Seconds {
+        load: load_seconds,
+        ..Seconds::default()
+    };
+
+    let t = Instant::now();
+    let filter = filter_features(
+        &acts.data,
+        n,
+        d,
+        &acts.labels,
+        p.filter_class,
+        p.act_threshold,
+    )
+    .map_err(reduce_err)?;
+    let kept = select_columns(&acts.data, n, d, &filter.kept);
+    seconds.filter = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let red = reduce(
+        &kept,
+        n,
+        filter.kept.len(),
+        p.method,
+        p.energy,
+        p.max_k,
+        p.solver,
+    )
+    .map_err(reduce_err)?;
+    drop(kept);
+    seconds.svd = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let hdb = HdbscanParams::new(p.min_cluster_size)
+        .with_min_samples(p.min_samples.unwrap_or(p.min_cluster_size));
+    let hdb = hdb.validate(n).map_err(|source| AnalysisError::Cluster {
+        layer: layer.clone(),
+        source,
+    })?;
+    let clusters =
+        hdbscan(&red.scores, n, red.k_used, hdb).map_err(|source| AnalysisError::Cluster {
+            layer: layer.clone(),
+            source,
+        })?;
+    seconds.cluster = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let metrics_err = |source| AnalysisError::Metrics {
+        layer: layer.clone(),
+        source,
+    };
+    let agreement = cluster_agreement(&acts.labels, &clusters).map_err(metrics_err)?;
+    // Both measures are undefined on degenerate inputs (one sample; one class, or one class
+    // per sample): that is a NaN (null in JSON) for this layer, not a failed analysis.
+    let knn = match knn_agreement(
+        &red.scores,
+        n,
+        red.k_used,
+        &acts.labels,
+        p.knn_k.min(n.saturating_sub(1)).max(1),
+    ) {
+        Err(MetricsError::InvalidK { .. }) => f64::NAN,
+        other => other.map_err(metrics_err)?,
+    };
+    let silhouette = match silhouette_true(&red.scores, n, red.k_used, &acts.labels) {
+        Err(MetricsError::InvalidClassCount { .. }) => f64::NAN,
+        other => other.map_err(metrics_err)?,
+    };
+    seconds.metrics = t.elapsed().as_secs_f64();
+
+    let embedding = if p.tsne {
+        let t = Instant::now();
+        let e =
+            tsne(&red.scores, n, red.k_used, &acts.labels, &p.tsne_params).map_err(|source| {
+                AnalysisError::Embed {
+                    layer: layer.clone(),
+                    source,
+                }
+            })?;
+        seconds.tsne = t.elapsed().as_secs_f64();
+        Some(e)
+    } else {
+        None
+    };
+
+    let verdict = verdict(agreement.n_clusters, agreement.noise_frac, red.k_used, p);
+    Ok(LayerReport {
+        source: acts.source.display().to_string(),
+        epoch: acts.epoch,
+        layer,
+        method: p.method,
+        solver: red.solver,
+        n,
+        d_total: filter.d_total,
+        d_kept: filter.kept.len(),
+        k: red.k,
+        k_used: red.k_used,
+        energy_at_k: red.energy_at_k,
+        singular_values: red.singular_values,
+        cluster_labels: clusters,
+        n_clusters: agreement.n_clusters,
+        noise_frac: agreement.noise_frac,
+        purity_with_noise: agreement.purity_with_noise,
+        purity_without_noise: agreement.purity_without_noise,
+        homogeneity: agreement.homogeneity,
+        completeness: agreement.completeness,
+        v_measure: agreement.v_measure,
+        ari: agreement.ari,
+        nmi: agreement.nmi,
+        knn_agreement: knn,
+        silhouette_true: silhouette,
+        seconds,
+        verdict,
+        embedding,
+        labels: acts.labels.clone(),
+    })
+}
+
+/// The clustering in plain words; when HDBSCAN finds nothing it says so, with what to try.
+pub fn verdict(n_clusters: usize, noise_frac: f64, k_used: usize, p: &AnalysisParams) -> String {
+    if n_clusters == 0 {
+        format!(
+            "HDBSCAN labelled every sample noise on {k_used} scores (min cluster size {}): no \
+             cluster purity to report. Try fewer scores (--max-k 10), a smaller \
+             --min-cluster-size, or rely on knn_agreement and silhouette_true, which need no \
+             clusters.",
+            p.min_cluster_size
+        )
+    } else {
+        format!(
+            "HDBSCAN found {n_clusters} cluster{} on {k_used} scores, {:.0}% of samples noise.",
+            if n_clusters == 1 { "" } else { "s" },
+            noise_frac * 100.0
+        )
+    }
+}
+
+impl LayerReport {
+    /// The figures of the report as `name -> value`, for tables and plots.
+    pub fn figures(&self) -> BTreeMap<&'static str, f64> {
+        BTreeMap::from([
+            ("k", self.k as f64),
+            ("energy_at_k", self.energy_at_k),
+            ("n_clusters", self.n_clusters as f64),
+            ("noise_frac", self.noise_frac),
+            ("purity_with_noise", self.purity_with_noise),
+            (
+                "purity_without_noise",
+                self.purity_without_noise.unwrap_or(f64::NAN),
+            ),
+            ("homogeneity", self.homogeneity),
+            ("completeness", self.completeness),
+            ("v_measure", self.v_measure),
+            ("ari", self.ari),
+            ("nmi", self.nmi),
+            ("knn_agreement", self.knn_agreement),
+            ("silhouette_true", self.silhouette_true),
+        ])
+    }
+
+    /// A few lines for a terminal.
+    pub fn summary_text(&self) -> String {
+        let purity_wo = self
+            .purity_without_noise
+            .map_or("n/a (all noise)".to_string(), |v| format!("{v:.3}"));
+        format!(
+            "{layer}{epoch}: n={n} d={d_total} kept={d_kept} k={k} (energy {e:.4}{capped})\n\
+             clusters={nc} noise={noise:.1}% purity={pw:.3} purity_without_noise={purity_wo}\n\
+             homogeneity={h:.3} completeness={c:.3} v_measure={v:.3} ari={ari:.3} nmi={nmi:.3}\n\
+             knn_agreement={knn:.3} silhouette_true={sil:.3}\n{verdict}",
+            layer = self.layer,
+            epoch = self
+                .epoch
+                .map_or(String::new(), |e| format!(" (epoch {e})")),
+            n = self.n,
+            d_total = self.d_total,
+            d_kept = self.d_kept,
+            k = self.k,
+            e = self.energy_at_k,
+            capped = if self.k_used < self.k {
+                format!(", first {} used", self.k_used)
+            } else {
+                String::new()
+            },
+            nc = self.n_clusters,
+            noise = self.noise_frac * 100.0,
+            pw = self.purity_with_noise,
+            h = self.homogeneity,
+            c = self.completeness,
+            v = self.v_measure,
+            ari = self.ari,
+            nmi = self.nmi,
+            knn = self.knn_agreement,
+            sil = self.silhouette_true,
+            verdict = self.verdict,
+        )
+    }
+}

@@ -1,0 +1,519 @@
+//! The study's report: `report.html` (self-contained, every image a data URI) and `report.md`
+//! (PNGs in a folder beside it), answering "did training raise the purity of early-layer
+//! clusters?" from the numbers.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+
+use crate::pipeline::LayerReport;
+use crate::plot;
+use crate::summary::{PLOTTED, SummaryError, write_atomic};
+
+/// Test accuracy (and loss) of one epoch, from the run's `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochAccuracy {
+    /// The epoch.
+    pub epoch: usize,
+    /// Test accuracy.
+    pub test_accuracy: f64,
+    /// Test loss.
+    pub test_loss: f64,
+    /// Mean training loss (none at epoch 0).
+    pub train_loss: Option<f64>,
+}
+
+/// Reads the test accuracy per epoch from `RUN/metrics.jsonl` (missing file: none).
+pub fn read_accuracy(run: &Path) -> Result<Vec<EpochAccuracy>, SummaryError> {
+    let path = run.join("metrics.jsonl");
+    let Ok(text) = fs::read_to_string(&path) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| SummaryError::Io {
+            path: path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+        let num = |k: &str| v.get(k).and_then(|x| x.as_f64());
+        if let (Some(epoch), Some(acc), Some(loss)) = (
+            v.get("epoch").and_then(|e| e.as_u64()),
+            num("test_accuracy"),
+            num("test_loss"),
+        ) {
+            out.push(EpochAccuracy {
+                epoch: epoch as usize,
+                test_accuracy: acc,
+                test_loss: loss,
+                train_loss: num("train_loss"),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a tap counts as an early layer for the research question: the stem and layer1.
+pub fn is_early(layer: &str) -> bool {
+    layer.starts_with("layer1")
+        || !(layer.starts_with("layer") || matches!(layer, "avgpool" | "flatten" | "fc" | "logits"))
+}
+
+/// One layer's change from the first to the last epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerChange {
+    /// The layer.
+    pub layer: String,
+    /// First and last epoch.
+    pub epochs: (usize, usize),
+    /// Purity (noise as a cluster) at both.
+    pub purity: (f64, f64),
+    /// kNN agreement at both.
+    pub knn: (f64, f64),
+    /// Silhouette of the true labels at both.
+    pub silhouette: (f64, f64),
+    /// Clusters at both.
+    pub clusters: (usize, usize),
+    /// k at both.
+    pub k: (usize, usize),
+}
+
+/// The first-to-last-epoch change of every layer, in report order.
+pub fn changes(reports: &[LayerReport]) -> Vec<LayerChange> {
+    let mut layers: Vec<&str> = Vec::new();
+    for r in reports {
+        if !layers.contains(&r.layer.as_str()) {
+            layers.push(&r.layer);
+        }
+    }
+    layers
+        .into_iter()
+        .filter_map(|l| {
+            let mut rs: Vec<&LayerReport> = reports.iter().filter(|r| r.layer == l).collect();
+            rs.sort_by_key(|r| r.epoch.unwrap_or(0));
+            let (a, b) = (rs.first()?, rs.last()?);
+            Some(LayerChange {
+                layer: l.to_string(),
+                epochs: (a.epoch.unwrap_or(0), b.epoch.unwrap_or(0)),
+                purity: (a.purity_with_noise, b.purity_with_noise),
+                knn: (a.knn_agreement, b.knn_agreement),
+                silhouette: (a.silhouette_true, b.silhouette_true),
+                clusters: (a.n_clusters, b.n_clusters),
+                k: (a.k, b.k),
+            })
+        })
+        .collect()
+}
+
+fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
+    let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    (n > 0).then(|| s / n as f64)
+}
+
+/// The answer to the research question, computed from the numbers, in a few sentences.
+pub fn answer(reports: &[LayerReport]) -> String {
+    let ch = changes(reports);
+    if ch.is_empty() {
+        return "No layers were analysed, so the question cannot be answered.".into();
+    }
+    let (first, last) = ch[0].epochs;
+    if first == last {
+        return format!(
+            "Only epoch {first} was analysed: a change with training needs at least two epochs."
+        );
+    }
+    let early: Vec<&LayerChange> = ch.iter().filter(|c| is_early(&c.layer)).collect();
+    let deep: Vec<&LayerChange> = ch.iter().filter(|c| !is_early(&c.layer)).collect();
+    let delta = |cs: &[&LayerChange], f: fn(&LayerChange) -> (f64, f64)| {
+        mean(cs.iter().map(|c| f(c).1 - f(c).0))
+    };
+    let fmt = |d: Option<f64>| d.map_or("n/a".to_string(), |d| format!("{d:+.3}"));
+    let mut text = String::new();
+    let early_names: Vec<&str> = early.iter().map(|c| c.layer.as_str()).collect();
+    let deep_names: Vec<&str> = deep.iter().map(|c| c.layer.as_str()).collect();
+    let dp_early = delta(&early, |c| c.purity);
+    let dp_deep = delta(&deep, |c| c.purity);
+    let verdict = match dp_early {
+        Some(d) if d > 0.02 => "yes",
+        Some(d) if d < -0.02 => "no, it fell",
+        Some(_) => "hardly: the change is within ±0.02",
+        None => "there are no early layers in this analysis",
+    };
+    let _ = write!(
+        text,
+        "**Did training raise the purity of early-layer clusters? {verdict}.** From epoch {first} to epoch {last}, \
+         cluster purity (noise counted as a cluster) changed by {} on average over the early layers ({}) and by {} over \
+         the deeper ones ({}). ",
+        fmt(dp_early),
+        if early_names.is_empty() {
+            "none".into()
+        } else {
+            early_names.join(", ")
+        },
+        fmt(dp_deep),
+        if deep_names.is_empty() {
+            "none".into()
+        } else {
+            deep_names.join(", ")
+        },
+    );
+    let no_clusters: Vec<String> = ch
+        .iter()
+        .filter(|c| c.clusters.0 == 0 || c.clusters.1 == 0)
+        .map(|c| {
+            let when = match (c.clusters.0 == 0, c.clusters.1 == 0) {
+                (true, true) => {
+                    format!("at epochs {first} and {last} (k = {} and {})", c.k.0, c.k.1)
+                }
+                (true, false) => format!("at epoch {first} (k = {})", c.k.0),
+                _ => format!("at epoch {last} (k = {})", c.k.1),
+            };
+            format!("{} {when}", c.layer)
+        })
+        .collect();
+    if !no_clusters.is_empty() {
+        let _ = write!(
+            text,
+            "HDBSCAN found no clusters at all — every sample noise, so purity is just the largest class share — in {}; \
+             there purity cannot show a change, and the clustering-free measures below carry the answer. ",
+            no_clusters.join("; ")
+        );
+    }
+    let _ = write!(
+        text,
+        "Without clustering: kNN label agreement in score space changed by {} (early) and {} (deeper); the silhouette \
+         of the true labels by {} (early) and {} (deeper).",
+        fmt(delta(&early, |c| c.knn)),
+        fmt(delta(&deep, |c| c.knn)),
+        fmt(delta(&early, |c| c.silhouette)),
+        fmt(delta(&deep, |c| c.silhouette)),
+    );
+    text
+}
+
+/// Paths of the written report.
+#[derive(Debug, Clone)]
+pub struct ReportPaths {
+    /// `report.html`.
+    pub html: PathBuf,
+    /// `report.md`.
+    pub md: PathBuf,
+}
+
+/// Writes `RUN/report.html` and `RUN/report.md` (PNGs under `RUN/report-images/`) from the run's
+/// analysis (whose plots are in `analysis_dir/plots`) and its accuracy per epoch.
+pub fn write_report(
+    run: &Path,
+    title: &str,
+    settings: &str,
+    reports: &[LayerReport],
+    accuracy: &[EpochAccuracy],
+    analysis_dir: &Path,
+) -> Result<ReportPaths, SummaryError> {
+    let images = run.join("report-images");
+    fs::create_dir_all(&images).map_err(|source| SummaryError::Io {
+        path: images.clone(),
+        source,
+    })?;
+    let plots = analysis_dir.join("plots");
+    let acc_png = images.join("accuracy.png");
+    let series = vec![(
+        "test accuracy".to_string(),
+        accuracy
+            .iter()
+            .map(|a| (a.epoch as f64, a.test_accuracy))
+            .collect(),
+    )];
+    plot::lines(
+        &acc_png,
+        "test accuracy against epoch",
+        "epoch",
+        "accuracy",
+        &series,
+        false,
+    )?;
+    // Copy the analysis plots next to the Markdown so the folder is self-contained too.
+    let mut copied: Vec<String> = Vec::new();
+    if let Ok(entries) = fs::read_dir(&plots) {
+        let mut names: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".png"))
+            .collect();
+        names.sort();
+        for name in names {
+            let dst = images.join(&name);
+            fs::copy(plots.join(&name), &dst).map_err(|source| SummaryError::Io {
+                path: dst.clone(),
+                source,
+            })?;
+            copied.push(name);
+        }
+    }
+
+    let mut layers: Vec<&str> = Vec::new();
+    let mut epochs: Vec<usize> = Vec::new();
+    for r in reports {
+        if !layers.contains(&r.layer.as_str()) {
+            layers.push(&r.layer);
+        }
+        let e = r.epoch.unwrap_or(0);
+        if !epochs.contains(&e) {
+            epochs.push(e);
+        }
+    }
+    epochs.sort_unstable();
+
+    // Build the document once as a list of blocks, then render to both formats.
+    enum Block {
+        Heading(String),
+        Para(String),
+        Table(Vec<String>, Vec<Vec<String>>),
+        Image(String, String),
+        Grid(Vec<String>, Vec<(String, Vec<Option<String>>)>),
+    }
+    let mut doc: Vec<Block> = vec![
+        Block::Para(settings.to_string()),
+        Block::Heading("The answer".into()),
+        Block::Para(answer(reports)),
+    ];
+    doc.push(Block::Heading("Test accuracy".into()));
+    doc.push(Block::Table(
+        vec![
+            "epoch".into(),
+            "test accuracy".into(),
+            "test loss".into(),
+            "train loss".into(),
+        ],
+        accuracy
+            .iter()
+            .map(|a| {
+                vec![
+                    a.epoch.to_string(),
+                    format!("{:.4}", a.test_accuracy),
+                    format!("{:.4}", a.test_loss),
+                    a.train_loss.map_or("–".into(), |l| format!("{l:.4}")),
+                ]
+            })
+            .collect(),
+    ));
+    doc.push(Block::Image(
+        "accuracy.png".into(),
+        "test accuracy against epoch".into(),
+    ));
+    doc.push(Block::Heading("Figures per layer and epoch".into()));
+    let header: Vec<String> = [
+        "layer",
+        "epoch",
+        "k",
+        "clusters",
+        "noise",
+        "purity",
+        "purity w/o noise",
+        "homog.",
+        "V",
+        "ARI",
+        "NMI",
+        "kNN",
+        "silhouette",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut rows = Vec::new();
+    for &l in &layers {
+        for r in reports.iter().filter(|r| r.layer == l) {
+            rows.push(vec![
+                l.to_string(),
+                r.epoch.unwrap_or(0).to_string(),
+                r.k.to_string(),
+                r.n_clusters.to_string(),
+                format!("{:.0}%", r.noise_frac * 100.0),
+                format!("{:.3}", r.purity_with_noise),
+                r.purity_without_noise
+                    .map_or("–".into(), |v| format!("{v:.3}")),
+                format!("{:.3}", r.homogeneity),
+                format!("{:.3}", r.v_measure),
+                format!("{:.3}", r.ari),
+                format!("{:.3}", r.nmi),
+                format!("{:.3}", r.knn_agreement),
+                format!("{:.3}", r.silhouette_true),
+            ]);
+        }
+    }
+    doc.push(Block::Table(header, rows));
+    for figure in PLOTTED {
+        let name = format!("{figure}.png");
+        if copied.contains(&name) {
+            doc.push(Block::Image(
+                name,
+                format!("{figure} against epoch, one line per layer"),
+            ));
+        }
+    }
+    doc.push(Block::Heading("Energy spectrum".into()));
+    for &l in &layers {
+        let name = format!("spectrum-{l}.png");
+        if copied.contains(&name) {
+            doc.push(Block::Image(
+                name,
+                format!("{l}: energy share of the leading components"),
+            ));
+        }
+    }
+    let tsne_cols: Vec<String> = epochs.iter().map(|e| format!("epoch {e}")).collect();
+    let tsne_rows: Vec<(String, Vec<Option<String>>)> = layers
+        .iter()
+        .map(|&l| {
+            let cells = epochs
+                .iter()
+                .map(|e| {
+                    let name = format!("tsne-{l}-epoch-{e:03}-labels.png");
+                    copied.contains(&name).then_some(name)
+                })
+                .collect();
+            (l.to_string(), cells)
+        })
+        .collect();
+    if tsne_rows.iter().any(|(_, c)| c.iter().any(Option::is_some)) {
+        doc.push(Block::Heading(
+            "t-SNE of the scores, coloured by label".into(),
+        ));
+        doc.push(Block::Grid(tsne_cols, tsne_rows));
+    }
+
+    // Markdown.
+    let mut md = format!("# {title}\n\n");
+    for b in &doc {
+        match b {
+            Block::Heading(h) => md.push_str(&format!("## {h}\n\n")),
+            Block::Para(p) => md.push_str(&format!("{p}\n\n")),
+            Block::Table(h, rows) => {
+                md.push_str(&format!(
+                    "| {} |\n|{}|\n",
+                    h.join(" | "),
+                    " --- |".repeat(h.len())
+                ));
+                for r in rows {
+                    md.push_str(&format!("| {} |\n", r.join(" | ")));
+                }
+                md.push('\n');
+            }
+            Block::Image(name, alt) => md.push_str(&format!("![{alt}](report-images/{name})\n\n")),
+            Block::Grid(cols, rows) => {
+                md.push_str(&format!(
+                    "| layer | {} |\n|{}|\n",
+                    cols.join(" | "),
+                    " --- |".repeat(cols.len() + 1)
+                ));
+                for (l, cells) in rows {
+                    let cells: Vec<String> = cells
+                        .iter()
+                        .map(|c| {
+                            c.as_ref()
+                                .map_or("–".into(), |n| format!("![{l}](report-images/{n})"))
+                        })
+                        .collect();
+                    md.push_str(&format!("| {l} | {} |\n", cells.join(" | ")));
+                }
+                md.push('\n');
+            }
+        }
+    }
+
+    // HTML, images inlined.
+    let data_uri = |name: &str| -> Result<String, SummaryError> {
+        let path = images.join(name);
+        let bytes = fs::read(&path).map_err(|source| SummaryError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        ))
+    };
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let bold = |s: &str| {
+        let parts: Vec<&str> = s.split("**").collect();
+        parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if i % 2 == 1 {
+                    format!("<strong>{}</strong>", esc(p))
+                } else {
+                    esc(p)
+                }
+            })
+            .collect::<String>()
+    };
+    let mut html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title><style>\
+         body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}\
+         table{{border-collapse:collapse;margin:1em 0;font-size:90%}}td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}\
+         th{{background:#f3f3f3}}img{{max-width:100%}}.grid img{{width:260px}}</style></head><body>\n<h1>{t}</h1>\n",
+        t = esc(title)
+    );
+    for b in &doc {
+        match b {
+            Block::Heading(h) => html.push_str(&format!("<h2>{}</h2>\n", esc(h))),
+            Block::Para(p) => html.push_str(&format!("<p>{}</p>\n", bold(p))),
+            Block::Table(h, rows) => {
+                html.push_str("<table><tr>");
+                for c in h {
+                    html.push_str(&format!("<th>{}</th>", esc(c)));
+                }
+                html.push_str("</tr>\n");
+                for r in rows {
+                    html.push_str("<tr>");
+                    for c in r {
+                        html.push_str(&format!("<td>{}</td>", esc(c)));
+                    }
+                    html.push_str("</tr>\n");
+                }
+                html.push_str("</table>\n");
+            }
+            Block::Image(name, alt) => html.push_str(&format!(
+                "<p><img alt=\"{}\" src=\"{}\"></p>\n",
+                esc(alt),
+                data_uri(name)?
+            )),
+            Block::Grid(cols, rows) => {
+                html.push_str("<table class=\"grid\"><tr><th>layer</th>");
+                for c in cols {
+                    html.push_str(&format!("<th>{}</th>", esc(c)));
+                }
+                html.push_str("</tr>\n");
+                for (l, cells) in rows {
+                    html.push_str(&format!("<tr><th>{}</th>", esc(l)));
+                    for c in cells {
+                        match c {
+                            Some(n) => html.push_str(&format!(
+                                "<td><img alt=\"{}\" src=\"{}\"></td>",
+                                esc(l),
+                                data_uri(n)?
+                            )),
+                            None => html.push_str("<td>–</td>"),
+                        }
+                    }
+                    html.push_str("</tr>\n");
+                }
+                html.push_str("</table>\n");
+            }
+        }
+    }
+    html.push_str("</body></html>\n");
+    let paths = ReportPaths {
+        html: run.join("report.html"),
+        md: run.join("report.md"),
+    };
+    write_atomic(&paths.md, md.as_bytes())?;
+    write_atomic(&paths.html, html.as_bytes())?;
+    Ok(paths)
+}

@@ -1,0 +1,302 @@
+//! Where activations come from: a cnnu snapshot (safetensors) or a MATLAB v5 `.mat` file like
+//! the original project's. Either way one layer is read as a row-major `[N, D]` matrix with
+//! its labels, and nothing else of the file is loaded.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::mat::{self, MatError};
+
+/// Tensors of a snapshot that are bookkeeping, not layers.
+const NOT_LAYERS: [&str; 3] = ["labels", "predictions", "indices"];
+
+/// One layer's activations on N samples.
+#[derive(Debug, Clone)]
+pub struct Activations {
+    /// The file read.
+    pub source: PathBuf,
+    /// The layer (tap or variable) name.
+    pub layer: String,
+    /// Samples.
+    pub n: usize,
+    /// Per-sample shape (`[C, H, W]` or `[F]`); D is its product.
+    pub sample_shape: Vec<usize>,
+    /// `[N, D]`, row-major, each sample's features flattened in C order (numpy's `reshape`).
+    pub data: Vec<f32>,
+    /// The true class of every sample.
+    pub labels: Vec<i64>,
+    /// The epoch, when the file is a cnnu snapshot.
+    pub epoch: Option<usize>,
+}
+
+impl Activations {
+    /// Features per sample.
+    pub fn d(&self) -> usize {
+        self.sample_shape.iter().product()
+    }
+}
+
+/// Errors from reading activations.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The file cannot be opened or mapped.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid safetensors (truncated, bad header, offsets outside the file).
+    #[error("{path}: not a valid snapshot: {problem}")]
+    Snapshot {
+        /// The file.
+        path: PathBuf,
+        /// The parser's complaint.
+        problem: String,
+    },
+    /// A MAT-file problem.
+    #[error(transparent)]
+    Mat(#[from] MatError),
+    /// The layer is not in the file.
+    #[error("{path}: no layer `{layer}`; layers present: {}", present.join(", "))]
+    MissingLayer {
+        /// The file.
+        path: PathBuf,
+        /// The layer asked for.
+        layer: String,
+        /// What the file has.
+        present: Vec<String>,
+    },
+    /// A tensor of the wrong type or shape.
+    #[error("{path}: `{name}`: {problem}")]
+    BadTensor {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Labels and activations disagree on N.
+    #[error("{path}: {n_labels} labels for {n} samples of `{layer}`")]
+    LabelCount {
+        /// The file.
+        path: PathBuf,
+        /// The layer.
+        layer: String,
+        /// Samples.
+        n: usize,
+        /// Labels.
+        n_labels: usize,
+    },
+}
+
+/// Whether `path` is a MATLAB file (by extension).
+fn is_mat(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("mat"))
+}
+
+/// The layers a file holds, in file order for snapshots (forward order) and MAT files.
+pub fn layers(path: &Path, labels_var: &str) -> Result<Vec<String>, SourceError> {
+    if is_mat(path) {
+        return Ok(mat::list_variables(path)?
+            .into_iter()
+            .map(|v| v.name)
+            .filter(|n| n != labels_var)
+            .collect());
+    }
+    let map = map_file(path)?;
+    let st = parse(path, &map)?;
+    Ok(snapshot_layers(&st, &map))
+}
+
+/// Reads one layer and the labels.
+pub fn load(path: &Path, layer: &str, labels_var: &str) -> Result<Activations, SourceError> {
+    let acts = if is_mat(path) {
+        load_mat(path, layer, labels_var)?
+    } else {
+        load_snapshot(path, layer, labels_var)?
+    };
+    if acts.labels.len() != acts.n {
+        return Err(SourceError::LabelCount {
+            path: path.to_path_buf(),
+            layer: layer.to_string(),
+            n: acts.n,
+            n_labels: acts.labels.len(),
+        });
+    }
+    Ok(acts)
+}
+
+fn load_mat(path: &Path, layer: &str, labels_var: &str) -> Result<Activations, SourceError> {
+    let array = mat::read_variable(path, layer)?;
+    let labels = mat::read_labels(path, labels_var)?;
+    let (n, sample_shape) = match array.dims.split_first() {
+        Some((&n, rest)) if !rest.is_empty() => (n, rest.to_vec()),
+        _ => {
+            return Err(SourceError::BadTensor {
+                path: path.to_path_buf(),
+                name: layer.to_string(),
+                problem: format!("shape {:?} is not [N, D] or [N, C, H, W]", array.dims),
+            });
+        }
+    };
+    Ok(Activations {
+        source: path.to_path_buf(),
+        layer: layer.to_string(),
+        n,
+        sample_shape,
+        data: array.data,
+        labels,
+        epoch: None,
+    })
+}
+
+fn map_file(path: &Path) -> Result<memmap2::Mmap, SourceError> {
+    let io = |source| SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    // Mapping, not reading: only the pages of the one tensor asked for are touched, so a
+    // multi-GB snapshot costs the size of one layer. The file is a finished snapshot that
+    // nothing rewrites in place (cnnu replaces files by rename), which is what makes the map
+    // safe to read.
+    unsafe { memmap2::Mmap::map(&file) }.map_err(io)
+}
+
+fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>, SourceError> {
+    SafeTensors::deserialize(bytes).map_err(|e| SourceError::Snapshot {
+        path: path.to_path_buf(),
+        problem: e.to_string(),
+    })
+}
+
+fn snapshot_layers(st: &SafeTensors<'_>, bytes: &[u8]) -> Vec<String> {
+    // Forward order is the order of the data offsets, which the writer follows.
+    let mut named: Vec<(usize, String)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| !NOT_LAYERS.contains(&name.as_str()))
+        .map(|(name, view)| {
+            (
+                view.data().as_ptr() as usize - bytes.as_ptr() as usize,
+                name,
+            )
+        })
+        .collect();
+    named.sort();
+    named.into_iter().map(|(_, n)| n).collect()
+}
+
+fn load_snapshot(path: &Path, layer: &str, labels_var: &str) -> Result<Activations, SourceError> {
+    let map = map_file(path)?;
+    let st = parse(path, &map)?;
+    let view = st.tensor(layer).map_err(|_| SourceError::MissingLayer {
+        path: path.to_path_buf(),
+        layer: layer.to_string(),
+        present: snapshot_layers(&st, &map),
+    })?;
+    let bad = |name: &str, problem: String| SourceError::BadTensor {
+        path: path.to_path_buf(),
+        name: name.to_string(),
+        problem,
+    };
+    if view.dtype() != Dtype::F32 {
+        return Err(bad(
+            layer,
+            format!("dtype {:?}, expected F32", view.dtype()),
+        ));
+    }
+    let (n, sample_shape) = match view.shape().split_first() {
+        Some((&n, rest)) if !rest.is_empty() => (n, rest.to_vec()),
+        _ => {
+            return Err(bad(
+                layer,
+                format!("shape {:?} has no feature dimension", view.shape()),
+            ));
+        }
+    };
+    let data: Vec<f32> = view
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let labels_view = st
+        .tensor(labels_var)
+        .map_err(|_| SourceError::MissingLayer {
+            path: path.to_path_buf(),
+            layer: labels_var.to_string(),
+            present: st.names().into_iter().map(String::from).collect(),
+        })?;
+    let labels = read_integers(labels_view.dtype(), labels_view.data()).ok_or_else(|| {
+        bad(
+            labels_var,
+            format!(
+                "dtype {:?} is not an integer or float type",
+                labels_view.dtype()
+            ),
+        )
+    })?;
+    let epoch = SafeTensors::read_metadata(&map)
+        .ok()
+        .and_then(|(_, meta)| meta.metadata().as_ref()?.get("epoch")?.parse().ok());
+    Ok(Activations {
+        source: path.to_path_buf(),
+        layer: layer.to_string(),
+        n,
+        sample_shape,
+        data,
+        labels,
+        epoch,
+    })
+}
+
+/// Labels stored as any integer type, or as floats holding whole numbers.
+fn read_integers(dtype: Dtype, bytes: &[u8]) -> Option<Vec<i64>> {
+    fn chunks<const W: usize>(b: &[u8]) -> impl Iterator<Item = [u8; W]> + '_ {
+        b.chunks_exact(W).map(|c| {
+            let mut a = [0u8; W];
+            a.copy_from_slice(c);
+            a
+        })
+    }
+    let whole = |v: f64| (v.fract() == 0.0 && v.is_finite()).then_some(v as i64);
+    match dtype {
+        Dtype::I64 => Some(chunks::<8>(bytes).map(i64::from_le_bytes).collect()),
+        Dtype::I32 => Some(
+            chunks::<4>(bytes)
+                .map(|c| i32::from_le_bytes(c) as i64)
+                .collect(),
+        ),
+        Dtype::I16 => Some(
+            chunks::<2>(bytes)
+                .map(|c| i16::from_le_bytes(c) as i64)
+                .collect(),
+        ),
+        Dtype::I8 => Some(bytes.iter().map(|&b| b as i8 as i64).collect()),
+        Dtype::U8 => Some(bytes.iter().map(|&b| b as i64).collect()),
+        Dtype::U16 => Some(
+            chunks::<2>(bytes)
+                .map(|c| u16::from_le_bytes(c) as i64)
+                .collect(),
+        ),
+        Dtype::U32 => Some(
+            chunks::<4>(bytes)
+                .map(|c| u32::from_le_bytes(c) as i64)
+                .collect(),
+        ),
+        Dtype::F32 => chunks::<4>(bytes)
+            .map(|c| whole(f32::from_le_bytes(c) as f64))
+            .collect(),
+        Dtype::F64 => chunks::<8>(bytes)
+            .map(|c| whole(f64::from_le_bytes(c)))
+            .collect(),
+        _ => None,
+    }
+}
