@@ -134,7 +134,11 @@ pub fn answer(reports: &[LayerReport]) -> String {
     let deep_names: Vec<&str> = deep.iter().map(|c| c.layer.as_str()).collect();
     let dp_early = delta(&early, |c| c.purity);
     let dp_deep = delta(&deep, |c| c.purity);
+    let no_early_clusters = !early.is_empty() && early.iter().all(|c| c.clusters == (0, 0));
     let verdict = match dp_early {
+        _ if no_early_clusters => {
+            "purity cannot tell: HDBSCAN found no clusters in any early layer at either epoch"
+        }
         Some(d) if d > 0.02 => "yes",
         Some(d) if d < -0.02 => "no, it fell",
         Some(_) => "hardly: the change is within ±0.02",
@@ -391,7 +395,7 @@ pub fn write_report(
             Block::Para(p) => md.push_str(&format!("{p}\n\n")),
             Block::Table(h, rows) => {
                 md.push_str(&format!(
-                    "| {} |\n|{}|\n",
+                    "| {} |\n|{}\n",
                     h.join(" | "),
                     " --- |".repeat(h.len())
                 ));
@@ -403,7 +407,7 @@ pub fn write_report(
             Block::Image(name, alt) => md.push_str(&format!("![{alt}](report-images/{name})\n\n")),
             Block::Grid(cols, rows) => {
                 md.push_str(&format!(
-                    "| layer | {} |\n|{}|\n",
+                    "| layer | {} |\n|{}\n",
                     cols.join(" | "),
                     " --- |".repeat(cols.len() + 1)
                 ));
