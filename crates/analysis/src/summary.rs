@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use serde::Serialize;
-
 use crate::pipeline::{AnalysisError, LayerReport, ValidAnalysisParams, analyze};
 use crate::plot::{self, PlotError};
 use crate::source::{self, SourceError};
@@ -67,94 +65,15 @@ pub fn snapshots(run: &Path) -> Result<Vec<(usize, PathBuf)>, SummaryError> {
     Ok(found)
 }
 
-/// One row of the summary: an (epoch, layer) pair and its figures.
-#[derive(Debug, Clone, Serialize)]
-pub struct SummaryRow {
-    /// The epoch.
-    pub epoch: usize,
-    /// The report, label lists left out of the serialised form.
-    #[serde(flatten)]
-    pub report: ReportFigures,
-}
-
-/// A [`LayerReport`] without its per-sample lists.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReportFigures {
-    /// The layer.
-    pub layer: String,
-    /// Samples.
-    pub n: usize,
-    /// Features before the filter.
-    pub d_total: usize,
-    /// Features kept.
-    pub d_kept: usize,
-    /// Rank at the energy threshold.
-    pub k: usize,
-    /// Scores used.
-    pub k_used: usize,
-    /// Energy at k.
-    pub energy_at_k: f64,
-    /// Clusters.
-    pub n_clusters: usize,
-    /// Noise share.
-    pub noise_frac: f64,
-    /// Purity, noise as a cluster.
-    pub purity_with_noise: f64,
-    /// Purity without noise.
-    pub purity_without_noise: Option<f64>,
-    /// Homogeneity.
-    pub homogeneity: f64,
-    /// Completeness.
-    pub completeness: f64,
-    /// V-measure.
-    pub v_measure: f64,
-    /// ARI.
-    pub ari: f64,
-    /// NMI.
-    pub nmi: f64,
-    /// kNN agreement.
-    pub knn_agreement: f64,
-    /// Silhouette of the true labels.
-    pub silhouette_true: f64,
-    /// Seconds in the SVD step.
-    pub seconds_svd: f64,
-    /// Seconds in all steps.
-    pub seconds_total: f64,
-    /// The plain-words reading.
-    pub verdict: String,
-    /// Leading singular values (JSON only).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub singular_values: Vec<f64>,
-}
-
-impl From<&LayerReport> for ReportFigures {
-    fn from(r: &LayerReport) -> Self {
-        let s = &r.seconds;
-        Self {
-            layer: r.layer.clone(),
-            n: r.n,
-            d_total: r.d_total,
-            d_kept: r.d_kept,
-            k: r.k,
-            k_used: r.k_used,
-            energy_at_k: r.energy_at_k,
-            n_clusters: r.n_clusters,
-            noise_frac: r.noise_frac,
-            purity_with_noise: r.purity_with_noise,
-            purity_without_noise: r.purity_without_noise,
-            homogeneity: r.homogeneity,
-            completeness: r.completeness,
-            v_measure: r.v_measure,
-            ari: r.ari,
-            nmi: r.nmi,
-            knn_agreement: r.knn_agreement,
-            silhouette_true: r.silhouette_true,
-            seconds_svd: s.svd,
-            seconds_total: s.load + s.filter + s.svd + s.cluster + s.metrics + s.tsne,
-            verdict: r.verdict.clone(),
-            singular_values: r.singular_values.clone(),
-        }
+/// One row of `summary.json`: the report of an (epoch, layer) pair as `cnnu reduce --json`
+/// gives it, without the per-sample cluster labels.
+pub fn summary_row(report: &LayerReport) -> serde_json::Value {
+    let mut row = serde_json::to_value(report).expect("reports serialise");
+    if let Some(obj) = row.as_object_mut() {
+        obj.remove("cluster_labels");
+        obj.insert("epoch".into(), report.epoch.unwrap_or(0).into());
     }
+    row
 }
 
 /// The figures plotted against epoch, one PNG each.
@@ -272,16 +191,10 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SummaryError
 pub fn write_summary(dir: &Path, reports: &[LayerReport], tsne: bool) -> Result<(), SummaryError> {
     let plots = dir.join("plots");
     fs::create_dir_all(&plots).map_err(io(&plots))?;
-    let rows: Vec<SummaryRow> = reports
-        .iter()
-        .map(|r| SummaryRow {
-            epoch: r.epoch.unwrap_or(0),
-            report: ReportFigures::from(r),
-        })
-        .collect();
+    let rows: Vec<serde_json::Value> = reports.iter().map(summary_row).collect();
     let json = serde_json::to_vec_pretty(&rows).expect("rows serialise");
     write_atomic(&dir.join("summary.json"), &json)?;
-    write_atomic(&dir.join("summary.csv"), csv(&rows).as_bytes())?;
+    write_atomic(&dir.join("summary.csv"), csv(reports).as_bytes())?;
 
     let mut layers: Vec<&str> = Vec::new();
     for r in reports {
@@ -378,17 +291,20 @@ fn file_name(path: &str) -> String {
         .map_or_else(|| path.to_string(), |n| n.to_string_lossy().into_owned())
 }
 
-/// The summary as CSV, one row per (epoch, layer).
-pub fn csv(rows: &[SummaryRow]) -> String {
+/// The summary as CSV, one row per (epoch, layer): every figure but the per-sample lists and
+/// the singular values.
+pub fn csv(reports: &[LayerReport]) -> String {
     let mut out = String::from(
         "epoch,layer,n,d_total,d_kept,k,k_used,energy_at_k,n_clusters,noise_frac,purity_with_noise,purity_without_noise,homogeneity,completeness,v_measure,ari,nmi,knn_agreement,silhouette_true,seconds_svd,seconds_total\n",
     );
-    for row in rows {
-        let r = &row.report;
-        let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
+    for r in reports {
+        let s = &r.seconds;
+        let purity_wo = r
+            .purity_without_noise
+            .map_or(String::new(), |v| format!("{v}"));
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.3}\n",
-            row.epoch,
+            "{},{},{},{},{},{},{},{},{},{},{},{purity_wo},{},{},{},{},{},{},{},{:.3},{:.3}\n",
+            r.epoch.unwrap_or(0),
             r.layer,
             r.n,
             r.d_total,
@@ -399,7 +315,6 @@ pub fn csv(rows: &[SummaryRow]) -> String {
             r.n_clusters,
             r.noise_frac,
             r.purity_with_noise,
-            opt(r.purity_without_noise),
             r.homogeneity,
             r.completeness,
             r.v_measure,
@@ -407,8 +322,8 @@ pub fn csv(rows: &[SummaryRow]) -> String {
             r.nmi,
             r.knn_agreement,
             r.silhouette_true,
-            r.seconds_svd,
-            r.seconds_total,
+            s.svd,
+            s.load + s.filter + s.svd + s.cluster + s.metrics + s.tsne,
         ));
     }
     out
