@@ -23,9 +23,16 @@ pub struct StudyArgs {
     /// Every analysis option of `cnnu analyze`.
     #[command(flatten)]
     pub analysis: AnalysisArgs,
-    /// A small slice for smoke tests: 2000 training images, 2 epochs, 500 probe images.
+    /// A small slice for smoke tests: 2000 training images, 2 epochs, 500 probe images, 2000
+    /// test images.
     #[arg(long)]
     pub quick: bool,
+    /// Layers to analyse [default: every tap sampled].
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Option<Vec<String>>,
+    /// pca (centred, the default) or svd.
+    #[arg(long, default_value = "pca", value_parser = ["pca", "svd"])]
+    pub method: String,
     /// Layers analysed at once.
     #[arg(long, default_value_t = 2)]
     pub jobs: usize,
@@ -63,8 +70,9 @@ impl StudyArgs {
             if a.train.probe_limit == 2000 {
                 a.train.probe_limit = 500;
             }
-            a.analysis.tsne = true;
         }
+        // The report's t-SNE grid needs the embeddings.
+        a.analysis.tsne = true;
         a
     }
 }
@@ -106,13 +114,24 @@ pub fn run(backend: Option<&str>, args: &StudyArgs) -> Result<StudyOutcome> {
     );
     let (run, _) = train(backend, &args.train)?;
     let root = run.root().to_path_buf();
-    let params = args.analysis.params(cnnu_analysis::reduce::Method::Pca)?;
-    let analysis = analyze_run(&root, None, &params, args.jobs, &args.analysis.labels_var)
-        .with_context(|| format!("analysing {}", root.display()))?;
+    let method = if args.method == "svd" {
+        cnnu_analysis::reduce::Method::Svd
+    } else {
+        cnnu_analysis::reduce::Method::Pca
+    };
+    let params = args.analysis.params(method)?;
+    let analysis = analyze_run(
+        &root,
+        args.layers.as_deref(),
+        &params,
+        args.jobs,
+        &args.analysis.labels_var,
+    )
+    .with_context(|| format!("analysing {}", root.display()))?;
     let accuracy = read_accuracy(&root)?;
     let settings = format!(
         "Run `{}`: ResNet18 on MNIST ({} training images, {} epochs, batch {}, lr {}, seed {}); {} probe images sampled \
-         before training and after every epoch; taps {}. Analysis: pca, energy {}, HDBSCAN min cluster size {}. \
+         before training and after every epoch; taps {}. Analysis: {}, energy {}, HDBSCAN min cluster size {}. \
          Made by cnnu {} in {:.0} s.",
         root.display(),
         train_images,
@@ -122,6 +141,7 @@ pub fn run(backend: Option<&str>, args: &StudyArgs) -> Result<StudyOutcome> {
         args.train.seed,
         args.train.probe_limit,
         args.train.taps,
+        args.method,
         args.analysis.energy,
         args.analysis.min_cluster_size,
         env!("CARGO_PKG_VERSION"),
