@@ -181,9 +181,9 @@ pub fn summary_table(
             "{epoch:>5}  {acc:>8}  {:<9} {:>4}  {:>8}  {:>5.1}%  {:.3}   {:.3}  {:>7.3}\n",
             r.layer,
             r.k,
-            r.n_clusters,
-            r.noise_frac * 100.0,
-            r.purity_with_noise,
+            r.agreement.n_clusters,
+            r.agreement.noise_frac * 100.0,
+            r.agreement.purity_with_noise,
             r.knn_agreement,
             r.silhouette_true
         ));

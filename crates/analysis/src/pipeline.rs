@@ -8,7 +8,9 @@ use serde::Serialize;
 
 use crate::cluster::{ClusterError, HdbscanParams, hdbscan};
 use crate::embed::{EmbedError, Embedding, TsneParams, tsne};
-use crate::metrics::{MetricsError, cluster_agreement, knn_agreement, silhouette_true};
+use crate::metrics::{
+    ClusterAgreement, MetricsError, cluster_agreement, knn_agreement, silhouette_true,
+};
 use crate::reduce::{
     FilterClass, Method, ReduceError, Solver, filter_features, reduce, select_columns,
 };
@@ -197,24 +199,10 @@ pub struct LayerReport {
     pub singular_values: Vec<f64>,
     /// HDBSCAN's label per sample, -1 = noise.
     pub cluster_labels: Vec<i64>,
-    /// Clusters found.
-    pub n_clusters: usize,
-    /// Share of noise.
-    pub noise_frac: f64,
-    /// Purity with noise counted as one more cluster.
-    pub purity_with_noise: f64,
-    /// Purity with noise dropped; null when everything is noise.
-    pub purity_without_noise: Option<f64>,
-    /// scikit-learn's homogeneity.
-    pub homogeneity: f64,
-    /// scikit-learn's completeness.
-    pub completeness: f64,
-    /// scikit-learn's V-measure.
-    pub v_measure: f64,
-    /// Adjusted Rand index.
-    pub ari: f64,
-    /// Normalised mutual information (arithmetic mean).
-    pub nmi: f64,
+    /// Agreement of the clusters with the labels: cluster count, noise share, purity (both
+    /// forms), homogeneity, completeness, V-measure, ARI, NMI (flattened into the JSON).
+    #[serde(flatten)]
+    pub agreement: ClusterAgreement,
     /// Share of each sample's nearest neighbours in score space with its label.
     pub knn_agreement: f64,
     /// Silhouette of the true labels in score space.
@@ -344,15 +332,7 @@ pub fn analyze(
         energy_at_k: red.energy_at_k,
         singular_values: red.singular_values,
         cluster_labels: clusters,
-        n_clusters: agreement.n_clusters,
-        noise_frac: agreement.noise_frac,
-        purity_with_noise: agreement.purity_with_noise,
-        purity_without_noise: agreement.purity_without_noise,
-        homogeneity: agreement.homogeneity,
-        completeness: agreement.completeness,
-        v_measure: agreement.v_measure,
-        ari: agreement.ari,
-        nmi: agreement.nmi,
+        agreement,
         knn_agreement: knn,
         silhouette_true: silhouette,
         seconds,
@@ -387,18 +367,18 @@ impl LayerReport {
         BTreeMap::from([
             ("k", self.k as f64),
             ("energy_at_k", self.energy_at_k),
-            ("n_clusters", self.n_clusters as f64),
-            ("noise_frac", self.noise_frac),
-            ("purity_with_noise", self.purity_with_noise),
+            ("n_clusters", self.agreement.n_clusters as f64),
+            ("noise_frac", self.agreement.noise_frac),
+            ("purity_with_noise", self.agreement.purity_with_noise),
             (
                 "purity_without_noise",
-                self.purity_without_noise.unwrap_or(f64::NAN),
+                self.agreement.purity_without_noise.unwrap_or(f64::NAN),
             ),
-            ("homogeneity", self.homogeneity),
-            ("completeness", self.completeness),
-            ("v_measure", self.v_measure),
-            ("ari", self.ari),
-            ("nmi", self.nmi),
+            ("homogeneity", self.agreement.homogeneity),
+            ("completeness", self.agreement.completeness),
+            ("v_measure", self.agreement.v_measure),
+            ("ari", self.agreement.ari),
+            ("nmi", self.agreement.nmi),
             ("knn_agreement", self.knn_agreement),
             ("silhouette_true", self.silhouette_true),
         ])
@@ -407,6 +387,7 @@ impl LayerReport {
     /// A few lines for a terminal.
     pub fn summary_text(&self) -> String {
         let purity_wo = self
+            .agreement
             .purity_without_noise
             .map_or("n/a (all noise)".to_string(), |v| format!("{v:.3}"));
         format!(
@@ -428,14 +409,14 @@ impl LayerReport {
             } else {
                 String::new()
             },
-            nc = self.n_clusters,
-            noise = self.noise_frac * 100.0,
-            pw = self.purity_with_noise,
-            h = self.homogeneity,
-            c = self.completeness,
-            v = self.v_measure,
-            ari = self.ari,
-            nmi = self.nmi,
+            nc = self.agreement.n_clusters,
+            noise = self.agreement.noise_frac * 100.0,
+            pw = self.agreement.purity_with_noise,
+            h = self.agreement.homogeneity,
+            c = self.agreement.completeness,
+            v = self.agreement.v_measure,
+            ari = self.agreement.ari,
+            nmi = self.agreement.nmi,
             knn = self.knn_agreement,
             sil = self.silhouette_true,
             verdict = self.verdict,

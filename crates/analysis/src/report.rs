@@ -96,10 +96,10 @@ pub fn changes(reports: &[LayerReport]) -> Vec<LayerChange> {
             Some(LayerChange {
                 layer: l.to_string(),
                 epochs: (a.epoch.unwrap_or(0), b.epoch.unwrap_or(0)),
-                purity: (a.purity_with_noise, b.purity_with_noise),
+                purity: (a.agreement.purity_with_noise, b.agreement.purity_with_noise),
                 knn: (a.knn_agreement, b.knn_agreement),
                 silhouette: (a.silhouette_true, b.silhouette_true),
-                clusters: (a.n_clusters, b.n_clusters),
+                clusters: (a.agreement.n_clusters, b.agreement.n_clusters),
                 k: (a.k, b.k),
             })
         })
@@ -332,15 +332,16 @@ pub fn write_report(
                 l.to_string(),
                 r.epoch.unwrap_or(0).to_string(),
                 r.k.to_string(),
-                r.n_clusters.to_string(),
-                format!("{:.0}%", r.noise_frac * 100.0),
-                format!("{:.3}", r.purity_with_noise),
-                r.purity_without_noise
+                r.agreement.n_clusters.to_string(),
+                format!("{:.0}%", r.agreement.noise_frac * 100.0),
+                format!("{:.3}", r.agreement.purity_with_noise),
+                r.agreement
+                    .purity_without_noise
                     .map_or("–".into(), |v| format!("{v:.3}")),
-                format!("{:.3}", r.homogeneity),
-                format!("{:.3}", r.v_measure),
-                format!("{:.3}", r.ari),
-                format!("{:.3}", r.nmi),
+                format!("{:.3}", r.agreement.homogeneity),
+                format!("{:.3}", r.agreement.v_measure),
+                format!("{:.3}", r.agreement.ari),
+                format!("{:.3}", r.agreement.nmi),
                 format!("{:.3}", r.knn_agreement),
                 format!("{:.3}", r.silhouette_true),
             ]);

@@ -144,8 +144,8 @@ pub fn analyze_run(
                             "[{}/{total}] epoch {epoch} {layer}: k={} clusters={} purity={:.3} knn={:.3} ({:.1} s)",
                             i + 1,
                             r.k,
-                            r.n_clusters,
-                            r.purity_with_noise,
+                            r.agreement.n_clusters,
+                            r.agreement.purity_with_noise,
                             r.knn_agreement,
                             started.elapsed().as_secs_f64()
                         );
@@ -300,6 +300,7 @@ pub fn csv(reports: &[LayerReport]) -> String {
     for r in reports {
         let s = &r.seconds;
         let purity_wo = r
+            .agreement
             .purity_without_noise
             .map_or(String::new(), |v| format!("{v}"));
         out.push_str(&format!(
@@ -312,14 +313,14 @@ pub fn csv(reports: &[LayerReport]) -> String {
             r.k,
             r.k_used,
             r.energy_at_k,
-            r.n_clusters,
-            r.noise_frac,
-            r.purity_with_noise,
-            r.homogeneity,
-            r.completeness,
-            r.v_measure,
-            r.ari,
-            r.nmi,
+            r.agreement.n_clusters,
+            r.agreement.noise_frac,
+            r.agreement.purity_with_noise,
+            r.agreement.homogeneity,
+            r.agreement.completeness,
+            r.agreement.v_measure,
+            r.agreement.ari,
+            r.agreement.nmi,
             r.knn_agreement,
             r.silhouette_true,
             s.svd,

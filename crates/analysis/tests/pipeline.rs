@@ -61,17 +61,17 @@ fn pca_pipeline_matches_numpy_and_scikit_learn() {
         // noise. Ours run on float32 scores, where a few near-tied mutual-reachability
         // distances order differently: the same counts, ARI 0.99 against sklearn's labels, and
         // metrics (exact on our labels: see the metrics unit tests) within 0.03 of sklearn's.
-        assert_eq!(r.n_clusters, 2);
+        assert_eq!(r.agreement.n_clusters, 2);
         assert_eq!(r.cluster_labels.iter().filter(|&&c| c == -1).count(), 132);
         let sk = sklearn_labels();
         let agree = cnnu_analysis::metrics::cluster_agreement(&sk, &r.cluster_labels).unwrap();
         assert!(agree.ari >= 0.99, "ARI against scikit-learn {}", agree.ari);
         for (got, want) in [
-            (r.homogeneity, 0.33453975144721065),
-            (r.completeness, 0.3963765284418167),
-            (r.v_measure, 0.3628423909905697),
-            (r.ari, 0.2741974148903974),
-            (r.nmi, 0.36284239099056975),
+            (r.agreement.homogeneity, 0.33453975144721065),
+            (r.agreement.completeness, 0.3963765284418167),
+            (r.agreement.v_measure, 0.3628423909905697),
+            (r.agreement.ari, 0.2741974148903974),
+            (r.agreement.nmi, 0.36284239099056975),
         ] {
             assert!((got - want).abs() < 0.03, "{got} vs scikit-learn {want}");
         }
@@ -96,8 +96,8 @@ fn all_noise_is_said_plainly_with_what_to_try() {
     .check()
     .unwrap();
     let r = analyze(&acts, &params, 0.0).unwrap();
-    if r.n_clusters == 0 {
-        assert_eq!(r.purity_without_noise, None);
+    if r.agreement.n_clusters == 0 {
+        assert_eq!(r.agreement.purity_without_noise, None);
         assert!(
             r.verdict.contains("every sample noise") && r.verdict.contains("--max-k"),
             "{}",

@@ -289,6 +289,18 @@ fn images_tensor(split: &MnistSplit, indices: &[usize], device: &Device) -> Tens
     )
 }
 
+/// How many rows of `logits` have their argmax at the label.
+fn count_correct(logits: Tensor<2>, labels: Tensor<1, Int>) -> usize {
+    let hits: i64 = logits
+        .argmax(1)
+        .flatten::<1>(0, 1)
+        .equal(labels)
+        .int()
+        .sum()
+        .into_scalar();
+    hits as usize
+}
+
 /// Test-set loss and accuracy of the eval-mode model.
 fn evaluate(model: &ResNet18, data: &Data, batch: usize, device: &Device) -> (f64, f64) {
     let loss_fn = CrossEntropyLossConfig::new().init(device);
@@ -300,14 +312,7 @@ fn evaluate(model: &ResNet18, data: &Data, batch: usize, device: &Device) -> (f6
         let logits = model.forward(x);
         let loss: f32 = loss_fn.forward(logits.clone(), y.clone()).into_scalar();
         loss_sum += loss as f64 * chunk.len() as f64;
-        let hits: i64 = logits
-            .argmax(1)
-            .flatten::<1>(0, 1)
-            .equal(y)
-            .int()
-            .sum()
-            .into_scalar();
-        correct += hits as usize;
+        correct += count_correct(logits, y);
     }
     (
         loss_sum / data.test_count as f64,
@@ -666,18 +671,12 @@ impl Session<'_> {
             let y = labels_tensor(self.data.train, chunk, &ad);
             let logits = model.forward(x);
             let loss = loss_fn.forward(logits.clone(), y.clone());
-            let hits: i64 = logits
-                .argmax(1)
-                .flatten::<1>(0, 1)
-                .equal(y)
-                .int()
-                .sum()
-                .into_scalar();
+            let hits = count_correct(logits, y);
             let loss_value: f32 = loss.clone().into_scalar();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(c.lr, model, grads);
             loss_sum += loss_value as f64 * chunk.len() as f64;
-            correct += hits as usize;
+            correct += hits;
             seen += chunk.len();
             let secs = started.elapsed().as_secs_f64();
             bar.set_position(seen as u64);
