@@ -1,0 +1,83 @@
+//! cnnu against the original PyTorch + numpy + scikit-learn pipeline: with the reference run's
+//! epoch-0 weights (`shared/fixtures/resnet18_parity/weights_epoch0.safetensors`, the same
+//! seed-0 network as `shared/reference-study`), sampling the first 2000 test images and running
+//! filter → pca → HDBSCAN must give the reference's epoch-0 rows of `science_table.csv`:
+//! the same kept features, the same k, the same energy at k, and no clusters.
+
+use std::path::{Path, PathBuf};
+
+use cnnu::analysis::pipeline::{AnalysisParams, analyze};
+use cnnu::analysis::source::Activations;
+use cnnu::model::{BackendKind, ResNet18Config};
+use cnnu::train::mnist::{MnistSplit, Split};
+
+fn shared() -> PathBuf {
+    std::env::var("CNNU_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+}
+
+#[test]
+fn epoch_zero_reproduces_the_reference_study() {
+    let shared = shared();
+    let table = std::fs::read_to_string(shared.join("reference-study/science_table.csv")).unwrap();
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<&str>> = lines
+        .map(|l| l.split(',').collect())
+        .filter(|r: &Vec<&str>| r[col("epoch")] == "0")
+        .collect();
+    assert_eq!(rows.len(), 4, "conv1, relu, layer1, layer2 at epoch 0");
+
+    let device = BackendKind::default_compiled().unwrap().device().unwrap();
+    let model = ResNet18Config::new()
+        .init(&device)
+        .unwrap()
+        .load_torchvision(shared.join("fixtures/resnet18_parity/weights_epoch0.safetensors"))
+        .unwrap();
+    let test = MnistSplit::read(&shared.join("data/mnist"), Split::Test).unwrap();
+    let n = 2000;
+    let indices: Vec<usize> = (0..n).collect();
+    let input = test.normalized(&indices);
+    let labels: Vec<i64> = test.labels[..n].iter().map(|&l| l as i64).collect();
+    let taps = "conv1,relu,layer1,layer2".parse().unwrap();
+    let (_, outputs) =
+        cnnu::train::probe(&model, &input, &[n, 1, 28, 28], taps, 250, &device).unwrap();
+    let params = AnalysisParams::default().check().unwrap();
+    for (row, tap) in rows.iter().zip(outputs) {
+        assert_eq!(row[col("layer")], tap.name);
+        let acts = Activations {
+            source: PathBuf::from("probe"),
+            layer: tap.name.clone(),
+            n,
+            sample_shape: tap.shape[1..].to_vec(),
+            data: tap.values,
+            labels: labels.clone(),
+            epoch: Some(0),
+        };
+        let r = analyze(&acts, &params, 0.0).unwrap();
+        let want = |name: &str| row[col(name)].parse::<f64>().unwrap();
+        assert_eq!(r.d_total as f64, want("d_total"), "{}", r.layer);
+        assert_eq!(r.d_kept as f64, want("d_kept"), "{}", r.layer);
+        assert_eq!(r.k as f64, want("k"), "{}", r.layer);
+        assert!(
+            (r.energy_at_k - want("energy_at_k")).abs() < 2e-6,
+            "{}: {} vs {}",
+            r.layer,
+            r.energy_at_k,
+            want("energy_at_k")
+        );
+        assert_eq!(
+            r.agreement.n_clusters as f64,
+            want("n_clusters"),
+            "{}",
+            r.layer
+        );
+        assert!(
+            (r.agreement.purity_with_noise - want("purity_with_noise")).abs() < 1e-3,
+            "{}",
+            r.layer
+        );
+    }
+}
