@@ -57,6 +57,7 @@
 //! benchmark 3.2 % of the pairs are recomputed, which is
 //! lost in the timing noise.
 
+use crate::scores::ScoresError;
 use std::collections::VecDeque;
 
 use ndarray::linalg::general_mat_mul;
@@ -130,19 +131,9 @@ impl HdbscanParams {
 /// Why [`hdbscan()`] refused its input.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    /// `scores.len()` is not `n * dim` (or `n * dim` overflows).
-    #[error("scores hold {len} values, but n = {n} rows of dim = {dim} were declared")]
-    Shape {
-        /// Length of the score slice.
-        len: usize,
-        /// Declared rows.
-        n: usize,
-        /// Declared columns.
-        dim: usize,
-    },
-    /// Rows without any columns have no distances to cluster on.
-    #[error("dim must be at least 1")]
-    ZeroDim,
+    /// The score matrix is malformed (shape, no columns, NaN or infinity).
+    #[error(transparent)]
+    Scores(#[from] ScoresError),
     /// `min_cluster_size` is outside `2..=n`.
     #[error("min_cluster_size = {min_cluster_size} must lie in 2..={n} (n = number of rows)")]
     MinClusterSize {
@@ -158,16 +149,6 @@ pub enum ClusterError {
         min_samples: usize,
         /// Number of rows.
         n: usize,
-    },
-    /// A score is NaN or infinite.
-    #[error("score at row {row}, column {col} is not finite ({value})")]
-    NonFinite {
-        /// Row of the first offending value.
-        row: usize,
-        /// Column of the first offending value.
-        col: usize,
-        /// The value itself.
-        value: f32,
     },
 }
 
@@ -207,24 +188,8 @@ pub fn hdbscan_with(
     params: HdbscanParams,
     route: Route,
 ) -> Result<Vec<i64>, ClusterError> {
-    if n.checked_mul(dim) != Some(scores.len()) {
-        return Err(ClusterError::Shape {
-            len: scores.len(),
-            n,
-            dim,
-        });
-    }
-    if dim == 0 {
-        return Err(ClusterError::ZeroDim);
-    }
+    crate::scores::check(scores, n, dim)?;
     let params = params.validate(n)?;
-    if let Some(i) = scores.iter().position(|v| !v.is_finite()) {
-        return Err(ClusterError::NonFinite {
-            row: i / dim,
-            col: i % dim,
-            value: scores[i],
-        });
-    }
     let x = centre_and_scale(scores, n, dim);
     let dense_fits = n
         .checked_mul(n)
@@ -904,23 +869,34 @@ mod tests {
         let p = HdbscanParams::new(2);
         assert!(matches!(
             hdbscan(&[0.0; 5], 2, 3, p),
-            Err(ClusterError::Shape { .. })
+            Err(ClusterError::Scores(ScoresError::Shape { .. }))
         ));
-        assert!(matches!(hdbscan(&[], 3, 0, p), Err(ClusterError::ZeroDim)));
+        assert!(matches!(
+            hdbscan(&[], 3, 0, p),
+            Err(ClusterError::Scores(ScoresError::ZeroDim))
+        ));
         assert!(matches!(
             hdbscan(&[0.0; 4], usize::MAX, 2, p),
-            Err(ClusterError::Shape { .. })
+            Err(ClusterError::Scores(ScoresError::Shape { .. }))
         ));
         let mut x = vec![1.0f32; 12];
         x[7] = f32::NAN;
         assert!(matches!(
             hdbscan(&x, 4, 3, p),
-            Err(ClusterError::NonFinite { row: 2, col: 1, .. })
+            Err(ClusterError::Scores(ScoresError::NonFinite {
+                row: 2,
+                col: 1,
+                ..
+            }))
         ));
         x[7] = f32::INFINITY;
         assert!(matches!(
             hdbscan(&x, 4, 3, p),
-            Err(ClusterError::NonFinite { row: 2, col: 1, .. })
+            Err(ClusterError::Scores(ScoresError::NonFinite {
+                row: 2,
+                col: 1,
+                ..
+            }))
         ));
     }
 

@@ -34,6 +34,7 @@
 //! 1.9.1 on the same data: 5.8 s / 18.8 s with its default PCA init, 24.6 s / 24.6 s with
 //! random init.
 
+use crate::scores::ScoresError;
 use bhtsne::tSNE;
 
 /// Settings for [`tsne`].
@@ -75,19 +76,9 @@ pub struct Embedding {
 /// Why [`tsne`] refused its input or gave up.
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
-    /// `scores.len()` is not `n * dim` (or `n * dim` overflows).
-    #[error("scores hold {len} values, but n = {n} rows of dim = {dim} were declared")]
-    Shape {
-        /// Length of the score slice.
-        len: usize,
-        /// Declared rows.
-        n: usize,
-        /// Declared columns.
-        dim: usize,
-    },
-    /// Rows without any columns cannot be embedded.
-    #[error("dim must be at least 1")]
-    ZeroDim,
+    /// The score matrix is malformed (shape, no columns, NaN or infinity).
+    #[error(transparent)]
+    Scores(#[from] ScoresError),
     /// There must be one label per row.
     #[error("{labels} labels for {n} rows")]
     Labels {
@@ -95,16 +86,6 @@ pub enum EmbedError {
         labels: usize,
         /// Number of rows.
         n: usize,
-    },
-    /// A score is NaN or infinite.
-    #[error("score at row {row}, column {col} is not finite ({value})")]
-    NonFinite {
-        /// Row of the first offending value.
-        row: usize,
-        /// Column of the first offending value.
-        col: usize,
-        /// The value itself.
-        value: f32,
     },
     /// The perplexity is not a positive finite number.
     #[error("perplexity must be positive and finite, got {0}")]
@@ -195,16 +176,7 @@ pub fn tsne(
     labels: &[i64],
     params: &TsneParams,
 ) -> Result<Embedding, EmbedError> {
-    if n.checked_mul(dim) != Some(scores.len()) {
-        return Err(EmbedError::Shape {
-            len: scores.len(),
-            n,
-            dim,
-        });
-    }
-    if dim == 0 {
-        return Err(EmbedError::ZeroDim);
-    }
+    crate::scores::check(scores, n, dim)?;
     if labels.len() != n {
         return Err(EmbedError::Labels {
             labels: labels.len(),
@@ -213,13 +185,6 @@ pub fn tsne(
     }
     if !(params.perplexity.is_finite() && params.perplexity > 0.0) {
         return Err(EmbedError::Perplexity(params.perplexity));
-    }
-    if let Some(i) = scores.iter().position(|v| !v.is_finite()) {
-        return Err(EmbedError::NonFinite {
-            row: i / dim,
-            col: i % dim,
-            value: scores[i],
-        });
     }
     let indices = stratified_sample(labels, params.max_points);
     let points = indices.len();
@@ -461,11 +426,11 @@ mod tests {
         let p = fast();
         assert!(matches!(
             tsne(&x[1..], 120, 4, &labels, &p),
-            Err(EmbedError::Shape { .. })
+            Err(EmbedError::Scores(ScoresError::Shape { .. }))
         ));
         assert!(matches!(
             tsne(&[], 120, 0, &labels, &p),
-            Err(EmbedError::ZeroDim)
+            Err(EmbedError::Scores(ScoresError::ZeroDim))
         ));
         assert!(matches!(
             tsne(&x, 120, 4, &labels[1..], &p),
@@ -493,7 +458,11 @@ mod tests {
         x[5] = f32::NAN;
         assert!(matches!(
             tsne(&x, 120, 4, &labels, &p),
-            Err(EmbedError::NonFinite { row: 1, col: 1, .. })
+            Err(EmbedError::Scores(ScoresError::NonFinite {
+                row: 1,
+                col: 1,
+                ..
+            }))
         ));
     }
 

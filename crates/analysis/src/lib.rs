@@ -10,5 +10,6 @@ pub mod pipeline;
 pub mod plot;
 pub mod reduce;
 pub mod report;
+pub mod scores;
 pub mod source;
 pub mod summary;
