@@ -79,6 +79,10 @@ pub struct AnalysisArgs {
     /// Name of the labels variable/tensor.
     #[arg(long, default_value = "labels")]
     pub labels_var: String,
+    /// HSIC estimator of the cross-epoch CKA (runs): biased (Kornblith et al.) or unbiased
+    /// (Song et al.; less sensitive to the number of samples).
+    #[arg(long, default_value = "biased", value_parser = ["biased", "unbiased"])]
+    pub hsic: String,
 }
 
 impl AnalysisArgs {
@@ -105,6 +109,7 @@ impl AnalysisArgs {
             max_k: self.max_k,
             solver,
             tsne: self.tsne,
+            hsic: self.hsic.parse()?,
             ..AnalysisParams::default()
         }
         .check()?)

@@ -174,4 +174,118 @@ fn study_trains_analyses_and_reports() {
         md.contains("](report-images/accuracy.png)")
             && run.join("report-images/accuracy.png").is_file()
     );
+    assert!(
+        md.contains("What the representation measures add")
+            && md.contains("](report-images/heatmap-cka_vs_final.png)"),
+        "the answer uses the representation measures and shows their heatmaps"
+    );
+}
+
+/// A run whose epoch 1 is epoch 0 scaled by 3 and whose epoch 2 is unrelated noise: CKA is
+/// invariant to scale, so epochs 0 and 1 are the same representation (CKA 1 with each other)
+/// and both differ from the last epoch.
+#[test]
+fn analyze_writes_cka_and_the_representation_measures_per_epoch() {
+    use safetensors::{Dtype, tensor::TensorView};
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(run.join("snapshots")).unwrap();
+    let (n, d) = (120usize, 24usize);
+    let mut state = 11u64;
+    let mut uniform = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    // Class c shifts features 4c..4c+3, so the classes are separable.
+    let labels: Vec<i64> = (0..n as i64).map(|i| i % 6).collect();
+    let base: Vec<f32> = (0..n * d)
+        .map(|i| {
+            let (row, col) = (i / d, i % d);
+            uniform()
+                + if col / 4 == labels[row] as usize {
+                    4.0
+                } else {
+                    0.0
+                }
+        })
+        .collect();
+    let noise: Vec<f32> = (0..n * d).map(|_| 0.1 + uniform()).collect();
+    let label_bytes: Vec<u8> = labels.iter().flat_map(|l| l.to_le_bytes()).collect();
+    for (epoch, acts) in [
+        (0, base.clone()),
+        (1, base.iter().map(|v| 3.0 * v).collect::<Vec<f32>>()),
+        (2, noise),
+    ] {
+        let bytes: Vec<u8> = acts.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let tensors = vec![
+            (
+                "fc",
+                TensorView::new(Dtype::F32, vec![n, d], &bytes).unwrap(),
+            ),
+            (
+                "labels",
+                TensorView::new(Dtype::I64, vec![n], &label_bytes).unwrap(),
+            ),
+        ];
+        let meta = std::collections::HashMap::from([("epoch".to_string(), epoch.to_string())]);
+        std::fs::write(
+            run.join(format!("snapshots/epoch-{epoch:03}.safetensors")),
+            safetensors::serialize(tensors, Some(meta)).unwrap(),
+        )
+        .unwrap();
+    }
+    let out = cnnu(&["analyze", run.to_str().unwrap(), "--min-cluster-size", "10"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(run.join("analysis/summary.json")).unwrap())
+            .unwrap();
+    let f = |e: usize, k: &str| rows[e][k].as_f64();
+    assert!(
+        rows[0]["cka_vs_prev"].is_null(),
+        "no previous epoch at epoch 0"
+    );
+    assert!(
+        (f(1, "cka_vs_prev").unwrap() - 1.0).abs() < 1e-6,
+        "scale does not change CKA"
+    );
+    assert!((f(2, "cka_vs_final").unwrap() - 1.0).abs() < 1e-12);
+    let (c0, c1) = (f(0, "cka_vs_final").unwrap(), f(1, "cka_vs_final").unwrap());
+    assert!((c0 - c1).abs() < 1e-6 && c0 < 0.5, "{c0} {c1}");
+    assert!((f(2, "cka_vs_prev").unwrap() - c1).abs() < 1e-6);
+    // Separable classes: the probe is perfect on them, at chance level on noise.
+    assert_eq!(f(0, "probe_acc"), Some(1.0));
+    assert!(f(2, "probe_acc").unwrap() < 0.5);
+    let cos = &rows[0]["subspace"]["cos"];
+    assert_eq!(
+        cos.as_array().unwrap().len(),
+        6,
+        "the class x class matrix is in the JSON"
+    );
+    assert!(f(0, "nc1").unwrap() < f(2, "nc1").unwrap());
+    for m in [
+        "cka_vs_final",
+        "cka_vs_prev",
+        "subspace_cos_mean",
+        "nc1",
+        "probe_acc",
+    ] {
+        assert!(
+            run.join(format!("analysis/plots/heatmap-{m}.png"))
+                .is_file(),
+            "heatmap of {m}"
+        );
+    }
+    let csv = std::fs::read_to_string(run.join("analysis/summary.csv")).unwrap();
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .contains("cka_vs_final,cka_vs_prev,subspace_cos_mean,nc1,probe_acc")
+    );
 }

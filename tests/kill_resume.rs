@@ -1,6 +1,7 @@
 //! A run killed with SIGKILL at arbitrary moments loses no completed epoch, never leaves a
 //! half-written snapshot under its final name, and once resumed ends with exactly the
-//! snapshots of an uninterrupted run.
+//! snapshots of an uninterrupted run, also when the kill lands in the middle of a snapshot
+//! write or a checkpoint write.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -129,5 +130,106 @@ fn sigkill_at_any_moment_then_resume_gives_the_uninterrupted_run() {
         let a = std::fs::read(reference.join(&name)).unwrap();
         let b = std::fs::read(killed.join(&name)).unwrap();
         assert!(a == b, "{name} differs after kills and resumes");
+    }
+}
+
+/// What a kill is aimed at: the temporary that exists only while that write is under way.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// `partial/.epoch-001.safetensors.PID.tmp`, the snapshot being streamed.
+    Snapshot,
+    /// `partial/.epoch-001.PID.tmp/`, the checkpoint directory, once `model.bpk` is in it.
+    Checkpoint,
+}
+
+/// The target's temporary in `partial/`, if it is there now.
+fn in_flight(run: &Path, target: Target) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(run.join("partial")).ok()?;
+    entries.flatten().map(|e| e.path()).find(|p| {
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_default();
+        match target {
+            Target::Snapshot => name.starts_with(".epoch-001.safetensors.") && p.is_file(),
+            Target::Checkpoint => {
+                name.starts_with(".epoch-001.")
+                    && !name.contains("safetensors")
+                    && p.join("model.bpk").is_file()
+            }
+        }
+    })
+}
+
+/// Starts a run and SIGKILLs it the moment the target write is seen in progress; returns
+/// whether the kill landed while the temporary was still there (the write unfinished).
+fn kill_during(run: &Path, target: Target) -> bool {
+    let mut child = train(run, false);
+    let started = std::time::Instant::now();
+    loop {
+        if in_flight(run, target).is_some() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return in_flight(run, target).is_some();
+        }
+        if child.try_wait().unwrap().is_some() || started.elapsed() > Duration::from_secs(300) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+#[test]
+fn sigkill_during_a_snapshot_write_or_a_checkpoint_write_then_resume_loses_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let reference = root.path().join("reference");
+    assert!(train(&reference, false).wait().unwrap().success());
+    for target in [Target::Snapshot, Target::Checkpoint] {
+        // The poll can lose the race against the final rename; a few tries make that rare.
+        let mut landed = None;
+        for attempt in 0..5 {
+            let run = root.path().join(format!("{target:?}-{attempt}"));
+            if kill_during(&run, target) {
+                landed = Some(run);
+                break;
+            }
+        }
+        let run = landed.unwrap_or_else(|| panic!("never killed mid-write of the {target:?}"));
+        check_invariants(&run);
+        let done: Vec<u64> = learning_lines(&run)
+            .iter()
+            .map(|l| l["epoch"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            done,
+            [0],
+            "{target:?}: epoch 1 must be incomplete when killed"
+        );
+        if let Target::Snapshot = target {
+            assert!(!run.join("snapshots/epoch-001.safetensors").exists());
+        }
+        assert!(
+            train(&run, true).wait().unwrap().success(),
+            "{target:?} resume"
+        );
+        check_invariants(&run);
+        assert!(
+            std::fs::read_dir(run.join("partial"))
+                .map(|d| d.count() == 0)
+                .unwrap_or(true),
+            "{target:?}: temporaries left after the resumed run"
+        );
+        assert_eq!(
+            learning_lines(&run),
+            learning_lines(&reference),
+            "{target:?}"
+        );
+        for epoch in 0..=2 {
+            let name = format!("snapshots/epoch-{epoch:03}.safetensors");
+            let a = std::fs::read(reference.join(&name)).unwrap();
+            let b = std::fs::read(run.join(&name)).unwrap();
+            assert!(
+                a == b,
+                "{target:?}: {name} differs after the kill and resume"
+            );
+        }
     }
 }

@@ -2,12 +2,27 @@
 
 use clap::Parser;
 
+/// The error and its causes on one line. Many of cnnu's errors already quote their cause
+/// (`conv1: all 18 features are ...`), so a cause whose text is already on the line is not
+/// repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line.replace('\n', " ")
+}
+
 fn main() -> std::process::ExitCode {
     let cli = cnnu::cli::Cli::parse();
     match cnnu::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             std::process::ExitCode::FAILURE
         }
     }

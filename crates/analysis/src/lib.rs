@@ -3,6 +3,7 @@
 //! plots, run summaries and the study report built on it.
 
 pub mod cluster;
+pub mod dynamics;
 pub mod embed;
 pub mod mat;
 pub mod metrics;

@@ -1,5 +1,7 @@
 //! The seed project's analysis of one layer, step by step: filter → reduce (pca / svd) →
-//! cluster (HDBSCAN) → purity and the other agreement measures → t-SNE (optional).
+//! cluster (HDBSCAN) → purity and the other agreement measures → the representation measures
+//! (class-subspace alignment, NC1, linear probe) → t-SNE (optional). Cross-epoch CKA needs two
+//! epochs, so [`analyze_layer`] can hand back the layer's centred Gram matrix for it.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -7,6 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::cluster::{ClusterError, HdbscanParams, hdbscan};
+use crate::dynamics::{self, CenteredGram, DynamicsError, Hsic, ProbeResult, SubspaceAlignment};
 use crate::embed::{EmbedError, Embedding, TsneParams, tsne};
 use crate::metrics::{
     ClusterAgreement, MetricsError, cluster_agreement, knn_agreement, silhouette_true,
@@ -14,6 +17,15 @@ use crate::metrics::{
 use crate::reduce::{
     FilterClass, Method, ReduceError, Solver, filter_features, reduce, select_columns,
 };
+
+/// Above this many samples CKA uses the first `CKA_MAX_N` of them (the probe set is the same
+/// images at every epoch, so the prefix is a fixed subsample): its centred Gram matrices cost
+/// `n²` floats each and a run keeps three per layer in flight (final, previous, current).
+pub const CKA_MAX_N: usize = 4096;
+
+/// The seed of the linear probe's train/test split, fixed so every epoch and layer is split
+/// alike and runs are reproducible.
+pub const PROBE_SEED: u64 = 0;
 use crate::source::Activations;
 
 /// Settings of the analysis, as given; [`check`](AnalysisParams::check) validates them once.
@@ -41,6 +53,8 @@ pub struct AnalysisParams {
     pub tsne: bool,
     /// t-SNE settings.
     pub tsne_params: TsneParams,
+    /// The HSIC estimator of the cross-epoch CKA.
+    pub hsic: Hsic,
 }
 
 impl Default for AnalysisParams {
@@ -57,6 +71,7 @@ impl Default for AnalysisParams {
             knn_k: 10,
             tsne: false,
             tsne_params: TsneParams::default(),
+            hsic: Hsic::Biased,
         }
     }
 }
@@ -109,6 +124,15 @@ pub enum AnalysisError {
         /// Why.
         #[source]
         source: MetricsError,
+    },
+    /// A representation measure failed on valid-looking data.
+    #[error("{layer}: {source}")]
+    Dynamics {
+        /// The layer.
+        layer: String,
+        /// Why.
+        #[source]
+        source: DynamicsError,
     },
     /// t-SNE failed.
     #[error("{layer}: {source}")]
@@ -168,6 +192,10 @@ pub struct Seconds {
     pub metrics: f64,
     /// t-SNE (0 when not asked for).
     pub tsne: f64,
+    /// Class-subspace alignment, NC1 and the linear probe.
+    pub dynamics: f64,
+    /// The centred Gram matrix and the CKA products (0 outside a run).
+    pub cka: f64,
 }
 
 /// Everything the analysis of one layer finds; serialises to the JSON of `cnnu reduce --json`.
@@ -207,6 +235,24 @@ pub struct LayerReport {
     pub knn_agreement: f64,
     /// Silhouette of the true labels in score space.
     pub silhouette_true: f64,
+    /// Linear CKA with this layer's representation at the run's last epoch (runs only).
+    pub cka_vs_final: Option<f64>,
+    /// Linear CKA with this layer's representation at the previous epoch (runs only; none at
+    /// the first epoch).
+    pub cka_vs_prev: Option<f64>,
+    /// Samples the CKA compared (all of them up to [`CKA_MAX_N`]; runs only).
+    pub cka_n: Option<usize>,
+    /// Mean over class pairs of the mean principal-angle cosine between the classes'
+    /// subspaces (1: the classes span the same directions, 0: orthogonal ones).
+    pub subspace_cos_mean: f64,
+    /// The class subspaces behind it: classes, ranks and the class × class cosine matrix.
+    pub subspace: Option<SubspaceAlignment>,
+    /// Neural collapse NC1, tr(Σ_W Σ_B⁺)/C: 0 when every sample sits on its class mean.
+    pub nc1: f64,
+    /// Linear-probe accuracy on the scores: fit on a stratified half, measured on the other.
+    pub probe_acc: f64,
+    /// The probe's details (train accuracy, split sizes).
+    pub probe: Option<ProbeResult>,
     /// Seconds per step.
     pub seconds: Seconds,
     /// The plain-words reading of the clustering (says so when all is noise).
@@ -225,6 +271,34 @@ pub fn analyze(
     params: &ValidAnalysisParams,
     load_seconds: f64,
 ) -> Result<LayerReport, AnalysisError> {
+    analyze_layer(acts, params, load_seconds, false).map(|(r, _)| r)
+}
+
+/// A representation measure that is undefined on this data (one class, a constant layer, too
+/// few samples to split) is a NaN for the layer, not a failed analysis.
+fn undefined_or(e: DynamicsError, layer: &str) -> Result<f64, AnalysisError> {
+    match e {
+        DynamicsError::TooFewClasses { .. }
+        | DynamicsError::TooFewSamples { .. }
+        | DynamicsError::NoBetweenClassSpread
+        | DynamicsError::EmptySplit { .. }
+        | DynamicsError::DegenerateRepresentation { .. } => Ok(f64::NAN),
+        source => Err(AnalysisError::Dynamics {
+            layer: layer.to_string(),
+            source,
+        }),
+    }
+}
+
+/// [`analyze`], also returning the layer's centred sample Gram matrix when `keep_gram` is set
+/// (for CKA across epochs). The Gram solver's matrix is reused when it formed one on the
+/// sample side; otherwise it costs one more `n²·d` product.
+pub fn analyze_layer(
+    acts: &Activations,
+    params: &ValidAnalysisParams,
+    load_seconds: f64,
+    keep_gram: bool,
+) -> Result<(LayerReport, Option<CenteredGram>), AnalysisError> {
     let p = params.params();
     let layer = acts.layer.clone();
     let reduce_err = |source| AnalysisError::Reduce {
@@ -251,18 +325,58 @@ pub fn analyze(
     seconds.filter = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let red = reduce(
-        &kept,
-        n,
-        filter.kept.len(),
-        p.method,
-        p.energy,
-        p.max_k,
-        p.solver,
-    )
-    .map_err(reduce_err)?;
-    drop(kept);
+    let d_kept = filter.kept.len();
+    let mut red =
+        reduce(&kept, n, d_kept, p.method, p.energy, p.max_k, p.solver).map_err(reduce_err)?;
     seconds.svd = t.elapsed().as_secs_f64();
+
+    // The Gram solver's sample-side matrix, when it formed one, serves CKA and the class
+    // subspaces without another n²·d product.
+    let sample_gram = red.sample_gram.take();
+    let t = Instant::now();
+    let gram = if keep_gram {
+        let m = n.min(CKA_MAX_N);
+        let g = match &sample_gram {
+            Some(g) if m == n => CenteredGram::from_gram(g, n),
+            _ => CenteredGram::from_features(&kept[..m * d_kept], m, d_kept),
+        };
+        match g {
+            Ok(g) => Some(g),
+            Err(e) => {
+                undefined_or(e, &layer)?;
+                None
+            }
+        }
+    } else {
+        None
+    };
+    seconds.cka = t.elapsed().as_secs_f64();
+
+    // The class subspaces and NC1 live in the filtered feature space (the directions the
+    // reduce step sees); the probe reads the k scores, as HDBSCAN does.
+    let t = Instant::now();
+    let subspace = match &sample_gram {
+        Some(g) => dynamics::class_subspace_alignment_from_gram(g, n, &acts.labels, p.energy),
+        None => dynamics::class_subspace_alignment(&kept, n, d_kept, &acts.labels, p.energy),
+    };
+    drop(sample_gram);
+    let subspace = match subspace {
+        Ok(s) => Some(s),
+        Err(e) => {
+            undefined_or(e, &layer)?;
+            None
+        }
+    };
+    let nc1 = dynamics::nc1(&kept, n, d_kept, &acts.labels).or_else(|e| undefined_or(e, &layer))?;
+    drop(kept);
+    let probe = match dynamics::linear_probe(&red.scores, n, red.k_used, &acts.labels, PROBE_SEED) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            undefined_or(e, &layer)?;
+            None
+        }
+    };
+    seconds.dynamics = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
     let hdb = HdbscanParams::new(p.min_cluster_size)
@@ -318,7 +432,7 @@ pub fn analyze(
     };
 
     let verdict = verdict(agreement.n_clusters, agreement.noise_frac, red.k_used, p);
-    Ok(LayerReport {
+    let report = LayerReport {
         source: acts.source.display().to_string(),
         epoch: acts.epoch,
         layer,
@@ -335,11 +449,20 @@ pub fn analyze(
         agreement,
         knn_agreement: knn,
         silhouette_true: silhouette,
+        cka_vs_final: None,
+        cka_vs_prev: None,
+        cka_n: gram.as_ref().map(CenteredGram::n),
+        subspace_cos_mean: subspace.as_ref().map_or(f64::NAN, |s| s.mean),
+        subspace,
+        nc1,
+        probe_acc: probe.as_ref().map_or(f64::NAN, |r| r.accuracy),
+        probe,
         seconds,
         verdict,
         embedding,
         labels: acts.labels.clone(),
-    })
+    };
+    Ok((report, gram))
 }
 
 /// The clustering in plain words; when HDBSCAN finds nothing it says so, with what to try.
@@ -381,6 +504,11 @@ impl LayerReport {
             ("nmi", self.agreement.nmi),
             ("knn_agreement", self.knn_agreement),
             ("silhouette_true", self.silhouette_true),
+            ("cka_vs_final", self.cka_vs_final.unwrap_or(f64::NAN)),
+            ("cka_vs_prev", self.cka_vs_prev.unwrap_or(f64::NAN)),
+            ("subspace_cos_mean", self.subspace_cos_mean),
+            ("nc1", self.nc1),
+            ("probe_acc", self.probe_acc),
         ])
     }
 
@@ -394,7 +522,8 @@ impl LayerReport {
             "{layer}{epoch}: n={n} d={d_total} kept={d_kept} k={k} (energy {e:.4}{capped})\n\
              clusters={nc} noise={noise:.1}% purity={pw:.3} purity_without_noise={purity_wo}\n\
              homogeneity={h:.3} completeness={c:.3} v_measure={v:.3} ari={ari:.3} nmi={nmi:.3}\n\
-             knn_agreement={knn:.3} silhouette_true={sil:.3}\n{verdict}",
+             knn_agreement={knn:.3} silhouette_true={sil:.3}\n\
+             subspace_cos_mean={scos:.3} nc1={nc1:.4} probe_acc={probe:.3}\n{verdict}",
             layer = self.layer,
             epoch = self
                 .epoch
@@ -419,6 +548,9 @@ impl LayerReport {
             nmi = self.agreement.nmi,
             knn = self.knn_agreement,
             sil = self.silhouette_true,
+            scos = self.subspace_cos_mean,
+            nc1 = self.nc1,
+            probe = self.probe_acc,
             verdict = self.verdict,
         )
     }

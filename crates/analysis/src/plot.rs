@@ -204,6 +204,221 @@ pub fn lines(
     root.present().map_err(|e| err(path, e))
 }
 
+/// The viridis colour map (matplotlib's perceptually uniform default) at `t` in [0, 1], by
+/// linear interpolation between nine of its samples.
+fn viridis(t: f64) -> RGBColor {
+    const STOPS: [(u8, u8, u8); 9] = [
+        (68, 1, 84),
+        (71, 44, 122),
+        (59, 81, 139),
+        (44, 113, 142),
+        (33, 144, 141),
+        (39, 173, 129),
+        (92, 200, 99),
+        (170, 220, 50),
+        (253, 231, 37),
+    ];
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let pos = t * (STOPS.len() - 1) as f64;
+    let i = (pos.floor() as usize).min(STOPS.len() - 2);
+    let f = pos - i as f64;
+    let mix = |a: u8, b: u8| (f64::from(a) + (f64::from(b) - f64::from(a)) * f).round() as u8;
+    let (a, b) = (STOPS[i], STOPS[i + 1]);
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+/// A heatmap of `values[row][col]` (NaN drawn as a hatched/grey cell, labelled "n/a"), one row
+/// per layer and one column per epoch, each cell annotated with its value (3 decimals), with a
+/// colour bar.
+///
+/// The colours span `range` (values outside it take the end colours) or, when `None`, the
+/// finite values' range. `values` must have one row per row label and one entry per column
+/// label.
+pub fn heatmap(
+    path: &Path,
+    title: &str,
+    row_labels: &[String],
+    col_labels: &[String],
+    values: &[Vec<f64>],
+    range: Option<(f64, f64)>,
+) -> Result<(), PlotError> {
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    font();
+    let (rows, cols) = (row_labels.len(), col_labels.len());
+    if rows == 0 || cols == 0 {
+        return Err(err(
+            path,
+            format!("nothing to draw: {rows} rows × {cols} columns"),
+        ));
+    }
+    if values.len() != rows || values.iter().any(|r| r.len() != cols) {
+        return Err(err(
+            path,
+            format!("values are not {rows} rows × {cols} columns, as the labels say"),
+        ));
+    }
+    let (lo, hi) = match range {
+        Some((a, b)) if a.is_finite() && b.is_finite() && a < b => (a, b),
+        Some((a, b)) => return Err(err(path, format!("invalid colour range [{a}, {b}]"))),
+        None => {
+            let (mut a, mut b) = (f64::INFINITY, f64::NEG_INFINITY);
+            for &v in values.iter().flatten().filter(|v| v.is_finite()) {
+                a = a.min(v);
+                b = b.max(v);
+            }
+            if a > b {
+                (0.0, 1.0)
+            } else if b - a < 1e-12 {
+                // One value: centre it in a small range rather than divide by zero.
+                let pad = if a.abs() > 0.0 { 0.05 * a.abs() } else { 0.5 };
+                (a - pad, b + pad)
+            } else {
+                (a, b)
+            }
+        }
+    };
+    // Sizes chosen so that 6–12 layer rows and 2–10 epoch columns stay readable.
+    const CELL_W: i32 = 84;
+    const TOP: i32 = 56;
+    const BOTTOM: i32 = 44;
+    const BAR_AREA: i32 = 120;
+    let cell_h = (240 / rows as i32).max(40);
+    let longest = row_labels
+        .iter()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(0) as i32;
+    let label_w = (longest * 8 + 24).clamp(70, 260);
+    let grid_w = CELL_W * cols as i32;
+    let grid_h = cell_h * rows as i32;
+    let width = (label_w + grid_w + BAR_AREA).max(480);
+    // A narrow grid (few columns) sits in the middle of the minimum width, under the title.
+    let left = label_w + (width - label_w - grid_w - BAR_AREA) / 2;
+    let height = TOP + grid_h + BOTTOM;
+    let root = BitMapBackend::new(path, (width as u32, height as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(path, e))?;
+    let text = |size: u32, colour: &RGBColor, h: HPos, v: VPos| {
+        ("sans-serif", size)
+            .into_font()
+            .color(colour)
+            .pos(Pos::new(h, v))
+    };
+    root.draw(&Text::new(
+        title.to_string(),
+        (width / 2, 20),
+        text(18, &BLACK, HPos::Center, VPos::Center),
+    ))
+    .map_err(|e| err(path, e))?;
+    let nan_fill = RGBColor(224, 224, 224);
+    let hatch = RGBColor(176, 176, 176);
+    for (r, row) in values.iter().enumerate() {
+        let y0 = TOP + r as i32 * cell_h;
+        for (c, &v) in row.iter().enumerate() {
+            let x0 = left + c as i32 * CELL_W;
+            let (x1, y1) = (x0 + CELL_W - 1, y0 + cell_h - 1);
+            let centre = (x0 + CELL_W / 2, y0 + cell_h / 2);
+            if v.is_finite() {
+                let t = (v - lo) / (hi - lo);
+                let fill = viridis(t);
+                root.draw(&Rectangle::new([(x0, y0), (x1, y1)], fill.filled()))
+                    .map_err(|e| err(path, e))?;
+                // Dark text on the light (yellow-green) end, white on the dark end.
+                let ink = if t.clamp(0.0, 1.0) > 0.6 {
+                    BLACK
+                } else {
+                    WHITE
+                };
+                root.draw(&Text::new(
+                    format!("{v:.3}"),
+                    centre,
+                    text(14, &ink, HPos::Center, VPos::Center),
+                ))
+                .map_err(|e| err(path, e))?;
+            } else {
+                root.draw(&Rectangle::new([(x0, y0), (x1, y1)], nan_fill.filled()))
+                    .map_err(|e| err(path, e))?;
+                // Anti-diagonal hatching u + v = t, clipped to the cell by hand.
+                let (w, h) = (x1 - x0, y1 - y0);
+                for t in (8..w + h).step_by(10) {
+                    let (ua, ub) = (t.min(w), t - t.min(h));
+                    let (va, vb) = (t - ua, t.min(h));
+                    root.draw(&PathElement::new(
+                        vec![(x0 + ua, y0 + va), (x0 + ub, y0 + vb)],
+                        hatch.stroke_width(1),
+                    ))
+                    .map_err(|e| err(path, e))?;
+                }
+                let (bx, by) = (22, 10);
+                root.draw(&Rectangle::new(
+                    [
+                        (centre.0 - bx, centre.1 - by),
+                        (centre.0 + bx, centre.1 + by),
+                    ],
+                    nan_fill.filled(),
+                ))
+                .map_err(|e| err(path, e))?;
+                root.draw(&Text::new(
+                    "n/a".to_string(),
+                    centre,
+                    text(14, &RGBColor(90, 90, 90), HPos::Center, VPos::Center),
+                ))
+                .map_err(|e| err(path, e))?;
+            }
+        }
+        root.draw(&Text::new(
+            row_labels[r].clone(),
+            (left - 10, y0 + cell_h / 2),
+            text(14, &BLACK, HPos::Right, VPos::Center),
+        ))
+        .map_err(|e| err(path, e))?;
+    }
+    for (c, label) in col_labels.iter().enumerate() {
+        root.draw(&Text::new(
+            label.clone(),
+            (left + c as i32 * CELL_W + CELL_W / 2, TOP + grid_h + 10),
+            text(14, &BLACK, HPos::Center, VPos::Top),
+        ))
+        .map_err(|e| err(path, e))?;
+    }
+    // The colour bar: a vertical gradient beside the grid, `hi` at the top, five ticks.
+    let bx0 = left + grid_w + 24;
+    let bx1 = bx0 + 20;
+    let steps = grid_h.max(1);
+    for s in 0..steps {
+        let t = 1.0 - f64::from(s) / f64::from((steps - 1).max(1));
+        root.draw(&Rectangle::new(
+            [(bx0, TOP + s), (bx1, TOP + s + 1)],
+            viridis(t).filled(),
+        ))
+        .map_err(|e| err(path, e))?;
+    }
+    root.draw(&Rectangle::new(
+        [(bx0, TOP), (bx1, TOP + grid_h)],
+        BLACK.stroke_width(1),
+    ))
+    .map_err(|e| err(path, e))?;
+    for k in 0..5 {
+        let f = f64::from(k) / 4.0;
+        let y = TOP + ((1.0 - f) * f64::from(grid_h - 1)).round() as i32;
+        root.draw(&PathElement::new(
+            vec![(bx1, y), (bx1 + 5, y)],
+            BLACK.stroke_width(1),
+        ))
+        .map_err(|e| err(path, e))?;
+        root.draw(&Text::new(
+            format!("{:.3}", lo + f * (hi - lo)),
+            (bx1 + 8, y),
+            text(12, &BLACK, HPos::Left, VPos::Center),
+        ))
+        .map_err(|e| err(path, e))?;
+    }
+    root.present().map_err(|e| err(path, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +460,46 @@ mod tests {
             assert_eq!(&bytes[1..4], b"PNG", "{}", p.display());
             assert!(bytes.len() > 2000, "a real picture, not an empty canvas");
         }
+    }
+
+    #[test]
+    fn heatmap_is_written_as_png() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.png");
+        let rows: Vec<String> = ["conv1", "layer1", "layer4.1.relu_1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let cols: Vec<String> = (1..=4).map(|e| format!("epoch {e}")).collect();
+        let values = vec![
+            vec![0.912, 0.954, 0.978, 0.990],
+            vec![0.401, f64::NAN, 0.733, 0.861],
+            vec![0.052, 0.310, 0.620, 1.0],
+        ];
+        heatmap(
+            &path,
+            "CKA with the final epoch",
+            &rows,
+            &cols,
+            &values,
+            None,
+        )
+        .unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+        assert!(bytes.len() > 5000, "a real picture, not an empty canvas");
+        heatmap(
+            &path,
+            "fixed range",
+            &rows,
+            &cols,
+            &values,
+            Some((0.0, 1.0)),
+        )
+        .unwrap();
+        assert!(heatmap(&path, "ragged", &rows, &cols, &values[..2], None).is_err());
+        assert!(heatmap(&path, "bad range", &rows, &cols, &values, Some((1.0, 0.0))).is_err());
+        assert_eq!(viridis(0.0), RGBColor(68, 1, 84));
+        assert_eq!(viridis(1.0), RGBColor(253, 231, 37));
     }
 }

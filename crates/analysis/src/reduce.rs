@@ -128,6 +128,11 @@ pub struct Reduction {
     pub k_used: usize,
     /// The solver that ran ([`Solver::Auto`] is resolved to the one it picked).
     pub solver: Solver,
+    /// The sample Gram matrix `X_c X_cᵀ` (`[n, n]`, f64, symmetric), when the Gram solver formed
+    /// it on the sample side (`n ≤ d`): the representation measures reuse it instead of paying
+    /// the `n²·d` product a second time.
+    #[serde(skip)]
+    pub sample_gram: Option<Vec<f64>>,
 }
 
 /// Why filtering or reducing failed.
@@ -342,6 +347,7 @@ pub fn reduce(
         threshold: energy,
         total: stats.total,
     };
+    let mut sample_gram = None;
     let spectrum = match solver {
         Solver::Gram => {
             let mut g = GramOp {
@@ -355,11 +361,15 @@ pub fn reduce(
                 tol: 1e-9,
                 max_dim: dim / 2,
             };
-            match lanczos(&mut g, &goal, &params) {
+            let spectrum = match lanczos(&mut g, &goal, &params) {
                 Some(s) => s,
                 // Many components: past half the size a dense eigensolver is cheaper.
                 None => dense_spectrum(g.mat())?,
+            };
+            if rows_side {
+                sample_gram = Some(g.g);
             }
+            spectrum
         }
         _ => {
             let mut op = DataOp::new(&data, rows_side);
@@ -420,7 +430,39 @@ pub fn reduce(
         scores: out,
         k_used,
         solver,
+        sample_gram,
     })
+}
+
+/// The number of components the energy threshold keeps, for squared singular values
+/// `theta` (descending) out of a total energy `total`: the rule of [`reduce`], for callers that
+/// decompose by other means.
+pub fn rank_for_energy(theta: &[f64], total: f64, energy: f64) -> usize {
+    if theta.is_empty() {
+        return 0;
+    }
+    Goal {
+        threshold: energy,
+        total,
+    }
+    .crossing(theta)
+    .k
+}
+
+/// The sample Gram matrix `X_c X_cᵀ` of `x` (`[n, d]`, row-major) in f64, `[n, n]` symmetric,
+/// with the columns centred first when `centre` is set. Same f32-product, f64-accumulation
+/// scheme as the Gram solver (accurate to ~1e-7 relative); costs `n²·d` flops and `n²` f64.
+pub fn sample_gram(x: &[f32], n: usize, d: usize, centre: bool) -> Result<Vec<f64>, ReduceError> {
+    check_shape(x, n, d)?;
+    let method = if centre { Method::Pca } else { Method::Svd };
+    let stats = column_stats(x, n, d, method)?;
+    let data = Data {
+        x,
+        n,
+        d,
+        mu: stats.mu.as_deref(),
+    };
+    Ok(gram(&data, true))
 }
 
 // ---------------------------------------------------------------------------------------------

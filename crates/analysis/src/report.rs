@@ -10,7 +10,7 @@ use base64::Engine as _;
 
 use crate::pipeline::LayerReport;
 use crate::plot;
-use crate::summary::{PLOTTED, SummaryError, write_atomic};
+use crate::summary::{HEATMAPS, PLOTTED, SummaryError, write_atomic};
 
 /// Test accuracy (and loss) of one epoch, from the run's `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq)]
@@ -196,6 +196,95 @@ pub fn answer(reports: &[LayerReport]) -> String {
     text
 }
 
+/// The representation measures' half of the answer: how much each group of layers moved
+/// (CKA with the final network), whether the class subspaces aligned (the hypothesis), and
+/// what NC1 and the linear probe add; computed from the numbers behind the heatmaps.
+pub fn dynamics_answer(reports: &[LayerReport]) -> String {
+    let mut layers: Vec<&str> = Vec::new();
+    for r in reports {
+        if !layers.contains(&r.layer.as_str()) {
+            layers.push(&r.layer);
+        }
+    }
+    // (first, last) report of every layer.
+    let ends: Vec<(&LayerReport, &LayerReport)> = layers
+        .iter()
+        .filter_map(|&l| {
+            let mut rs: Vec<&LayerReport> = reports.iter().filter(|r| r.layer == l).collect();
+            rs.sort_by_key(|r| r.epoch.unwrap_or(0));
+            Some((*rs.first()?, *rs.last()?))
+        })
+        .collect();
+    let Some(&(a0, b0)) = ends.first() else {
+        return String::new();
+    };
+    let (first, last) = (a0.epoch.unwrap_or(0), b0.epoch.unwrap_or(0));
+    if first == last {
+        return String::new();
+    }
+    let group = |early: bool| -> Vec<(&LayerReport, &LayerReport)> {
+        ends.iter()
+            .copied()
+            .filter(|(a, _)| is_early(&a.layer) == early)
+            .collect()
+    };
+    let (early, deep) = (group(true), group(false));
+    let finite_mean = |v: Vec<f64>| mean(v.into_iter().filter(|x| x.is_finite()));
+    let at_first = |g: &[(&LayerReport, &LayerReport)], f: fn(&LayerReport) -> f64| {
+        finite_mean(g.iter().map(|(a, _)| f(a)).collect())
+    };
+    let at_last = |g: &[(&LayerReport, &LayerReport)], f: fn(&LayerReport) -> f64| {
+        finite_mean(g.iter().map(|(_, b)| f(b)).collect())
+    };
+    let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
+    let span = |g: &[(&LayerReport, &LayerReport)], f: fn(&LayerReport) -> f64| {
+        format!("{} → {}", fmt(at_first(g, f)), fmt(at_last(g, f)))
+    };
+    let cka0 = |r: &LayerReport| r.cka_vs_final.unwrap_or(f64::NAN);
+    let cos = |r: &LayerReport| r.subspace_cos_mean;
+    let nc1 = |r: &LayerReport| r.nc1;
+    let probe = |r: &LayerReport| r.probe_acc;
+    let mut text = String::new();
+    let (ce, cd) = (at_first(&early, cka0), at_first(&deep, cka0));
+    let moved = match (ce, cd) {
+        (Some(e), Some(d)) if e > d + 0.05 => "the early layers changed less than the deeper ones",
+        (Some(e), Some(d)) if d > e + 0.05 => "the early layers changed more than the deeper ones",
+        (Some(_), Some(_)) => "early and deeper layers changed about as much",
+        _ => "CKA could not be compared between the groups",
+    };
+    let _ = write!(
+        text,
+        "**What the representation measures add** (heatmaps below). Linear CKA between epoch {first} and the final          network is {} for the early layers and {} for the deeper ones (1 = the same representation up to rotation and          scale): {moved}. ",
+        fmt(ce),
+        fmt(cd),
+    );
+    let d_cos = match (at_first(&early, cos), at_last(&early, cos)) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let hypothesis = match d_cos {
+        Some(d) if d > 0.02 => {
+            format!("supports it: the early layers' class subspaces aligned further ({d:+.3})")
+        }
+        Some(d) if d < -0.02 => {
+            format!("goes against it: the early layers' class subspaces drew apart ({d:+.3})")
+        }
+        Some(d) => format!("shows no clear change ({d:+.3}, within ±0.02)"),
+        None => "cannot tell (no class subspaces could be formed)".into(),
+    };
+    let _ = write!(
+        text,
+        "The hypothesis that training aligns the class subspaces in early layers: the mean principal-angle cosine          between class subspaces went {} in the early layers and {} in the deeper ones, which {hypothesis}.          NC1 (within-class spread relative to between-class spread; 0 is full collapse) went {} (early) and {}          (deeper); a linear probe on the scores reached {} (early) and {} (deeper) held-out accuracy.",
+        span(&early, cos),
+        span(&deep, cos),
+        span(&early, nc1),
+        span(&deep, nc1),
+        span(&early, probe),
+        span(&deep, probe),
+    );
+    text
+}
+
 /// Paths of the written report.
 #[derive(Debug, Clone)]
 pub struct ReportPaths {
@@ -282,6 +371,10 @@ pub fn write_report(
         Block::Heading("The answer".into()),
         Block::Para(answer(reports)),
     ];
+    let dynamics = dynamics_answer(reports);
+    if !dynamics.is_empty() {
+        doc.push(Block::Para(dynamics));
+    }
     doc.push(Block::Heading("Test accuracy".into()));
     doc.push(Block::Table(
         vec![
@@ -321,6 +414,11 @@ pub fn write_report(
         "NMI",
         "kNN",
         "silhouette",
+        "CKA→final",
+        "CKA→prev",
+        "subspace cos",
+        "NC1",
+        "probe",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -344,10 +442,35 @@ pub fn write_report(
                 format!("{:.3}", r.agreement.nmi),
                 format!("{:.3}", r.knn_agreement),
                 format!("{:.3}", r.silhouette_true),
+                r.cka_vs_final.map_or("–".into(), |v| format!("{v:.3}")),
+                r.cka_vs_prev.map_or("–".into(), |v| format!("{v:.3}")),
+                format!("{:.3}", r.subspace_cos_mean),
+                format!("{:.3}", r.nc1),
+                format!("{:.3}", r.probe_acc),
             ]);
         }
     }
     doc.push(Block::Table(header, rows));
+    let heatmaps: Vec<&str> = HEATMAPS
+        .iter()
+        .map(|(f, _)| *f)
+        .filter(|f| copied.contains(&format!("heatmap-{f}.png")))
+        .collect();
+    if !heatmaps.is_empty() {
+        doc.push(Block::Heading(
+            "Representation dynamics: layer × epoch".into(),
+        ));
+        doc.push(Block::Para(
+            "cka_vs_final / cka_vs_prev: linear CKA with the same layer at the last / previous epoch, on the same              images. subspace_cos_mean: mean cosine of the principal angles between two classes' subspaces (top              singular directions of each class's centred samples, rank from the energy threshold), averaged over              class pairs. nc1: tr(Σ_W Σ_B⁺)/C. probe_acc: held-out accuracy of a linear probe on the k scores."
+                .into(),
+        ));
+        for f in heatmaps {
+            doc.push(Block::Image(
+                format!("heatmap-{f}.png"),
+                format!("{f}, one row per layer, one column per epoch"),
+            ));
+        }
+    }
     for figure in PLOTTED {
         let name = format!("{figure}.png");
         if copied.contains(&name) {

@@ -130,6 +130,22 @@ pub fn load(path: &Path, layer: &str, labels_var: &str) -> Result<Activations, S
             n_labels: acts.labels.len(),
         });
     }
+    // N = 0 hides any per-sample shape from the element count; D must still fit usize.
+    if acts
+        .sample_shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .is_none()
+    {
+        return Err(SourceError::BadTensor {
+            path: path.to_path_buf(),
+            name: layer.to_string(),
+            problem: format!(
+                "per-sample shape {:?} has more values than fit in usize",
+                acts.sample_shape
+            ),
+        });
+    }
     Ok(acts)
 }
 

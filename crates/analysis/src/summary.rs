@@ -1,12 +1,15 @@
 //! A whole run: every (epoch, layer) of its snapshots analysed, written to
-//! `RUN/analysis/summary.csv` and `summary.json`, with plots of each figure against epoch.
+//! `RUN/analysis/summary.csv` and `summary.json`, with plots of each figure against epoch and
+//! layer × epoch heatmaps of the representation measures. The cross-epoch measures (CKA with
+//! the final and the previous epoch) are computed here, one layer at a time.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::pipeline::{AnalysisError, LayerReport, ValidAnalysisParams, analyze};
+use crate::dynamics::{CenteredGram, linear_cka};
+use crate::pipeline::{AnalysisError, LayerReport, ValidAnalysisParams, analyze_layer};
 use crate::plot::{self, PlotError};
 use crate::source::{self, SourceError};
 
@@ -77,7 +80,7 @@ pub fn summary_row(report: &LayerReport) -> serde_json::Value {
 }
 
 /// The figures plotted against epoch, one PNG each.
-pub const PLOTTED: [&str; 11] = [
+pub const PLOTTED: [&str; 16] = [
     "purity_with_noise",
     "purity_without_noise",
     "homogeneity",
@@ -89,6 +92,21 @@ pub const PLOTTED: [&str; 11] = [
     "silhouette_true",
     "noise_frac",
     "k",
+    "cka_vs_final",
+    "cka_vs_prev",
+    "subspace_cos_mean",
+    "nc1",
+    "probe_acc",
+];
+
+/// The representation measures drawn as layer × epoch heatmaps (`heatmap-NAME.png`), with the
+/// colour range each is read on (None: the data's own range).
+pub const HEATMAPS: [(&str, Option<(f64, f64)>); 5] = [
+    ("cka_vs_final", Some((0.0, 1.0))),
+    ("cka_vs_prev", Some((0.0, 1.0))),
+    ("subspace_cos_mean", Some((0.0, 1.0))),
+    ("nc1", None),
+    ("probe_acc", Some((0.0, 1.0))),
 ];
 
 /// The result of analysing a run.
@@ -102,6 +120,10 @@ pub struct RunAnalysis {
 
 /// Analyses the given layers (or every layer of the first snapshot) of every snapshot of
 /// `run`, `jobs` layers at a time, and writes the summary and plots into `RUN/analysis/`.
+///
+/// A worker takes one layer and walks its epochs, last epoch first, so that CKA with the final
+/// and with the previous epoch needs at most three centred Gram matrices of that layer in
+/// memory (final, previous, current), whatever the number of epochs.
 pub fn analyze_run(
     run: &Path,
     layers: Option<&[String]>,
@@ -110,55 +132,108 @@ pub fn analyze_run(
     labels_var: &str,
 ) -> Result<RunAnalysis, SummaryError> {
     let snaps = snapshots(run)?;
-    let layers: Vec<String> = match layers {
-        Some(l) => l.to_vec(),
-        None => source::layers(&snaps[0].1, labels_var)?
-            .into_iter()
-            .filter(|l| l != "logits")
-            .collect(),
-    };
-    let work: Vec<(usize, PathBuf, String)> = snaps
-        .iter()
-        .flat_map(|(e, p)| layers.iter().map(move |l| (*e, p.clone(), l.clone())))
+    let present: Vec<String> = source::layers(&snaps[0].1, labels_var)?
+        .into_iter()
+        .filter(|l| l != "logits")
         .collect();
-    let total = work.len();
-    let queue = Mutex::new(work.into_iter().enumerate());
-    let results: Mutex<Vec<(usize, Result<LayerReport, SummaryError>)>> = Mutex::new(Vec::new());
-    // Each worker holds one layer's activations at a time, so memory is bounded by `jobs`
-    // layers whatever the number of epochs.
+    let layers: Vec<String> = match layers {
+        Some(l) => {
+            // A typo should fail before minutes of work on the other layers, not after.
+            if let Some(missing) = l.iter().find(|l| !present.contains(l)) {
+                return Err(SourceError::MissingLayer {
+                    path: snaps[0].1.clone(),
+                    layer: missing.clone(),
+                    present,
+                }
+                .into());
+            }
+            l.to_vec()
+        }
+        None => present,
+    };
+    let total = snaps.len() * layers.len();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let queue = Mutex::new(layers.iter().enumerate());
+    type Slot = ((usize, usize), Result<LayerReport, SummaryError>);
+    let results: Mutex<Vec<Slot>> = Mutex::new(Vec::new());
+    let hsic = params.params().hsic;
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
             scope.spawn(|| {
                 loop {
                     let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
-                    let Some((i, (epoch, path, layer))) = next else { break };
-                    let started = Instant::now();
-                    let result = source::load(&path, &layer, labels_var)
-                        .map_err(SummaryError::from)
-                        .and_then(|acts| {
-                            analyze(&acts, params, started.elapsed().as_secs_f64())
-                                .map_err(|source| SummaryError::Analysis { path: path.clone(), source })
+                    let Some((li, layer)) = next else { break };
+                    // Last epoch first: every other epoch is compared with it.
+                    let order = std::iter::once(snaps.len() - 1).chain(0..snaps.len() - 1);
+                    let mut final_gram: Option<CenteredGram> = None;
+                    let mut prev_gram: Option<CenteredGram> = None;
+                    for ei in order {
+                        let (epoch, path) = &snaps[ei];
+                        let started = Instant::now();
+                        let result = source::load(path, layer, labels_var)
+                            .map_err(SummaryError::from)
+                            .and_then(|acts| {
+                                analyze_layer(&acts, params, started.elapsed().as_secs_f64(), true)
+                                    .map_err(|source| SummaryError::Analysis {
+                                        path: path.clone(),
+                                        source,
+                                    })
+                            });
+                        let result = result.map(|(mut r, gram)| {
+                            let t = Instant::now();
+                            let cka = |other: &Option<CenteredGram>| match (&gram, other) {
+                                (Some(a), Some(b)) => Some(linear_cka(a, b, hsic).unwrap_or(f64::NAN)),
+                                _ => None,
+                            };
+                            if ei == snaps.len() - 1 {
+                                final_gram = gram;
+                                r.cka_vs_final = final_gram.as_ref().map(|_| 1.0);
+                            } else {
+                                r.cka_vs_final = cka(&final_gram);
+                                r.cka_vs_prev = cka(&prev_gram);
+                                prev_gram = gram;
+                            }
+                            r.seconds.cka += t.elapsed().as_secs_f64();
+                            r
                         });
-                    if let Ok(r) = &result {
-                        eprintln!(
-                            "[{}/{total}] epoch {epoch} {layer}: k={} clusters={} purity={:.3} knn={:.3} ({:.1} s)",
-                            i + 1,
-                            r.k,
-                            r.agreement.n_clusters,
-                            r.agreement.purity_with_noise,
-                            r.knn_agreement,
-                            started.elapsed().as_secs_f64()
-                        );
+                        if let Ok(r) = &result {
+                            let i = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            eprintln!(
+                                "[{}/{total}] epoch {epoch} {layer}: k={} clusters={} purity={:.3} knn={:.3} probe={:.3} ({:.1} s)",
+                                i + 1,
+                                r.k,
+                                r.agreement.n_clusters,
+                                r.agreement.purity_with_noise,
+                                r.knn_agreement,
+                                r.probe_acc,
+                                started.elapsed().as_secs_f64()
+                            );
+                        }
+                        let failed = result.is_err();
+                        if let Ok(mut out) = results.lock() {
+                            out.push(((ei, li), result));
+                        }
+                        if failed {
+                            break;
+                        }
                     }
-                    if let Ok(mut out) = results.lock() {
-                        out.push((i, result));
+                    // The final epoch's own comparison with the epoch before it, now known.
+                    if let (Some(a), Some(b)) = (&final_gram, &prev_gram)
+                        && let Ok(mut out) = results.lock()
+                        && let Some((_, Ok(r))) =
+                            out.iter_mut().find(|((e, l), _)| *e == snaps.len() - 1 && *l == li)
+                    {
+                        let t = Instant::now();
+                        r.cka_vs_prev = Some(linear_cka(a, b, hsic).unwrap_or(f64::NAN));
+                        r.seconds.cka += t.elapsed().as_secs_f64();
                     }
                 }
             });
         }
     });
     let mut results = results.into_inner().unwrap_or_default();
-    results.sort_by_key(|(i, _)| *i);
+    // Epoch-major, layers in the order asked.
+    results.sort_by_key(|(key, _)| *key);
     let mut reports = Vec::with_capacity(results.len());
     for (_, r) in results {
         reports.push(r?);
@@ -228,6 +303,36 @@ pub fn write_summary(dir: &Path, reports: &[LayerReport], tsne: bool) -> Result<
             false,
         )?;
     }
+    let mut epochs: Vec<usize> = reports.iter().map(|r| r.epoch.unwrap_or(0)).collect();
+    epochs.sort_unstable();
+    epochs.dedup();
+    let row_labels: Vec<String> = layers.iter().map(|l| l.to_string()).collect();
+    let col_labels: Vec<String> = epochs.iter().map(|e| format!("epoch {e}")).collect();
+    for (figure, range) in HEATMAPS {
+        let values: Vec<Vec<f64>> = layers
+            .iter()
+            .map(|&l| {
+                epochs
+                    .iter()
+                    .map(|&e| {
+                        reports
+                            .iter()
+                            .find(|r| r.layer == l && r.epoch.unwrap_or(0) == e)
+                            .and_then(|r| r.figures().get(figure).copied())
+                            .unwrap_or(f64::NAN)
+                    })
+                    .collect()
+            })
+            .collect();
+        plot::heatmap(
+            &plots.join(format!("heatmap-{figure}.png")),
+            &format!("{figure}: layer × epoch"),
+            &row_labels,
+            &col_labels,
+            &values,
+            range,
+        )?;
+    }
     for &l in &layers {
         let series: Vec<(String, Vec<(f64, f64)>)> = reports
             .iter()
@@ -295,7 +400,7 @@ fn file_name(path: &str) -> String {
 /// the singular values.
 pub fn csv(reports: &[LayerReport]) -> String {
     let mut out = String::from(
-        "epoch,layer,n,d_total,d_kept,k,k_used,energy_at_k,n_clusters,noise_frac,purity_with_noise,purity_without_noise,homogeneity,completeness,v_measure,ari,nmi,knn_agreement,silhouette_true,seconds_svd,seconds_total\n",
+        "epoch,layer,n,d_total,d_kept,k,k_used,energy_at_k,n_clusters,noise_frac,purity_with_noise,purity_without_noise,homogeneity,completeness,v_measure,ari,nmi,knn_agreement,silhouette_true,cka_vs_final,cka_vs_prev,subspace_cos_mean,nc1,probe_acc,seconds_svd,seconds_dynamics,seconds_cka,seconds_total\n",
     );
     for r in reports {
         let s = &r.seconds;
@@ -303,8 +408,9 @@ pub fn csv(reports: &[LayerReport]) -> String {
             .agreement
             .purity_without_noise
             .map_or(String::new(), |v| format!("{v}"));
+        let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{purity_wo},{},{},{},{},{},{},{},{:.3},{:.3}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{purity_wo},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{:.3}\n",
             r.epoch.unwrap_or(0),
             r.layer,
             r.n,
@@ -323,8 +429,15 @@ pub fn csv(reports: &[LayerReport]) -> String {
             r.agreement.nmi,
             r.knn_agreement,
             r.silhouette_true,
+            opt(r.cka_vs_final),
+            opt(r.cka_vs_prev),
+            r.subspace_cos_mean,
+            r.nc1,
+            r.probe_acc,
             s.svd,
-            s.load + s.filter + s.svd + s.cluster + s.metrics + s.tsne,
+            s.dynamics,
+            s.cka,
+            s.load + s.filter + s.svd + s.cluster + s.metrics + s.tsne + s.dynamics + s.cka,
         ));
     }
     out

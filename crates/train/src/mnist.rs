@@ -309,7 +309,10 @@ fn parse_idx<'a>(
     } else {
         1
     };
-    let expected = header as u64 + count as u64 * item;
+    // Saturating: a lying header (count x rows x cols beyond u64) is just "truncated".
+    let expected = (count as u64)
+        .saturating_mul(item)
+        .saturating_add(header as u64);
     let present = data.len() as u64;
     if present < expected {
         return Err(MnistError::Truncated {
