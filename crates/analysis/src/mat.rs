@@ -268,20 +268,33 @@ pub fn read_labels(path: &Path, name: &str) -> Result<Vec<i64>, MatError> {
             });
         }
         let numel = ctx.numel(&header.dims)?;
-        let mut raw = Vec::new();
-        read_real(reader, mat.big, numel, &mut raw, |n| n).map_err(|f| ctx.fail(f))?;
-        // A vector's column-major order is its row-major order: no reordering needed.
-        raw.iter()
-            .enumerate()
-            .map(|(index, n)| {
-                n.to_i64().ok_or_else(|| MatError::LabelsNotInteger {
-                    path: ctx.path.to_owned(),
-                    name: header.name.clone(),
-                    index,
-                    value: n.to_string(),
-                })
+        // Converted while reading, so the labels cost their 8 bytes each and never the 16 of
+        // a `Num` (a small compressed file can hold tens of millions of labels); the first
+        // value that is not an integer is remembered and reported after the read.
+        let index = std::cell::Cell::new(0usize);
+        let first_bad: std::cell::Cell<Option<(usize, Num)>> = std::cell::Cell::new(None);
+        let mut labels = Vec::new();
+        read_real(reader, mat.big, numel, &mut labels, |n| {
+            let i = index.get();
+            index.set(i + 1);
+            n.to_i64().unwrap_or_else(|| {
+                if first_bad.get().is_none() {
+                    first_bad.set(Some((i, n)));
+                }
+                0
             })
-            .collect()
+        })
+        .map_err(|f| ctx.fail(f))?;
+        // A vector's column-major order is its row-major order: no reordering needed.
+        match first_bad.get() {
+            Some((index, n)) => Err(MatError::LabelsNotInteger {
+                path: ctx.path.to_owned(),
+                name: header.name.clone(),
+                index,
+                value: n.to_string(),
+            }),
+            None => Ok(labels),
+        }
     })
 }
 

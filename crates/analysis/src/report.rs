@@ -254,7 +254,9 @@ pub fn dynamics_answer(reports: &[LayerReport]) -> String {
     };
     let _ = write!(
         text,
-        "**What the representation measures add** (heatmaps below). Linear CKA between epoch {first} and the final          network is {} for the early layers and {} for the deeper ones (1 = the same representation up to rotation and          scale): {moved}. ",
+        "**What the representation measures add** (heatmaps below). Linear CKA between epoch {first} and the final \
+         network is {} for the early layers and {} for the deeper ones (1 = the same representation up to rotation and \
+         scale): {moved}. ",
         fmt(ce),
         fmt(cd),
     );
@@ -274,7 +276,10 @@ pub fn dynamics_answer(reports: &[LayerReport]) -> String {
     };
     let _ = write!(
         text,
-        "The hypothesis that training aligns the class subspaces in early layers: the mean principal-angle cosine          between class subspaces went {} in the early layers and {} in the deeper ones, which {hypothesis}.          NC1 (within-class spread relative to between-class spread; 0 is full collapse) went {} (early) and {}          (deeper); a linear probe on the scores reached {} (early) and {} (deeper) held-out accuracy.",
+        "The hypothesis that training aligns the class subspaces in early layers: the mean principal-angle cosine \
+         between class subspaces went {} in the early layers and {} in the deeper ones, which {hypothesis}. \
+         NC1 (within-class spread relative to between-class spread; 0 is full collapse) went {} (early) and {} \
+         (deeper); a linear probe on the scores reached {} (early) and {} (deeper) held-out accuracy.",
         span(&early, cos),
         span(&deep, cos),
         span(&early, nc1),
@@ -461,7 +466,10 @@ pub fn write_report(
             "Representation dynamics: layer × epoch".into(),
         ));
         doc.push(Block::Para(
-            "cka_vs_final / cka_vs_prev: linear CKA with the same layer at the last / previous epoch, on the same              images. subspace_cos_mean: mean cosine of the principal angles between two classes' subspaces (top              singular directions of each class's centred samples, rank from the energy threshold), averaged over              class pairs. nc1: tr(Σ_W Σ_B⁺)/C. probe_acc: held-out accuracy of a linear probe on the k scores."
+            "cka_vs_final / cka_vs_prev: linear CKA with the same layer at the last / previous epoch, on the same \
+             images. subspace_cos_mean: mean cosine of the principal angles between two classes' subspaces (top \
+             singular directions of each class's centred samples, rank from the energy threshold), averaged over \
+             class pairs. nc1: tr(Σ_W Σ_B⁺)/C. probe_acc: held-out accuracy of a linear probe on the k scores."
                 .into(),
         ));
         for f in heatmaps {
