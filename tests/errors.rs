@@ -433,8 +433,12 @@ fn setup(id: &str, dir: &Path) -> Option<Command> {
 fn documented_rows() -> Vec<(String, String)> {
     let doc = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/errors.md"))
         .expect("docs/errors.md exists");
+    // Every line of the table after its separator is a row, and must have an id.
     doc.lines()
-        .filter(|l| l.starts_with("| `"))
+        .skip_while(|l| !l.starts_with("| ---"))
+        .skip(1)
+        .take_while(|l| l.starts_with('|'))
+        .inspect(|l| assert!(l.starts_with("| `"), "a row without a `code` id: {l}"))
         .map(|l| {
             let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
             // Cells are code spans, doubled (`` a `b` c ``) where the text has backticks.

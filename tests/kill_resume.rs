@@ -170,7 +170,12 @@ fn kill_during(run: &Path, target: Target) -> bool {
             child.wait().unwrap();
             return in_flight(run, target).is_some();
         }
-        if child.try_wait().unwrap().is_some() || started.elapsed() > Duration::from_secs(300) {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            child.kill().unwrap();
+            child.wait().unwrap();
             return false;
         }
         std::thread::sleep(Duration::from_micros(200));

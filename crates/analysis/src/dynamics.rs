@@ -631,6 +631,11 @@ pub fn class_subspace_alignment_from_gram(
             value: gram[i],
         });
     }
+    // The class-centring below reads K_ji for K_ij.
+    let scale = gram.iter().fold(0f64, |m, v| m.max(v.abs()));
+    if let Some((row, col)) = asymmetric_pair(gram, n, SYMMETRY_TOL * scale) {
+        return Err(DynamicsError::GramNotSymmetric { row, col });
+    }
     check_labels(labels, n)?;
     if !(energy > 0.0 && energy <= 1.0) {
         return Err(DynamicsError::InvalidEnergy(energy));

@@ -229,12 +229,22 @@ pub fn dynamics_answer(reports: &[LayerReport]) -> String {
             .collect()
     };
     let (early, deep) = (group(true), group(false));
-    let finite_mean = |v: Vec<f64>| mean(v.into_iter().filter(|x| x.is_finite()));
+    // Only layers with the figure at both ends, so that a value missing at one end cannot
+    // pose as a change.
+    let paired = |g: &[(&LayerReport, &LayerReport)], f: fn(&LayerReport) -> f64| {
+        g.iter()
+            .map(|(a, b)| (f(a), f(b)))
+            .filter(|(a, b)| a.is_finite() && b.is_finite())
+            .collect::<Vec<(f64, f64)>>()
+    };
     let at_first = |g: &[(&LayerReport, &LayerReport)], f: fn(&LayerReport) -> f64| {
-        finite_mean(g.iter().map(|(a, _)| f(a)).collect())
+        mean(paired(g, f).into_iter().map(|(a, _)| a))
     };
     let at_last = |g: &[(&LayerReport, &LayerReport)], f: fn(&LayerReport) -> f64| {
-        finite_mean(g.iter().map(|(_, b)| f(b)).collect())
+        mean(paired(g, f).into_iter().map(|(_, b)| b))
+    };
+    let change = |g: &[(&LayerReport, &LayerReport)], f: fn(&LayerReport) -> f64| {
+        mean(paired(g, f).into_iter().map(|(a, b)| b - a))
     };
     let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
     let span = |g: &[(&LayerReport, &LayerReport)], f: fn(&LayerReport) -> f64| {
@@ -245,7 +255,11 @@ pub fn dynamics_answer(reports: &[LayerReport]) -> String {
     let nc1 = |r: &LayerReport| r.nc1;
     let probe = |r: &LayerReport| r.probe_acc;
     let mut text = String::new();
-    let (ce, cd) = (at_first(&early, cka0), at_first(&deep, cka0));
+    // CKA with the final network is read at the first epoch; the last is 1 by definition.
+    let first_only = |g: &[(&LayerReport, &LayerReport)], f: fn(&LayerReport) -> f64| {
+        mean(g.iter().map(|(a, _)| f(a)).filter(|x| x.is_finite()))
+    };
+    let (ce, cd) = (first_only(&early, cka0), first_only(&deep, cka0));
     let moved = match (ce, cd) {
         (Some(e), Some(d)) if e > d + 0.05 => "the early layers changed less than the deeper ones",
         (Some(e), Some(d)) if d > e + 0.05 => "the early layers changed more than the deeper ones",
@@ -260,13 +274,16 @@ pub fn dynamics_answer(reports: &[LayerReport]) -> String {
         fmt(ce),
         fmt(cd),
     );
-    let d_cos = match (at_first(&early, cos), at_last(&early, cos)) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
-    };
+    let d_cos = change(&early, cos);
+    // Alignment that the deeper layers show just as much is not specific to early layers.
+    let deeper = change(&deep, cos).map_or(String::new(), |dd| {
+        format!("; the deeper layers' changed by {dd:+.3}")
+    });
     let hypothesis = match d_cos {
         Some(d) if d > 0.02 => {
-            format!("supports it: the early layers' class subspaces aligned further ({d:+.3})")
+            format!(
+                "supports it: the early layers' class subspaces aligned further ({d:+.3}{deeper})"
+            )
         }
         Some(d) if d < -0.02 => {
             format!("goes against it: the early layers' class subspaces drew apart ({d:+.3})")

@@ -132,10 +132,7 @@ pub fn analyze_run(
     labels_var: &str,
 ) -> Result<RunAnalysis, SummaryError> {
     let snaps = snapshots(run)?;
-    let present: Vec<String> = source::layers(&snaps[0].1, labels_var)?
-        .into_iter()
-        .filter(|l| l != "logits")
-        .collect();
+    let present: Vec<String> = source::layers(&snaps[0].1, labels_var)?;
     let layers: Vec<String> = match layers {
         Some(l) => {
             // A typo should fail before minutes of work on the other layers, not after.
@@ -149,10 +146,12 @@ pub fn analyze_run(
             }
             l.to_vec()
         }
-        None => present,
+        // The logits are there for predictions, not a tap; ask for them by name.
+        None => present.into_iter().filter(|l| l != "logits").collect(),
     };
     let total = snaps.len() * layers.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
+    let abort = std::sync::atomic::AtomicBool::new(false);
     let queue = Mutex::new(layers.iter().enumerate());
     type Slot = ((usize, usize), Result<LayerReport, SummaryError>);
     let results: Mutex<Vec<Slot>> = Mutex::new(Vec::new());
@@ -168,6 +167,9 @@ pub fn analyze_run(
                     let mut final_gram: Option<CenteredGram> = None;
                     let mut prev_gram: Option<CenteredGram> = None;
                     for ei in order {
+                        if abort.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
                         let (epoch, path) = &snaps[ei];
                         let started = Instant::now();
                         let result = source::load(path, layer, labels_var)
@@ -186,8 +188,11 @@ pub fn analyze_run(
                                 _ => None,
                             };
                             if ei == snaps.len() - 1 {
+                                // 1 unless CKA is undefined here (a constant layer).
+                                r.cka_vs_final = gram
+                                    .as_ref()
+                                    .map(|g| linear_cka(g, g, hsic).unwrap_or(f64::NAN));
                                 final_gram = gram;
-                                r.cka_vs_final = final_gram.as_ref().map(|_| 1.0);
                             } else {
                                 r.cka_vs_final = cka(&final_gram);
                                 r.cka_vs_prev = cka(&prev_gram);
@@ -214,8 +219,13 @@ pub fn analyze_run(
                             out.push(((ei, li), result));
                         }
                         if failed {
+                            // The run fails with this error: the other workers stop too.
+                            abort.store(true, std::sync::atomic::Ordering::Relaxed);
                             break;
                         }
+                    }
+                    if abort.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
                     }
                     // The final epoch's own comparison with the epoch before it, now known.
                     if let (Some(a), Some(b)) = (&final_gram, &prev_gram)
