@@ -21,6 +21,7 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par, Side};
 use rayon::prelude::*;
 
+use crate::metrics::dense_ids;
 use crate::reduce::{self, Method, ReduceError, Solver};
 use crate::scores::{self, ScoresError};
 
@@ -535,7 +536,7 @@ pub fn class_subspace_alignment(
     if !(energy > 0.0 && energy <= 1.0) {
         return Err(DynamicsError::InvalidEnergy(energy));
     }
-    let (classes, class_of) = dense_labels(labels);
+    let (class_of, classes) = dense_ids(labels);
     // All class means in one parallel pass, and one buffer reused for every class's copy.
     let sums = class_sums(x, n, d, &class_of, classes.len());
     let mut buf: Vec<f32> = Vec::new();
@@ -640,7 +641,7 @@ pub fn class_subspace_alignment_from_gram(
     if !(energy > 0.0 && energy <= 1.0) {
         return Err(DynamicsError::InvalidEnergy(energy));
     }
-    let (classes, class_of) = dense_labels(labels);
+    let (class_of, classes) = dense_ids(labels);
     let members: Vec<Vec<usize>> = (0..classes.len())
         .map(|c| (0..n).filter(|&i| class_of[i] == c).collect())
         .collect();
@@ -806,7 +807,7 @@ fn mean_cosine(va: MatRef<'_, f32>, vb: MatRef<'_, f32>) -> Result<f64, Dynamics
 pub fn nc1(x: &[f32], n: usize, d: usize, labels: &[i64]) -> Result<f64, DynamicsError> {
     check_data(x, n, d)?;
     check_labels(labels, n)?;
-    let (classes, class_of) = dense_labels(labels);
+    let (class_of, classes) = dense_ids(labels);
     let c = classes.len();
     if c < 2 {
         return Err(DynamicsError::TooFewClasses { found: c });
@@ -983,7 +984,7 @@ pub fn linear_probe(
 ) -> Result<ProbeResult, DynamicsError> {
     scores::check(scores, n, dim)?;
     check_labels(labels, n)?;
-    let (classes, class_of) = dense_labels(labels);
+    let (class_of, classes) = dense_ids(labels);
     let c = classes.len();
     if c < 2 {
         return Err(DynamicsError::TooFewClasses { found: c });
@@ -1300,18 +1301,6 @@ fn check_labels(labels: &[i64], n: usize) -> Result<(), DynamicsError> {
             n,
         })
     }
-}
-
-/// The distinct labels ascending, and each sample's index into them.
-fn dense_labels(labels: &[i64]) -> (Vec<i64>, Vec<usize>) {
-    let mut classes = labels.to_vec();
-    classes.sort_unstable();
-    classes.dedup();
-    let class_of = labels
-        .iter()
-        .map(|l| classes.partition_point(|c| c < l))
-        .collect();
-    (classes, class_of)
 }
 
 /// splitmix64: a tiny, well-mixed generator, so the probe's split is reproducible without a
@@ -1776,7 +1765,7 @@ mod tests {
 
     /// tr(Σ_W Σ_B⁺)/C with d × d matrices and a dense pseudo-inverse.
     fn nc1_dense(x: &[f32], n: usize, d: usize, labels: &[i64]) -> f64 {
-        let (classes, class_of) = dense_labels(labels);
+        let (class_of, classes) = dense_ids(labels);
         let c = classes.len();
         let xf: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
         let mut mu = vec![vec![0f64; d]; c];
@@ -1928,7 +1917,7 @@ mod tests {
         let again = linear_probe(&x, n, dim, &labels, 7).expect("probe");
         assert_eq!(r, again);
         // The split is stratified and depends on the seed.
-        let (_, class_of) = dense_labels(&labels);
+        let (class_of, _) = dense_ids(&labels);
         let (tr7, te7) = stratified_split(&class_of, 10, 7);
         let (tr8, _) = stratified_split(&class_of, 10, 8);
         assert_ne!(tr7, tr8);
@@ -1990,7 +1979,7 @@ mod tests {
     /// `cargo test --release -p cnnu-analysis --lib dynamics::tests::timings -- --ignored
     /// --nocapture`).
     #[test]
-    #[ignore]
+    #[ignore = "prints timings, asserts nothing; run with --ignored --nocapture (see above)"]
     fn timings() {
         use std::time::Instant;
         let mut g = Gen::new(14);

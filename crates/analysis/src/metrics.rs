@@ -284,7 +284,7 @@ pub fn silhouette_true(
 
 /// Maps arbitrary ids to `0..distinct`, returning the per-point dense id and the sorted distinct
 /// original ids.
-fn dense_ids(ids: &[i64]) -> (Vec<usize>, Vec<i64>) {
+pub(crate) fn dense_ids(ids: &[i64]) -> (Vec<usize>, Vec<i64>) {
     let mut uniq = ids.to_vec();
     uniq.sort_unstable();
     uniq.dedup();
