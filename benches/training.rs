@@ -1,6 +1,5 @@
-//! Training and probing speed on the default backend (issue 3's yardstick: PyTorch eager on
-//! this 2-core machine trains ResNet18-MNIST at about 300 img/s and infers at about 2000 img/s
-//! at batch 256).
+//! Training and probing speed on the default backend, beside PyTorch eager measured the same
+//! way by `benches/pytorch_reference.py` (the README has both).
 //!
 //! The training step is also split into its phases (data → forward → backward → optimizer)
 //! by timing growing prefixes of the step: the differences are where the time goes.
@@ -9,8 +8,9 @@
 use std::path::Path;
 
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
+use cnnu::kernels::FusedAdam;
 use cnnu::model::{BackendKind, ResNet18Config, TapSet};
 use cnnu::train::{DEFAULT_TAPS, MnistSplit, mnist::Split};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -60,7 +60,8 @@ fn training(c: &mut Criterion) {
             GradientsParams::from_grads(grads, &model)
         })
     });
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    // The optimizer `cnnu train` uses.
+    let mut optim = FusedAdam::new(0.9, 0.999, 1e-8).init();
     let mut model = Some(model);
     group.bench_function("full_step", |b| {
         b.iter(|| {

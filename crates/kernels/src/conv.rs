@@ -1,0 +1,601 @@
+//! 2-D convolution (groups 1, dilation 1, no bias) as one GEMM over the whole batch, with its
+//! weight and input gradients as batch-wide GEMMs too.
+//!
+//! Why by hand: burn-flex runs im2col + GEMM once per image, so at batch 64 the deep layers hand
+//! `gemm` matrix-vector products (layer4 on 28x28 MNIST is 1x1 spatial) that stream the whole
+//! weight per image, and its input gradient is a serial transposed convolution. Here the batch
+//! is one matrix: `col[K', M]` with `M = N·Ho·Wo` output pixels and `K'` the (channel, tap)
+//! pairs, and `out[O, M] = W[O, K'] · col`. Kernel taps that read only zero padding for every
+//! output pixel (most of a 3x3 kernel on a 1x1 or 2x2 map) are left out of `K'`, so layer4 does
+//! a ninth of the work.
+//!
+//! Every loop that runs in parallel writes disjoint outputs, and `gemm` splits only the output
+//! matrix between threads, so results depend on the data alone, not on scheduling.
+
+use rayon::prelude::*;
+
+/// Errors from describing a convolution.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvError {
+    /// A size that must be positive was zero.
+    #[error("convolution {what} must be positive")]
+    Zero {
+        /// Which size.
+        what: &'static str,
+    },
+    /// The kernel does not fit the padded input.
+    #[error("kernel {kernel:?} is larger than the padded input {padded:?}")]
+    KernelTooLarge {
+        /// The kernel size.
+        kernel: [usize; 2],
+        /// The input size with padding.
+        padded: [usize; 2],
+    },
+    /// A buffer does not have the length its shape implies.
+    #[error("{what} has {got} values, the shape implies {expected}")]
+    Length {
+        /// Which buffer.
+        what: &'static str,
+        /// Its length.
+        got: usize,
+        /// The length it should have.
+        expected: usize,
+    },
+}
+
+/// The shape of one convolution: input `[N, C, H, W]`, weight `[O, C, kh, kw]`, symmetric
+/// padding, output `[N, O, Ho, Wo]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dShape {
+    /// Batch size N.
+    pub batch: usize,
+    /// Input channels C.
+    pub in_channels: usize,
+    /// Input height and width.
+    pub input: [usize; 2],
+    /// Output channels O.
+    pub out_channels: usize,
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Stride along height and width.
+    pub stride: [usize; 2],
+    /// Zero padding on both sides, along height and width.
+    pub padding: [usize; 2],
+}
+
+/// A checked [`Conv2dShape`] with the kernel taps that touch the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conv2dPlan {
+    shape: Conv2dShape,
+    output: [usize; 2],
+    /// Kernel rows (resp. columns) that read the input for at least one output row (column).
+    rows: Vec<usize>,
+    cols: Vec<usize>,
+}
+
+/// Kernel offsets `k` for which some output position `o` reads inside the input:
+/// `0 <= o·stride + k − pad < size`.
+fn live_taps(size: usize, out: usize, kernel: usize, stride: usize, pad: usize) -> Vec<usize> {
+    (0..kernel)
+        .filter(|&k| (0..out).any(|o| (o * stride + k).checked_sub(pad).is_some_and(|i| i < size)))
+        .collect()
+}
+
+impl Conv2dShape {
+    /// Checks the sizes and finds the live kernel taps.
+    pub fn plan(self) -> Result<Conv2dPlan, ConvError> {
+        for (what, v) in [
+            ("batch", self.batch),
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+            ("height", self.input[0]),
+            ("width", self.input[1]),
+            ("kernel height", self.kernel[0]),
+            ("kernel width", self.kernel[1]),
+            ("stride", self.stride[0].min(self.stride[1])),
+        ] {
+            if v == 0 {
+                return Err(ConvError::Zero { what });
+            }
+        }
+        let padded = [0, 1].map(|d| self.input[d] + 2 * self.padding[d]);
+        if (0..2).any(|d| self.kernel[d] > padded[d]) {
+            return Err(ConvError::KernelTooLarge {
+                kernel: self.kernel,
+                padded,
+            });
+        }
+        let output = [0, 1].map(|d| (padded[d] - self.kernel[d]) / self.stride[d] + 1);
+        let live = |d: usize| {
+            live_taps(
+                self.input[d],
+                output[d],
+                self.kernel[d],
+                self.stride[d],
+                self.padding[d],
+            )
+        };
+        Ok(Conv2dPlan {
+            shape: self,
+            output,
+            rows: live(0),
+            cols: live(1),
+        })
+    }
+}
+
+impl Conv2dPlan {
+    /// The shape this plan was made for.
+    pub fn shape(&self) -> &Conv2dShape {
+        &self.shape
+    }
+
+    /// Output height and width.
+    pub fn output(&self) -> [usize; 2] {
+        self.output
+    }
+
+    /// Output pixels per image, Ho·Wo.
+    fn out_pixels(&self) -> usize {
+        self.output[0] * self.output[1]
+    }
+
+    /// Columns of the batch matrix, M = N·Ho·Wo.
+    fn m(&self) -> usize {
+        self.shape.batch * self.out_pixels()
+    }
+
+    /// Rows of the batch matrix, K' = C · live rows · live columns.
+    pub fn k_live(&self) -> usize {
+        self.shape.in_channels * self.rows.len() * self.cols.len()
+    }
+
+    /// Multiply-adds of the forward GEMM (the backward has two of the same size).
+    pub fn macs(&self) -> usize {
+        self.shape.out_channels * self.k_live() * self.m()
+    }
+
+    fn input_len(&self) -> usize {
+        let s = &self.shape;
+        s.batch * s.in_channels * s.input[0] * s.input[1]
+    }
+
+    fn weight_len(&self) -> usize {
+        let s = &self.shape;
+        s.out_channels * s.in_channels * s.kernel[0] * s.kernel[1]
+    }
+
+    /// Values in the output `[N, O, Ho, Wo]`.
+    pub fn output_len(&self) -> usize {
+        self.shape.out_channels * self.m()
+    }
+
+    fn check(&self, what: &'static str, got: usize, expected: usize) -> Result<(), ConvError> {
+        if got == expected {
+            Ok(())
+        } else {
+            Err(ConvError::Length {
+                what,
+                got,
+                expected,
+            })
+        }
+    }
+
+    /// The input as the batch matrix `col[K', M]`: row (c, live tap), column (n, oh, ow).
+    pub fn im2col(&self, x: &[f32]) -> Result<Vec<f32>, ConvError> {
+        self.check("input", x.len(), self.input_len())?;
+        let s = &self.shape;
+        let (m, p) = (self.m(), self.out_pixels());
+        let [h, w] = s.input;
+        let [ho, wo] = self.output;
+        let taps = self.rows.len() * self.cols.len();
+        let mut col = vec![0.0f32; self.k_live() * m];
+        col.par_chunks_mut(m).enumerate().for_each(|(row, dst)| {
+            let (c, t) = (row / taps, row % taps);
+            let (ki, kj) = (
+                self.rows[t / self.cols.len()],
+                self.cols[t % self.cols.len()],
+            );
+            for n in 0..s.batch {
+                let plane = &x[(n * s.in_channels + c) * h * w..][..h * w];
+                let dst = &mut dst[n * p..][..p];
+                for oh in 0..ho {
+                    let Some(ih) = (oh * s.stride[0] + ki).checked_sub(s.padding[0]) else {
+                        continue;
+                    };
+                    if ih >= h {
+                        continue;
+                    }
+                    let src = &plane[ih * w..][..w];
+                    let dst = &mut dst[oh * wo..][..wo];
+                    for (ow, d) in dst.iter_mut().enumerate() {
+                        if let Some(iw) = (ow * s.stride[1] + kj).checked_sub(s.padding[1])
+                            && iw < w
+                        {
+                            *d = src[iw];
+                        }
+                    }
+                }
+            }
+        });
+        Ok(col)
+    }
+
+    /// The weight `[O, C, kh, kw]` restricted to the live taps, `[O, K']`.
+    pub fn live_weight(&self, weight: &[f32]) -> Result<Vec<f32>, ConvError> {
+        self.check("weight", weight.len(), self.weight_len())?;
+        let s = &self.shape;
+        let [kh, kw] = s.kernel;
+        let mut out = Vec::with_capacity(s.out_channels * self.k_live());
+        for o in 0..s.out_channels {
+            for c in 0..s.in_channels {
+                let base = (o * s.in_channels + c) * kh * kw;
+                for &ki in &self.rows {
+                    for &kj in &self.cols {
+                        out.push(weight[base + ki * kw + kj]);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The forward pass: `out[N, O, Ho, Wo]` from `x[N, C, H, W]` and `weight[O, C, kh, kw]`.
+    /// Also returns `col` and the live weight, which the backward pass reuses.
+    pub fn forward(&self, x: &[f32], weight: &[f32]) -> Result<ForwardOutput, ConvError> {
+        let col = self.im2col(x)?;
+        let live_weight = self.live_weight(weight)?;
+        let (o, k, m) = (self.shape.out_channels, self.k_live(), self.m());
+        let mut out_om = vec![0.0f32; o * m];
+        // out[O, M] = W'[O, K'] · col[K', M], all row-major.
+        matmul(
+            Mat::row_major(&mut out_om, m),
+            MatRef::row_major(&live_weight, k),
+            MatRef::row_major(&col, m),
+            [o, m, k],
+        );
+        Ok(ForwardOutput {
+            output: self.om_to_nchw(&out_om),
+            col,
+            live_weight,
+        })
+    }
+
+    /// `[O, N·P]` (GEMM order) to `[N, O, P]` (NCHW), P = Ho·Wo.
+    fn om_to_nchw(&self, om: &[f32]) -> Vec<f32> {
+        let (o, p, n) = (self.shape.out_channels, self.out_pixels(), self.shape.batch);
+        let mut out = vec![0.0f32; om.len()];
+        out.par_chunks_mut(o * p).enumerate().for_each(|(b, img)| {
+            for (ch, dst) in img.chunks_exact_mut(p).enumerate() {
+                dst.copy_from_slice(&om[(ch * n + b) * p..][..p]);
+            }
+        });
+        out
+    }
+
+    /// `[N, O, P]` (NCHW) to `[O, N·P]` (GEMM order).
+    fn nchw_to_om(&self, nchw: &[f32]) -> Vec<f32> {
+        let (o, p, n) = (self.shape.out_channels, self.out_pixels(), self.shape.batch);
+        let mut om = vec![0.0f32; nchw.len()];
+        om.par_chunks_mut(n * p).enumerate().for_each(|(ch, row)| {
+            for (b, dst) in row.chunks_exact_mut(p).enumerate() {
+                dst.copy_from_slice(&nchw[(b * o + ch) * p..][..p]);
+            }
+        });
+        om
+    }
+
+    /// The weight gradient `[O, C, kh, kw]` from the forward's `col` and the output gradient
+    /// `[N, O, Ho, Wo]` (zero at taps that only ever read padding).
+    pub fn weight_grad(&self, col: &[f32], grad_out: &[f32]) -> Result<Vec<f32>, ConvError> {
+        let (o, k, m) = (self.shape.out_channels, self.k_live(), self.m());
+        self.check("col", col.len(), k * m)?;
+        self.check("output gradient", grad_out.len(), o * m)?;
+        let g = self.nchw_to_om(grad_out);
+        let mut live = vec![0.0f32; o * k];
+        // dW'[O, K'] = dOut[O, M] · colᵀ[M, K'].
+        matmul(
+            Mat::row_major(&mut live, k),
+            MatRef::row_major(&g, m),
+            MatRef::col_major(col, m),
+            [o, k, m],
+        );
+        Ok(self.scatter_weight(&live))
+    }
+
+    fn scatter_weight(&self, live: &[f32]) -> Vec<f32> {
+        let s = &self.shape;
+        let [kh, kw] = s.kernel;
+        let mut full = vec![0.0f32; self.weight_len()];
+        let mut values = live.iter();
+        for o in 0..s.out_channels {
+            for c in 0..s.in_channels {
+                let base = (o * s.in_channels + c) * kh * kw;
+                for &ki in &self.rows {
+                    for &kj in &self.cols {
+                        full[base + ki * kw + kj] = *values.next().expect("K' values per row");
+                    }
+                }
+            }
+        }
+        full
+    }
+
+    /// The input gradient `[N, C, H, W]` from the live weight `[O, K']` and the output gradient.
+    pub fn input_grad(&self, live_weight: &[f32], grad_out: &[f32]) -> Result<Vec<f32>, ConvError> {
+        let (o, k, m) = (self.shape.out_channels, self.k_live(), self.m());
+        self.check("live weight", live_weight.len(), o * k)?;
+        self.check("output gradient", grad_out.len(), o * m)?;
+        let g = self.nchw_to_om(grad_out);
+        let mut dcol = vec![0.0f32; k * m];
+        // dcol[K', M] = W'ᵀ[K', O] · dOut[O, M].
+        matmul(
+            Mat::row_major(&mut dcol, m),
+            MatRef::col_major(live_weight, k),
+            MatRef::row_major(&g, m),
+            [k, m, o],
+        );
+        Ok(self.col2im(&dcol))
+    }
+
+    /// Sums each `dcol` entry into the input pixel it was read from; one plane per task.
+    fn col2im(&self, dcol: &[f32]) -> Vec<f32> {
+        let s = &self.shape;
+        let (m, p) = (self.m(), self.out_pixels());
+        let [h, w] = s.input;
+        let [ho, wo] = self.output;
+        let taps = self.rows.len() * self.cols.len();
+        let mut dx = vec![0.0f32; self.input_len()];
+        dx.par_chunks_mut(h * w)
+            .enumerate()
+            .for_each(|(plane, dst)| {
+                let (n, c) = (plane / s.in_channels, plane % s.in_channels);
+                for t in 0..taps {
+                    let (ki, kj) = (
+                        self.rows[t / self.cols.len()],
+                        self.cols[t % self.cols.len()],
+                    );
+                    let src = &dcol[(c * taps + t) * m + n * p..][..p];
+                    for oh in 0..ho {
+                        let Some(ih) = (oh * s.stride[0] + ki).checked_sub(s.padding[0]) else {
+                            continue;
+                        };
+                        if ih >= h {
+                            continue;
+                        }
+                        let row = &mut dst[ih * w..][..w];
+                        for (ow, v) in src[oh * wo..][..wo].iter().enumerate() {
+                            if let Some(iw) = (ow * s.stride[1] + kj).checked_sub(s.padding[1])
+                                && iw < w
+                            {
+                                row[iw] += v;
+                            }
+                        }
+                    }
+                }
+            });
+        dx
+    }
+}
+
+/// What [`Conv2dPlan::forward`] returns.
+#[derive(Debug, Clone)]
+pub struct ForwardOutput {
+    /// The output `[N, O, Ho, Wo]`.
+    pub output: Vec<f32>,
+    /// The batch matrix `[K', M]`, for the weight gradient.
+    pub col: Vec<f32>,
+    /// The live weight `[O, K']`, for the input gradient.
+    pub live_weight: Vec<f32>,
+}
+
+/// A mutable matrix view: data with row and column strides.
+struct Mat<'a> {
+    data: &'a mut [f32],
+    row_stride: isize,
+    col_stride: isize,
+}
+
+impl<'a> Mat<'a> {
+    fn row_major(data: &'a mut [f32], cols: usize) -> Self {
+        Self {
+            data,
+            row_stride: cols as isize,
+            col_stride: 1,
+        }
+    }
+}
+
+/// A read-only matrix view.
+struct MatRef<'a> {
+    data: &'a [f32],
+    row_stride: isize,
+    col_stride: isize,
+}
+
+impl<'a> MatRef<'a> {
+    fn row_major(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            row_stride: cols as isize,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix with `rows` rows, seen as the logical matrix.
+    fn col_major(data: &'a [f32], rows: usize) -> Self {
+        Self {
+            data,
+            row_stride: 1,
+            col_stride: rows as isize,
+        }
+    }
+}
+
+/// `dst[m, n] = lhs[m, k] · rhs[k, n]` on all threads of the current rayon pool.
+fn matmul(dst: Mat, lhs: MatRef, rhs: MatRef, [m, n, k]: [usize; 3]) {
+    let last = |rows: usize, cols: usize, rs: isize, cs: isize| {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * rs as usize + (cols - 1) * cs as usize + 1
+        }
+    };
+    assert!(dst.data.len() >= last(m, n, dst.row_stride, dst.col_stride));
+    assert!(lhs.data.len() >= last(m, k, lhs.row_stride, lhs.col_stride));
+    assert!(rhs.data.len() >= last(k, n, rhs.row_stride, rhs.col_stride));
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        dst.data.fill(0.0);
+        return;
+    }
+    // SAFETY: the asserts above keep every index the strides reach inside the slices; `dst`
+    // is borrowed mutably, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.data.as_mut_ptr(),
+            dst.col_stride,
+            dst.row_stride,
+            false,
+            lhs.data.as_ptr(),
+            lhs.col_stride,
+            lhs.row_stride,
+            rhs.data.as_ptr(),
+            rhs.col_stride,
+            rhs.row_stride,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(n: usize, c: usize, hw: usize, o: usize, k: usize, s: usize, p: usize) -> Conv2dPlan {
+        Conv2dShape {
+            batch: n,
+            in_channels: c,
+            input: [hw, hw],
+            out_channels: o,
+            kernel: [k, k],
+            stride: [s, s],
+            padding: [p, p],
+        }
+        .plan()
+        .unwrap()
+    }
+
+    #[test]
+    fn live_taps_on_the_networks_small_maps() {
+        // layer4.0.conv2 on MNIST: 1x1 map, 3x3 pad 1: only the centre reads the input.
+        assert_eq!(plan(1, 1, 1, 1, 3, 1, 1).rows, vec![1]);
+        // layer4.0.conv1: 2x2 → 1x1, stride 2: rows 1 and 2.
+        assert_eq!(plan(1, 1, 2, 1, 3, 2, 1).rows, vec![1, 2]);
+        // layer3.x.conv2: 2x2 → 2x2: every tap is used by some output.
+        assert_eq!(plan(1, 1, 2, 1, 3, 1, 1).rows, vec![0, 1, 2]);
+        assert_eq!(plan(1, 1, 1, 1, 3, 1, 1).k_live(), 1);
+    }
+
+    /// The textbook six-loop convolution, as the reference.
+    fn naive(plan: &Conv2dPlan, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let s = plan.shape;
+        let [ho, wo] = plan.output;
+        let mut out = vec![0.0f32; plan.output_len()];
+        for n in 0..s.batch {
+            for o in 0..s.out_channels {
+                for oh in 0..ho {
+                    for ow in 0..wo {
+                        let mut acc = 0.0f64;
+                        for c in 0..s.in_channels {
+                            for ki in 0..s.kernel[0] {
+                                for kj in 0..s.kernel[1] {
+                                    let ih =
+                                        (oh * s.stride[0] + ki) as isize - s.padding[0] as isize;
+                                    let iw =
+                                        (ow * s.stride[1] + kj) as isize - s.padding[1] as isize;
+                                    if ih < 0
+                                        || iw < 0
+                                        || ih >= s.input[0] as isize
+                                        || iw >= s.input[1] as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xi = ((n * s.in_channels + c) * s.input[0] + ih as usize)
+                                        * s.input[1]
+                                        + iw as usize;
+                                    let wi = ((o * s.in_channels + c) * s.kernel[0] + ki)
+                                        * s.kernel[1]
+                                        + kj;
+                                    acc += x[xi] as f64 * w[wi] as f64;
+                                }
+                            }
+                        }
+                        out[((n * s.out_channels + o) * ho + oh) * wo + ow] = acc as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn forward_matches_the_six_loop_definition() {
+        for (n, c, hw, o, k, s, p) in [
+            (2, 3, 7, 4, 3, 1, 1),
+            (3, 2, 9, 5, 7, 2, 3),
+            (2, 4, 2, 3, 3, 2, 1),
+            (1, 3, 5, 2, 1, 2, 0),
+        ] {
+            let plan = plan(n, c, hw, o, k, s, p);
+            let x: Vec<f32> = (0..n * c * hw * hw)
+                .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+                .collect();
+            let w: Vec<f32> = (0..o * c * k * k)
+                .map(|i| ((i * 13 % 17) as f32 - 8.0) / 5.0)
+                .collect();
+            let got = plan.forward(&x, &w).unwrap().output;
+            let want = naive(&plan, &x, &w);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_lengths_are_errors() {
+        let plan = plan(1, 1, 3, 1, 3, 1, 1);
+        assert!(matches!(
+            plan.forward(&[0.0; 8], &[0.0; 9]),
+            Err(ConvError::Length { what: "input", .. })
+        ));
+        assert!(
+            Conv2dShape {
+                batch: 0,
+                ..*plan.shape()
+            }
+            .plan()
+            .is_err()
+        );
+        assert!(matches!(
+            Conv2dShape {
+                kernel: [7, 7],
+                padding: [0, 0],
+                ..*plan.shape()
+            }
+            .plan(),
+            Err(ConvError::KernelTooLarge { .. })
+        ));
+    }
+}

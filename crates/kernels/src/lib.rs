@@ -1,0 +1,16 @@
+//! CPU kernels that Burn's CPU backend (flex) lacks, plugged into Burn so that the model code
+//! stays backend-agnostic: other backends take Burn's own operations.
+//!
+//! - [`conv`]: 2-D convolution as one GEMM over the whole batch, live kernel taps only, with
+//!   batch-wide weight and input gradients (pure slices, no Burn types);
+//! - [`burn_conv`]: that convolution as a Burn operation, with its backward registered in
+//!   Burn's autodiff graph on flex;
+//! - [`optim`]: Adam as one in-place pass per parameter, burn-optim's arithmetic and state.
+
+pub mod burn_conv;
+pub mod conv;
+pub mod optim;
+
+pub use burn_conv::{conv2d, conv2d_module};
+pub use conv::{Conv2dPlan, Conv2dShape, ConvError};
+pub use optim::FusedAdam;
