@@ -159,17 +159,15 @@ mod flex {
                 live_weight,
             } = ops.state;
             let s = *plan.shape();
-            if let Some(node) = node_x {
-                let dx = plan
-                    .input_grad(&live_weight, &grad)
-                    .expect("sizes from the forward");
+            let want = [node_x.is_some(), node_w.is_some()];
+            let (dx, dw) = plan
+                .backward(&col, &live_weight, &grad, want)
+                .expect("sizes from the forward");
+            if let (Some(node), Some(dx)) = (node_x, dx) {
                 let dims = [s.batch, s.in_channels, s.input[0], s.input[1]];
                 grads.register::<Flex>(node.id, tensor(dx, dims));
             }
-            if let Some(node) = node_w {
-                let dw = plan
-                    .weight_grad(&col, &grad)
-                    .expect("sizes from the forward");
+            if let (Some(node), Some(dw)) = (node_w, dw) {
                 let dims = [s.out_channels, s.in_channels, s.kernel[0], s.kernel[1]];
                 grads.register::<Flex>(node.id, tensor(dw, dims));
             }

@@ -182,13 +182,26 @@ impl Conv2dPlan {
         }
     }
 
+    /// For kernel offset `k` along dimension `d`: the output positions `lo..hi` that read
+    /// inside the input, and the input position the first of them reads.
+    fn span(&self, d: usize, k: usize) -> (usize, usize, usize) {
+        let s = &self.shape;
+        let (stride, pad, size) = (s.stride[d], s.padding[d], s.input[d]);
+        // o·stride + k − pad ∈ [0, size)  ⇔  o ∈ [ceil((pad − k)/stride), floor((size − 1 + pad − k)/stride)]
+        let lo = pad.saturating_sub(k).div_ceil(stride);
+        let hi = ((size - 1 + pad).saturating_sub(k) / stride + 1).min(self.output[d]);
+        let hi = if size - 1 + pad < k { 0 } else { hi };
+        let lo = lo.min(hi);
+        (lo, hi, (lo * stride + k).saturating_sub(pad))
+    }
+
     /// The input as the batch matrix `col[K', M]`: row (c, live tap), column (n, oh, ow).
     pub fn im2col(&self, x: &[f32]) -> Result<Vec<f32>, ConvError> {
         self.check("input", x.len(), self.input_len())?;
         let s = &self.shape;
         let (m, p) = (self.m(), self.out_pixels());
         let [h, w] = s.input;
-        let [ho, wo] = self.output;
+        let wo = self.output[1];
         let taps = self.rows.len() * self.cols.len();
         let mut col = vec![0.0f32; self.k_live() * m];
         col.par_chunks_mut(m).enumerate().for_each(|(row, dst)| {
@@ -197,23 +210,20 @@ impl Conv2dPlan {
                 self.rows[t / self.cols.len()],
                 self.cols[t % self.cols.len()],
             );
+            let (oh_lo, oh_hi, ih0) = self.span(0, ki);
+            let (ow_lo, ow_hi, iw0) = self.span(1, kj);
+            let width = ow_hi - ow_lo;
             for n in 0..s.batch {
                 let plane = &x[(n * s.in_channels + c) * h * w..][..h * w];
-                let dst = &mut dst[n * p..][..p];
-                for oh in 0..ho {
-                    let Some(ih) = (oh * s.stride[0] + ki).checked_sub(s.padding[0]) else {
-                        continue;
-                    };
-                    if ih >= h {
-                        continue;
-                    }
-                    let src = &plane[ih * w..][..w];
-                    let dst = &mut dst[oh * wo..][..wo];
-                    for (ow, d) in dst.iter_mut().enumerate() {
-                        if let Some(iw) = (ow * s.stride[1] + kj).checked_sub(s.padding[1])
-                            && iw < w
-                        {
-                            *d = src[iw];
+                let img = &mut dst[n * p..][..p];
+                for (i, oh) in (oh_lo..oh_hi).enumerate() {
+                    let src = &plane[(ih0 + i * s.stride[0]) * w..][..w];
+                    let out = &mut img[oh * wo + ow_lo..][..width];
+                    if s.stride[1] == 1 {
+                        out.copy_from_slice(&src[iw0..iw0 + width]);
+                    } else {
+                        for (j, d) in out.iter_mut().enumerate() {
+                            *d = src[iw0 + j * s.stride[1]];
                         }
                     }
                 }
@@ -225,6 +235,9 @@ impl Conv2dPlan {
     /// The weight `[O, C, kh, kw]` restricted to the live taps, `[O, K']`.
     pub fn live_weight(&self, weight: &[f32]) -> Result<Vec<f32>, ConvError> {
         self.check("weight", weight.len(), self.weight_len())?;
+        if self.all_taps_live() {
+            return Ok(weight.to_vec());
+        }
         let s = &self.shape;
         let [kh, kw] = s.kernel;
         let mut out = Vec::with_capacity(s.out_channels * self.k_live());
@@ -289,22 +302,54 @@ impl Conv2dPlan {
     /// The weight gradient `[O, C, kh, kw]` from the forward's `col` and the output gradient
     /// `[N, O, Ho, Wo]` (zero at taps that only ever read padding).
     pub fn weight_grad(&self, col: &[f32], grad_out: &[f32]) -> Result<Vec<f32>, ConvError> {
+        self.backward(col, &[], grad_out, [false, true])
+            .map(|(_, dw)| dw.expect("asked for"))
+    }
+
+    /// Both gradients of `(input, weight)` that `want` asks for, with the output gradient
+    /// permuted to GEMM order once.
+    pub fn backward(
+        &self,
+        col: &[f32],
+        live_weight: &[f32],
+        grad_out: &[f32],
+        want: [bool; 2],
+    ) -> Result<Gradients, ConvError> {
         let (o, k, m) = (self.shape.out_channels, self.k_live(), self.m());
-        self.check("col", col.len(), k * m)?;
         self.check("output gradient", grad_out.len(), o * m)?;
+        if want[0] {
+            self.check("live weight", live_weight.len(), o * k)?;
+        }
+        if want[1] {
+            self.check("col", col.len(), k * m)?;
+        }
         let g = self.nchw_to_om(grad_out);
+        let dx = want[0].then(|| self.input_grad_om(live_weight, &g));
+        let dw = want[1].then(|| self.weight_grad_om(col, &g));
+        Ok((dx, dw))
+    }
+
+    fn weight_grad_om(&self, col: &[f32], g: &[f32]) -> Vec<f32> {
+        let (o, k, m) = (self.shape.out_channels, self.k_live(), self.m());
         let mut live = vec![0.0f32; o * k];
         // dW'[O, K'] = dOut[O, M] · colᵀ[M, K'].
         matmul(
             Mat::row_major(&mut live, k),
-            MatRef::row_major(&g, m),
+            MatRef::row_major(g, m),
             MatRef::col_major(col, m),
             [o, k, m],
         );
-        Ok(self.scatter_weight(&live))
+        self.scatter_weight(&live)
+    }
+
+    fn all_taps_live(&self) -> bool {
+        self.rows.len() == self.shape.kernel[0] && self.cols.len() == self.shape.kernel[1]
     }
 
     fn scatter_weight(&self, live: &[f32]) -> Vec<f32> {
+        if self.all_taps_live() {
+            return live.to_vec();
+        }
         let s = &self.shape;
         let [kh, kw] = s.kernel;
         let mut full = vec![0.0f32; self.weight_len()];
@@ -324,19 +369,21 @@ impl Conv2dPlan {
 
     /// The input gradient `[N, C, H, W]` from the live weight `[O, K']` and the output gradient.
     pub fn input_grad(&self, live_weight: &[f32], grad_out: &[f32]) -> Result<Vec<f32>, ConvError> {
+        self.backward(&[], live_weight, grad_out, [true, false])
+            .map(|(dx, _)| dx.expect("asked for"))
+    }
+
+    fn input_grad_om(&self, live_weight: &[f32], g: &[f32]) -> Vec<f32> {
         let (o, k, m) = (self.shape.out_channels, self.k_live(), self.m());
-        self.check("live weight", live_weight.len(), o * k)?;
-        self.check("output gradient", grad_out.len(), o * m)?;
-        let g = self.nchw_to_om(grad_out);
         let mut dcol = vec![0.0f32; k * m];
         // dcol[K', M] = W'ᵀ[K', O] · dOut[O, M].
         matmul(
             Mat::row_major(&mut dcol, m),
             MatRef::col_major(live_weight, k),
-            MatRef::row_major(&g, m),
+            MatRef::row_major(g, m),
             [k, m, o],
         );
-        Ok(self.col2im(&dcol))
+        self.col2im(&dcol)
     }
 
     /// Sums each `dcol` entry into the input pixel it was read from; one plane per task.
@@ -344,7 +391,7 @@ impl Conv2dPlan {
         let s = &self.shape;
         let (m, p) = (self.m(), self.out_pixels());
         let [h, w] = s.input;
-        let [ho, wo] = self.output;
+        let wo = self.output[1];
         let taps = self.rows.len() * self.cols.len();
         let mut dx = vec![0.0f32; self.input_len()];
         dx.par_chunks_mut(h * w)
@@ -356,20 +403,20 @@ impl Conv2dPlan {
                         self.rows[t / self.cols.len()],
                         self.cols[t % self.cols.len()],
                     );
+                    let (oh_lo, oh_hi, ih0) = self.span(0, ki);
+                    let (ow_lo, ow_hi, iw0) = self.span(1, kj);
+                    let width = ow_hi - ow_lo;
                     let src = &dcol[(c * taps + t) * m + n * p..][..p];
-                    for oh in 0..ho {
-                        let Some(ih) = (oh * s.stride[0] + ki).checked_sub(s.padding[0]) else {
-                            continue;
-                        };
-                        if ih >= h {
-                            continue;
-                        }
-                        let row = &mut dst[ih * w..][..w];
-                        for (ow, v) in src[oh * wo..][..wo].iter().enumerate() {
-                            if let Some(iw) = (ow * s.stride[1] + kj).checked_sub(s.padding[1])
-                                && iw < w
-                            {
-                                row[iw] += v;
+                    for (i, oh) in (oh_lo..oh_hi).enumerate() {
+                        let row = &mut dst[(ih0 + i * s.stride[0]) * w..][..w];
+                        let vals = &src[oh * wo + ow_lo..][..width];
+                        if s.stride[1] == 1 {
+                            for (d, v) in row[iw0..iw0 + width].iter_mut().zip(vals) {
+                                *d += v;
+                            }
+                        } else {
+                            for (j, v) in vals.iter().enumerate() {
+                                row[iw0 + j * s.stride[1]] += v;
                             }
                         }
                     }
@@ -378,6 +425,9 @@ impl Conv2dPlan {
         dx
     }
 }
+
+/// The input and weight gradients, each when asked for.
+pub type Gradients = (Option<Vec<f32>>, Option<Vec<f32>>);
 
 /// What [`Conv2dPlan::forward`] returns.
 #[derive(Debug, Clone)]

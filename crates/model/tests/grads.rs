@@ -122,6 +122,7 @@ fn one_train_step_matches_pytorch_loss_gradients_and_running_stats() {
     let theirs: Vec<&String> = expected.keys().collect();
     assert_eq!(ours, theirs, "one gradient per parameter");
     let mut worst = (String::new(), 0.0f64);
+    let mut failures = Vec::new();
     for (name, (_, want)) in &expected {
         let got = by_name
             .out
@@ -134,14 +135,17 @@ fn one_train_step_matches_pytorch_loss_gradients_and_running_stats() {
         let diff = max_abs_diff(got, want) as f64;
         // PyTorch's own float32 gradients are `f64_gap` from exact; ours may sum in another
         // order, so allow a few times that, or 1e-5 of the tensor's largest gradient.
-        assert!(
-            diff <= (8.0 * f64_gap).max(1e-5 * scale),
-            "{name}: max |ours − torch| = {diff:e}, f32-vs-f64 gap {f64_gap:e}, max |g| {scale:e}"
-        );
+        if diff > (8.0 * f64_gap).max(1e-5 * scale) {
+            failures.push(format!(
+                "{name}: max |ours − torch| = {diff:e} ({:e} of max |g|), f32-vs-f64 gap {f64_gap:e}",
+                diff / scale
+            ));
+        }
         if diff / scale > worst.1 {
             worst = (name.clone(), diff / scale);
         }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
     println!(
         "worst gradient difference: {} at {:e} of max |g|",
         worst.0, worst.1

@@ -53,8 +53,11 @@ fn snapshot(dir: &Path, epoch: usize) -> Vec<u8> {
     std::fs::read(RunDir::new(dir).snapshot_path(epoch)).unwrap()
 }
 
+/// An epoch's (epoch, train loss, train accuracy, test loss, test accuracy).
+type LearningFigures = (usize, Option<f64>, Option<f64>, f64, f64);
+
 /// Metrics without the wall-clock figures, which legitimately differ between runs.
-fn learning_figures(m: &[EpochMetrics]) -> Vec<(usize, Option<f64>, Option<f64>, f64, f64)> {
+fn learning_figures(m: &[EpochMetrics]) -> Vec<LearningFigures> {
     m.iter()
         .map(|m| {
             (
