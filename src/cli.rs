@@ -47,6 +47,30 @@ pub enum Command {
     Analyze(AnalyzeArgs),
     /// The whole study: train, sample every epoch, analyse, write RUN/report.html and report.md.
     Study(crate::study::StudyArgs),
+    /// Write a run's model at an epoch with torchvision keys, for PyTorch's `load_state_dict`.
+    Export(ExportArgs),
+}
+
+/// Options of `cnnu export`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportArgs {
+    /// The run directory.
+    pub run: PathBuf,
+    /// The epoch [default: the last complete one].
+    #[arg(long)]
+    pub epoch: Option<usize>,
+    /// The safetensors file to write (written atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// On or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
 }
 
 /// The analysis options shared by `reduce`, `analyze` and `study`.
@@ -198,6 +222,14 @@ pub struct TrainArgs {
     /// The run directory (`cnnu study` defaults to runs/study, or runs/quick with --quick).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Start from these weights (torchvision keys, as `cnnu probe --weights` reads them)
+    /// instead of the seeded initialisation.
+    #[arg(long, value_name = "W.safetensors")]
+    pub init_weights: Option<PathBuf>,
+    /// Shuffle the training images every epoch; `off` trains on them in file order (the
+    /// choice for comparing with another framework fed the same batches).
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    pub shuffle: Switch,
     /// Continue a run after its last complete epoch: `--resume RUN`, or a bare `--resume`
     /// for --out's run (which starts afresh if it was killed before writing config.json).
     #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "RUN")]
@@ -223,7 +255,25 @@ impl TrainArgs {
             .with_probe_limit(self.probe_limit)
             .with_eval_batch_size(self.eval_batch_size)
             .with_taps(self.taps.clone())
+            .with_init_weights(self.init_weights.clone())
+            .with_shuffle(self.shuffle == Switch::On)
     }
+}
+
+/// `cnnu export`: a checkpoint's model as torchvision weights.
+fn export(args: &ExportArgs) -> Result<()> {
+    let run = RunDir::new(&args.run);
+    let (epoch, model) = cnnu_train::trainer::load_epoch_model(&run, args.epoch)?;
+    let tmp = cnnu_train::atomic::temp_path(&args.out);
+    model.save_torchvision(&tmp)?;
+    cnnu_train::atomic::commit(&tmp, &args.out)
+        .with_context(|| format!("{}: cannot write", args.out.display()))?;
+    eprintln!(
+        "cnnu export: {} epoch {epoch} -> {}",
+        run.root().display(),
+        args.out.display()
+    );
+    Ok(())
 }
 
 /// Options of `cnnu probe`.
@@ -268,6 +318,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Reduce(args) => reduce(&args),
         Command::Analyze(args) => analyze(&args).map(|_| ()),
         Command::Study(args) => study(cli.backend.as_deref(), &args),
+        Command::Export(args) => export(&args),
     }
 }
 

@@ -78,14 +78,15 @@ impl StudyArgs {
 }
 
 /// Rough seconds the study will take on this machine's default backend, from the throughput
-/// measured in `cargo bench --bench training` (flex, 2 cores): training ~120 img/s, evaluation
-/// and sampling ~400 img/s, analysis ~2 s per (epoch, layer) at 2000 probe images.
+/// measured with `cnnu train` and `cargo bench --bench training` (flex, 2 cores, batch-wide
+/// convolutions): training ~160 img/s, evaluation and sampling ~500 img/s, analysis ~2 s per
+/// (epoch, layer) at 2000 probe images.
 pub fn expected_seconds(args: &StudyArgs, train_images: usize, layers: usize) -> f64 {
     let epochs = args.train.epochs.unwrap_or(3) as f64;
     let test = args.train.test_limit.unwrap_or(10_000).min(10_000) as f64;
     let probe = args.train.probe_limit as f64;
-    let train = train_images as f64 * epochs / 120.0;
-    let eval = (epochs + 1.0) * (test + probe) / 400.0;
+    let train = train_images as f64 * epochs / 160.0;
+    let eval = (epochs + 1.0) * (test + probe) / 500.0;
     let analysis = (epochs + 1.0)
         * layers as f64
         * (0.5 + 1.5 * probe / 2000.0)
@@ -120,6 +121,7 @@ pub fn run(backend: Option<&str>, args: &StudyArgs) -> Result<StudyOutcome> {
         cnnu_analysis::reduce::Method::Pca
     };
     let params = args.analysis.params(method)?;
+    let analysis_started = Instant::now();
     let analysis = analyze_run(
         &root,
         args.layers.as_deref(),
@@ -128,11 +130,16 @@ pub fn run(backend: Option<&str>, args: &StudyArgs) -> Result<StudyOutcome> {
         &args.analysis.labels_var,
     )
     .with_context(|| format!("analysing {}", root.display()))?;
+    let analyse_seconds = analysis_started.elapsed().as_secs_f64();
     let accuracy = read_accuracy(&root)?;
+    let metrics =
+        cnnu_train::trainer::read_metrics(&cnnu_train::RunDir::new(&root).metrics_path())?;
+    let train_seconds: f64 = metrics.iter().map(|m| m.train_seconds).sum();
+    let sample_seconds: f64 = metrics.iter().map(|m| m.eval_seconds).sum();
     let settings = format!(
         "Run `{}`: ResNet18 on MNIST ({} training images, {} epochs, batch {}, lr {}, seed {}); {} probe images sampled \
          before training and after every epoch; taps {}. Analysis: {}, energy {}, HDBSCAN min cluster size {}. \
-         Made by cnnu {} in {:.0} s.",
+         Made by cnnu {} in {:.0} s: training {:.0} s, test pass and sampling {:.0} s, analysis {:.0} s.",
         root.display(),
         train_images,
         args.train.epochs.unwrap_or(3),
@@ -146,6 +153,9 @@ pub fn run(backend: Option<&str>, args: &StudyArgs) -> Result<StudyOutcome> {
         args.analysis.min_cluster_size,
         env!("CARGO_PKG_VERSION"),
         started.elapsed().as_secs_f64(),
+        train_seconds,
+        sample_seconds,
+        analyse_seconds,
     );
     let paths = report::write_report(
         &root,

@@ -54,6 +54,13 @@ pub struct TrainConfig {
     /// The network.
     #[config(default = "ResNet18Config::new()")]
     pub model: ResNet18Config,
+    /// Start from these weights (torchvision keys, safetensors) instead of the seeded init.
+    #[config(default = "None")]
+    pub init_weights: Option<std::path::PathBuf>,
+    /// Shuffle the training images every epoch (off: file order, for comparisons with
+    /// another framework fed the same batches).
+    #[config(default = true)]
+    pub shuffle: bool,
 }
 
 /// What is wrong with a training configuration.
@@ -167,6 +174,16 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.to_string().contains("layer1.0.bn1"), "{err}");
+    }
+
+    #[test]
+    fn a_config_written_before_init_weights_and_shuffle_still_loads() {
+        let mut json: serde_json::Value = serde_json::to_value(TrainConfig::new()).unwrap();
+        let object = json.as_object_mut().unwrap();
+        object.remove("init_weights");
+        object.remove("shuffle");
+        let old: TrainConfig = serde_json::from_value(json).unwrap();
+        assert!(old.shuffle && old.init_weights.is_none());
     }
 
     #[test]

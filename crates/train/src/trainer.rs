@@ -59,6 +59,19 @@ pub enum TrainError {
     /// The model could not be built.
     #[error(transparent)]
     Model(#[from] cnnu_model::ModelError),
+    /// Weights could not be read or written.
+    #[error(transparent)]
+    Weights(#[from] cnnu_model::WeightsError),
+    /// `cnnu export --epoch E` names an epoch without a checkpoint.
+    #[error("{run}: no checkpoint for epoch {epoch} (complete epochs: {complete})")]
+    NoEpoch {
+        /// The run directory.
+        run: PathBuf,
+        /// The epoch asked for.
+        epoch: usize,
+        /// The epochs that have one.
+        complete: String,
+    },
     /// The backend is not available.
     #[error(transparent)]
     Backend(#[from] cnnu_model::BackendError),
@@ -503,6 +516,40 @@ fn seeded_init(
     Ok(config.init(&ad)?)
 }
 
+/// The model of a complete epoch of a run (the last one when `epoch` is `None`), as its
+/// checkpoint holds it, in eval mode on the default device of the run's backend.
+pub fn load_epoch_model(
+    run: &RunDir,
+    epoch: Option<usize>,
+) -> Result<(usize, ResNet18), TrainError> {
+    let config = read_run_config(run)?;
+    let complete: Vec<usize> = read_metrics(&run.metrics_path())?
+        .iter()
+        .map(|m| m.epoch)
+        .filter(|&e| run.checkpoint_dir(e).join("model.bpk").is_file())
+        .collect();
+    let epoch = match epoch.or(complete.last().copied()) {
+        Some(e) if complete.contains(&e) => e,
+        asked => {
+            return Err(TrainError::NoEpoch {
+                run: run.root().to_path_buf(),
+                epoch: asked.unwrap_or(0),
+                complete: format!("{complete:?}"),
+            });
+        }
+    };
+    let device = config.backend.ensure_compiled()?.device()?;
+    let model = config.train.model.init(&device)?;
+    let path = run.checkpoint_dir(epoch).join("model.bpk");
+    let model = model
+        .try_load_file(&path)
+        .map_err(|e| TrainError::Checkpoint {
+            path: path.clone(),
+            problem: e.to_string(),
+        })?;
+    Ok((epoch, model))
+}
+
 /// What a finished (or resumed and finished) run did.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
@@ -554,6 +601,9 @@ pub fn train(
     let resumed_after = metrics.last().map(|m| m.epoch);
 
     let mut model = seeded_init(&c.model, c.seed, &device)?;
+    if let Some(path) = &c.init_weights {
+        model = model.load_torchvision(path)?;
+    }
     let mut optim = make_optimizer(c);
     let run_config = RunConfig {
         train: c.clone(),
@@ -660,9 +710,11 @@ impl Session<'_> {
         let c = self.config.config();
         let ad = self.device.clone().autodiff();
         let mut order = self.data.train_indices.clone();
-        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(epoch_seed(
-            c.seed, epoch,
-        )));
+        if c.shuffle {
+            order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(epoch_seed(
+                c.seed, epoch,
+            )));
+        }
         let loss_fn = CrossEntropyLossConfig::new().init(&ad);
         let bar = crate::progress::epoch_bar(self.progress, epoch, c.epochs, order.len());
         let started = Instant::now();
