@@ -27,6 +27,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// One value, parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List every tap (name, then its output shape for a 1x28x28 input).
