@@ -348,6 +348,34 @@ fn setup(id: &str, dir: &Path) -> Option<Command> {
             fs::write(&w, b"PK\x03\x04 this is a zip, not safetensors").unwrap();
             cnnu(probe_args(&w, &dir.join("o.safetensors")))
         }
+        "init-weights-missing-key" => {
+            let w = dir.join("w.safetensors");
+            weights_with(&w, |t| t.retain(|(n, ..)| n != "fc.bias"));
+            let mut a = train_args(&shared().join("data/mnist"), &out);
+            a.extend(["--init-weights".to_string(), s(&w)]);
+            cnnu(a)
+        }
+        "export-no-epoch" => {
+            let run = dir.join("run");
+            fs::create_dir_all(&run).unwrap();
+            let config = serde_json::json!({
+                "train": serde_json::to_value(cnnu::train::TrainConfig::new()).unwrap(),
+                "backend": "flex", "mnist": "test", "cnnu_version": "0",
+            });
+            fs::write(run.join("config.json"), config.to_string()).unwrap();
+            cnnu(
+                [
+                    "export",
+                    &s(&run),
+                    "--epoch",
+                    "7",
+                    "--out",
+                    &s(&dir.join("w.safetensors")),
+                ]
+                .map(String::from)
+                .to_vec(),
+            )
+        }
         // ---- options
         "tap-unknown" => {
             let mut a = train_args(&shared().join("data/mnist"), &out);
