@@ -138,10 +138,19 @@ fn batch_norm(features: usize, device: &Device) -> BatchNorm {
 /// BatchNorm as PyTorch trains it. Burn's `BatchNorm` updates `running_var` with the biased
 /// batch variance; PyTorch (and so every torchvision checkpoint) uses the unbiased one,
 /// `n/(n-1)` times larger with `n = N·H·W` (1.6% in layer4 at batch 64). Normalisation itself
-/// uses the biased variance in both. Outside training this is `BatchNorm::forward`.
+/// uses the biased variance in both. Outside training this is `BatchNorm::forward` (one pass on
+/// flex, bit for bit the same).
 pub fn batch_norm_forward(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     if !(x.device().is_autodiff() && bn.training.is_enabled()) {
-        return bn.forward(x);
+        // What `BatchNorm::forward` does outside training, in one pass on flex.
+        return cnnu_kernels::batch_norm_eval(
+            x,
+            bn.gamma.val(),
+            bn.beta.val(),
+            bn.running_mean.value(),
+            bn.running_var.value(),
+            bn.epsilon,
+        );
     }
     let [n, _, h, w] = x.dims();
     let count = n * h * w;

@@ -1,0 +1,94 @@
+//! Eval-mode BatchNorm (running statistics) as one parallel pass over the input.
+//!
+//! Why by hand: Burn's `batch_norm` is four broadcast tensor operations (subtract the mean,
+//! divide by the standard deviation, multiply by gamma, add beta), four passes over every
+//! activation and four allocations, on every BatchNorm of every evaluation and sampling
+//! forward. Here each `(image, channel)` plane is done in one loop with the same four f32
+//! operations in the same order, so the result is Burn's bit for bit (tested). Off flex, under
+//! autodiff, or for a non-f32 tensor it calls Burn's `batch_norm`.
+
+use burn::prelude::*;
+use rayon::prelude::*;
+
+/// `y = (x − mean) / sqrt(var + eps) · gamma + beta` per channel of `x [N, C, H·W]`, in place.
+pub fn batch_norm_eval_in_place(
+    x: &mut [f32],
+    channels: usize,
+    pixels: usize,
+    [gamma, beta, mean, var]: [&[f32]; 4],
+    eps: f32,
+) {
+    let std: Vec<f32> = var.iter().map(|v| (v + eps).sqrt()).collect();
+    x.par_chunks_mut(pixels.max(1))
+        .enumerate()
+        .for_each(|(plane, values)| {
+            let c = plane % channels;
+            let (m, s, g, b) = (mean[c], std[c], gamma[c], beta[c]);
+            for v in values {
+                *v = (*v - m) / s * g + b;
+            }
+        });
+}
+
+/// Eval-mode BatchNorm of `x [N, C, H, W]` with the given statistics.
+pub fn batch_norm_eval(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    mean: Tensor<1>,
+    var: Tensor<1>,
+    eps: f64,
+) -> Tensor<4> {
+    #[cfg(feature = "flex")]
+    if flex::applies(&[&x], &[&gamma, &beta, &mean, &var]) {
+        return flex::batch_norm_eval(x, [gamma, beta, mean, var], eps);
+    }
+    burn::tensor::module::batch_norm(x, gamma, beta, mean, var, eps)
+}
+
+#[cfg(feature = "flex")]
+mod flex {
+    use burn::backend::{DispatchDevice, Flex};
+    use burn::tensor::DType;
+
+    use super::*;
+
+    fn plain_flex<const D: usize>(t: &Tensor<D>) -> bool {
+        let device = t.device();
+        !device.is_autodiff()
+            && matches!(device.as_dispatch(), DispatchDevice::Flex(_))
+            && t.dtype() == DType::F32
+    }
+
+    pub(super) fn applies(x: &[&Tensor<4>], stats: &[&Tensor<1>]) -> bool {
+        x.iter().all(|t| plain_flex(t)) && stats.iter().all(|t| plain_flex(t))
+    }
+
+    fn values(t: Tensor<1>) -> Vec<f32> {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 statistics")
+    }
+
+    pub(super) fn batch_norm_eval(x: Tensor<4>, stats: [Tensor<1>; 4], eps: f64) -> Tensor<4> {
+        let [_, channels, h, w] = x.dims();
+        let [gamma, beta, mean, var] = stats.map(values);
+        let x = x.try_into_primitive::<Flex>().expect("checked: flex");
+        // Written in place when the input is a dense tensor nobody else holds.
+        let mut x = if x.is_contiguous() && x.layout().start_offset() == 0 {
+            x
+        } else {
+            x.to_contiguous()
+        };
+        let n = x.layout().num_elements();
+        batch_norm_eval_in_place(
+            &mut x.storage_mut::<f32>()[..n],
+            channels,
+            h * w,
+            [&gamma, &beta, &mean, &var],
+            eps as f32,
+        );
+        Tensor::from_primitive::<Flex>(x)
+    }
+}
