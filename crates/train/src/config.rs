@@ -63,6 +63,19 @@ pub struct TrainConfig {
     pub shuffle: bool,
 }
 
+/// Fills in the settings that runs written by older cnnu versions lack, with the behaviour
+/// those versions had (Burn's `Config` derive gives missing fields no serde default).
+pub fn upgrade_train_json(train: &mut serde_json::Value) {
+    if let Some(object) = train.as_object_mut() {
+        object
+            .entry("shuffle")
+            .or_insert(serde_json::Value::Bool(true));
+        object
+            .entry("init_weights")
+            .or_insert(serde_json::Value::Null);
+    }
+}
+
 /// What is wrong with a training configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -182,6 +195,7 @@ mod tests {
         let object = json.as_object_mut().unwrap();
         object.remove("init_weights");
         object.remove("shuffle");
+        upgrade_train_json(&mut json);
         let old: TrainConfig = serde_json::from_value(json).unwrap();
         assert!(old.shuffle && old.init_weights.is_none());
     }

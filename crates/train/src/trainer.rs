@@ -253,10 +253,13 @@ pub fn read_run_config(run: &RunDir) -> Result<RunConfig, TrainError> {
             source: e,
         },
     })?;
-    serde_json::from_str(&text).map_err(|e| TrainError::Corrupt {
-        path,
+    let corrupt = |e: serde_json::Error| TrainError::Corrupt {
+        path: path.clone(),
         problem: e.to_string(),
-    })
+    };
+    let mut json: serde_json::Value = serde_json::from_str(&text).map_err(corrupt)?;
+    crate::config::upgrade_train_json(&mut json["train"]);
+    serde_json::from_value(json).map_err(corrupt)
 }
 
 /// The sets of images a run uses, fixed for its whole life.
