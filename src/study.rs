@@ -113,7 +113,7 @@ pub fn run(backend: Option<&str>, args: &StudyArgs) -> Result<StudyOutcome> {
         args.train.probe_limit,
         (eta / 60.0).max(1.0)
     );
-    let (run, _) = train(backend, &args.train)?;
+    let (run, trained) = train(backend, &args.train)?;
     let root = run.root().to_path_buf();
     let method = if args.method == "svd" {
         cnnu_analysis::reduce::Method::Svd
@@ -132,10 +132,8 @@ pub fn run(backend: Option<&str>, args: &StudyArgs) -> Result<StudyOutcome> {
     .with_context(|| format!("analysing {}", root.display()))?;
     let analyse_seconds = analysis_started.elapsed().as_secs_f64();
     let accuracy = read_accuracy(&root)?;
-    let metrics =
-        cnnu_train::trainer::read_metrics(&cnnu_train::RunDir::new(&root).metrics_path())?;
-    let train_seconds: f64 = metrics.iter().map(|m| m.train_seconds).sum();
-    let sample_seconds: f64 = metrics.iter().map(|m| m.eval_seconds).sum();
+    let train_seconds: f64 = trained.metrics.iter().map(|m| m.train_seconds).sum();
+    let sample_seconds: f64 = trained.metrics.iter().map(|m| m.eval_seconds).sum();
     let settings = format!(
         "Run `{}`: ResNet18 on MNIST ({} training images, {} epochs, batch {}, lr {}, seed {}); {} probe images sampled \
          before training and after every epoch; taps {}. Analysis: {}, energy {}, HDBSCAN min cluster size {}. \

@@ -40,7 +40,7 @@ pub fn batch_norm_eval(
     eps: f64,
 ) -> Tensor<4> {
     #[cfg(feature = "flex")]
-    if flex::applies(&[&x], &[&gamma, &beta, &mean, &var]) {
+    if flex::applies(&x, &[&gamma, &beta, &mean, &var]) {
         return flex::batch_norm_eval(x, [gamma, beta, mean, var], eps);
     }
     burn::tensor::module::batch_norm(x, gamma, beta, mean, var, eps)
@@ -48,20 +48,13 @@ pub fn batch_norm_eval(
 
 #[cfg(feature = "flex")]
 mod flex {
-    use burn::backend::{DispatchDevice, Flex};
-    use burn::tensor::DType;
+    use burn::backend::Flex;
 
     use super::*;
+    use crate::flex_tensor::{dense, is_flex_f32};
 
-    fn plain_flex<const D: usize>(t: &Tensor<D>) -> bool {
-        let device = t.device();
-        !device.is_autodiff()
-            && matches!(device.as_dispatch(), DispatchDevice::Flex(_))
-            && t.dtype() == DType::F32
-    }
-
-    pub(super) fn applies(x: &[&Tensor<4>], stats: &[&Tensor<1>]) -> bool {
-        x.iter().all(|t| plain_flex(t)) && stats.iter().all(|t| plain_flex(t))
+    pub(super) fn applies(x: &Tensor<4>, stats: &[&Tensor<1>]) -> bool {
+        is_flex_f32(x, false) && stats.iter().all(|t| is_flex_f32(t, false))
     }
 
     fn values(t: Tensor<1>) -> Vec<f32> {
@@ -74,13 +67,8 @@ mod flex {
     pub(super) fn batch_norm_eval(x: Tensor<4>, stats: [Tensor<1>; 4], eps: f64) -> Tensor<4> {
         let [_, channels, h, w] = x.dims();
         let [gamma, beta, mean, var] = stats.map(values);
-        let x = x.try_into_primitive::<Flex>().expect("checked: flex");
         // Written in place when the input is a dense tensor nobody else holds.
-        let mut x = if x.is_contiguous() && x.layout().start_offset() == 0 {
-            x
-        } else {
-            x.to_contiguous()
-        };
+        let mut x = dense(x.try_into_primitive::<Flex>().expect("checked: flex"));
         let n = x.layout().num_elements();
         batch_norm_eval_in_place(
             &mut x.storage_mut::<f32>()[..n],

@@ -10,6 +10,7 @@ use burn::prelude::*;
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
 
+#[cfg(feature = "flex")]
 use crate::conv::Conv2dShape;
 
 /// The convolution a `Conv2d` module computes, on the fast path where it applies.
@@ -36,30 +37,30 @@ pub fn conv2d(
     stride: [usize; 2],
     padding: [usize; 2],
 ) -> Tensor<4> {
-    let [batch, in_channels, h, w] = x.dims();
-    let [out_channels, w_in, kh, kw] = weight.dims();
-    let shape = Conv2dShape {
-        batch,
-        in_channels,
-        input: [h, w],
-        out_channels,
-        kernel: [kh, kw],
-        stride,
-        padding,
-    };
-    match (w_in == in_channels).then(|| shape.plan().ok()).flatten() {
-        #[cfg(feature = "flex")]
-        Some(plan) if flex::applies(&x, &weight) => flex::conv2d(plan, x, weight),
-        _ => {
-            let _ = shape;
-            burn_conv2d(
-                x,
-                weight,
-                None,
-                ConvOptions::new(stride, padding, [1, 1], 1),
-            )
+    #[cfg(feature = "flex")]
+    if flex::applies(&x, &weight) {
+        let [batch, in_channels, h, w] = x.dims();
+        let [out_channels, weight_in, kh, kw] = weight.dims();
+        let shape = Conv2dShape {
+            batch,
+            in_channels,
+            input: [h, w],
+            out_channels,
+            kernel: [kh, kw],
+            stride,
+            padding,
+        };
+        // A shape the plan refuses goes to Burn, which reports it in its own words.
+        if let (true, Ok(plan)) = (weight_in == in_channels, shape.plan()) {
+            return flex::conv2d(plan, x, weight);
         }
     }
+    burn_conv2d(
+        x,
+        weight,
+        None,
+        ConvOptions::new(stride, padding, [1, 1], 1),
+    )
 }
 
 #[cfg(feature = "flex")]
@@ -72,42 +73,16 @@ mod flex {
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-    use burn::backend::flex::FlexTensor;
-    use burn::backend::{DispatchDevice, GradientCheckpointingStrategy};
     use burn::prelude::*;
-    use burn::tensor::DType;
 
     use crate::conv::Conv2dPlan;
+    use crate::flex_tensor::{from_values as tensor, is_flex_f32, values};
 
-    /// Whether both tensors are f32 on flex, with or without (plain) autodiff.
+    /// Whether both tensors are f32 on flex, both plain or both under autodiff.
     pub(super) fn applies(x: &Tensor<4>, weight: &Tensor<4>) -> bool {
-        let on_flex = |t: &Tensor<4>| {
-            let device = t.device();
-            let plain = !device.is_autodiff()
-                || device.gradient_checkpointing_strategy()
-                    == Some(GradientCheckpointingStrategy::Disabled);
-            plain
-                && matches!(device.inner().as_dispatch(), DispatchDevice::Flex(_))
-                && t.dtype() == DType::F32
-        };
-        on_flex(x) && on_flex(weight) && x.device().is_autodiff() == weight.device().is_autodiff()
-    }
-
-    /// A contiguous f32 view of a flex tensor (copied only when it is a strided view).
-    fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-        match t.as_slice::<f32>() {
-            Some(s) => s.into(),
-            None => t
-                .to_contiguous()
-                .as_slice::<f32>()
-                .expect("contiguous f32")
-                .to_vec()
-                .into(),
-        }
-    }
-
-    fn tensor(values: Vec<f32>, dims: [usize; 4]) -> FlexTensor {
-        FlexTensor::from_data(TensorData::new(values, dims))
+        [false, true]
+            .into_iter()
+            .any(|ad| is_flex_f32(x, ad) && is_flex_f32(weight, ad))
     }
 
     fn out_dims(plan: &Conv2dPlan) -> [usize; 4] {

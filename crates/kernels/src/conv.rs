@@ -69,15 +69,36 @@ pub struct Conv2dPlan {
     shape: Conv2dShape,
     output: [usize; 2],
     /// Kernel rows (resp. columns) that read the input for at least one output row (column).
-    rows: Vec<usize>,
-    cols: Vec<usize>,
+    rows: Vec<Tap>,
+    cols: Vec<Tap>,
 }
 
-/// Kernel offsets `k` for which some output position `o` reads inside the input:
-/// `0 <= o·stride + k − pad < size`.
-fn live_taps(size: usize, out: usize, kernel: usize, stride: usize, pad: usize) -> Vec<usize> {
+/// A kernel offset along one dimension that reads the input, and where it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tap {
+    /// The offset in the kernel.
+    k: usize,
+    /// Output positions `lo..hi` read inside the input.
+    lo: usize,
+    hi: usize,
+    /// The input position output `lo` reads.
+    first: usize,
+}
+
+/// The offsets `k` for which some output position `o` reads inside the input,
+/// `0 <= o·stride + k − pad < size`, i.e. `o ∈ [ceil((pad − k)/stride), (size − 1 + pad − k)/stride]`.
+fn live_taps(size: usize, out: usize, kernel: usize, stride: usize, pad: usize) -> Vec<Tap> {
     (0..kernel)
-        .filter(|&k| (0..out).any(|o| (o * stride + k).checked_sub(pad).is_some_and(|i| i < size)))
+        .filter_map(|k| {
+            let last = (size - 1 + pad).checked_sub(k)? / stride;
+            let (lo, hi) = (pad.saturating_sub(k).div_ceil(stride), (last + 1).min(out));
+            (lo < hi).then(|| Tap {
+                k,
+                lo,
+                hi,
+                first: lo * stride + k - pad,
+            })
+        })
         .collect()
 }
 
@@ -150,11 +171,6 @@ impl Conv2dPlan {
         self.shape.in_channels * self.rows.len() * self.cols.len()
     }
 
-    /// Multiply-adds of the forward GEMM (the backward has two of the same size).
-    pub fn macs(&self) -> usize {
-        self.shape.out_channels * self.k_live() * self.m()
-    }
-
     fn input_len(&self) -> usize {
         let s = &self.shape;
         s.batch * s.in_channels * s.input[0] * s.input[1]
@@ -182,21 +198,8 @@ impl Conv2dPlan {
         }
     }
 
-    /// For kernel offset `k` along dimension `d`: the output positions `lo..hi` that read
-    /// inside the input, and the input position the first of them reads.
-    fn span(&self, d: usize, k: usize) -> (usize, usize, usize) {
-        let s = &self.shape;
-        let (stride, pad, size) = (s.stride[d], s.padding[d], s.input[d]);
-        // o·stride + k − pad ∈ [0, size)  ⇔  o ∈ [ceil((pad − k)/stride), floor((size − 1 + pad − k)/stride)]
-        let lo = pad.saturating_sub(k).div_ceil(stride);
-        let hi = ((size - 1 + pad).saturating_sub(k) / stride + 1).min(self.output[d]);
-        let hi = if size - 1 + pad < k { 0 } else { hi };
-        let lo = lo.min(hi);
-        (lo, hi, (lo * stride + k).saturating_sub(pad))
-    }
-
     /// The input as the batch matrix `col[K', M]`: row (c, live tap), column (n, oh, ow).
-    pub fn im2col(&self, x: &[f32]) -> Result<Vec<f32>, ConvError> {
+    fn im2col(&self, x: &[f32]) -> Result<Vec<f32>, ConvError> {
         self.check("input", x.len(), self.input_len())?;
         let s = &self.shape;
         let (m, p) = (self.m(), self.out_pixels());
@@ -206,19 +209,14 @@ impl Conv2dPlan {
         let mut col = vec![0.0f32; self.k_live() * m];
         col.par_chunks_mut(m).enumerate().for_each(|(row, dst)| {
             let (c, t) = (row / taps, row % taps);
-            let (ki, kj) = (
-                self.rows[t / self.cols.len()],
-                self.cols[t % self.cols.len()],
-            );
-            let (oh_lo, oh_hi, ih0) = self.span(0, ki);
-            let (ow_lo, ow_hi, iw0) = self.span(1, kj);
-            let width = ow_hi - ow_lo;
+            let (row, col) = self.tap(t);
+            let (iw0, width) = (col.first, col.hi - col.lo);
             for n in 0..s.batch {
                 let plane = &x[(n * s.in_channels + c) * h * w..][..h * w];
                 let img = &mut dst[n * p..][..p];
-                for (i, oh) in (oh_lo..oh_hi).enumerate() {
-                    let src = &plane[(ih0 + i * s.stride[0]) * w..][..w];
-                    let out = &mut img[oh * wo + ow_lo..][..width];
+                for (i, oh) in (row.lo..row.hi).enumerate() {
+                    let src = &plane[(row.first + i * s.stride[0]) * w..][..w];
+                    let out = &mut img[oh * wo + col.lo..][..width];
                     if s.stride[1] == 1 {
                         out.copy_from_slice(&src[iw0..iw0 + width]);
                     } else {
@@ -232,26 +230,50 @@ impl Conv2dPlan {
         Ok(col)
     }
 
-    /// The weight `[O, C, kh, kw]` restricted to the live taps, `[O, K']`.
-    pub fn live_weight(&self, weight: &[f32]) -> Result<Vec<f32>, ConvError> {
-        self.check("weight", weight.len(), self.weight_len())?;
-        if self.all_taps_live() {
-            return Ok(weight.to_vec());
-        }
+    /// The live tap `t` (row-major over live rows × live columns).
+    fn tap(&self, t: usize) -> (Tap, Tap) {
+        (
+            self.rows[t / self.cols.len()],
+            self.cols[t % self.cols.len()],
+        )
+    }
+
+    /// Indices into the weight `[O, C, kh, kw]` of the live weight `[O, K']`, in its order.
+    fn live_indices(&self) -> impl Iterator<Item = usize> + '_ {
         let s = &self.shape;
         let [kh, kw] = s.kernel;
-        let mut out = Vec::with_capacity(s.out_channels * self.k_live());
-        for o in 0..s.out_channels {
-            for c in 0..s.in_channels {
-                let base = (o * s.in_channels + c) * kh * kw;
-                for &ki in &self.rows {
-                    for &kj in &self.cols {
-                        out.push(weight[base + ki * kw + kj]);
-                    }
-                }
-            }
+        (0..s.out_channels * s.in_channels).flat_map(move |oc| {
+            self.rows
+                .iter()
+                .flat_map(move |r| self.cols.iter().map(move |c| (oc * kh + r.k) * kw + c.k))
+        })
+    }
+
+    fn all_taps_live(&self) -> bool {
+        self.rows.len() == self.shape.kernel[0] && self.cols.len() == self.shape.kernel[1]
+    }
+
+    /// The weight restricted to the live taps, `[O, K']`.
+    fn live_weight(&self, weight: &[f32]) -> Result<Vec<f32>, ConvError> {
+        self.check("weight", weight.len(), self.weight_len())?;
+        Ok(if self.all_taps_live() {
+            weight.to_vec()
+        } else {
+            self.live_indices().map(|i| weight[i]).collect()
+        })
+    }
+
+    /// A `[O, K']` gradient spread back to `[O, C, kh, kw]`, zero at the taps that only ever
+    /// read padding.
+    fn scatter_weight(&self, live: &[f32]) -> Vec<f32> {
+        if self.all_taps_live() {
+            return live.to_vec();
         }
-        Ok(out)
+        let mut full = vec![0.0f32; self.weight_len()];
+        for (i, &v) in self.live_indices().zip(live) {
+            full[i] = v;
+        }
+        full
     }
 
     /// The forward pass: `out[N, O, Ho, Wo]` from `x[N, C, H, W]` and `weight[O, C, kh, kw]`.
@@ -299,13 +321,6 @@ impl Conv2dPlan {
         om
     }
 
-    /// The weight gradient `[O, C, kh, kw]` from the forward's `col` and the output gradient
-    /// `[N, O, Ho, Wo]` (zero at taps that only ever read padding).
-    pub fn weight_grad(&self, col: &[f32], grad_out: &[f32]) -> Result<Vec<f32>, ConvError> {
-        self.backward(col, &[], grad_out, [false, true])
-            .map(|(_, dw)| dw.expect("asked for"))
-    }
-
     /// Both gradients of `(input, weight)` that `want` asks for, with the output gradient
     /// permuted to GEMM order once.
     pub fn backward(
@@ -342,37 +357,6 @@ impl Conv2dPlan {
         self.scatter_weight(&live)
     }
 
-    fn all_taps_live(&self) -> bool {
-        self.rows.len() == self.shape.kernel[0] && self.cols.len() == self.shape.kernel[1]
-    }
-
-    fn scatter_weight(&self, live: &[f32]) -> Vec<f32> {
-        if self.all_taps_live() {
-            return live.to_vec();
-        }
-        let s = &self.shape;
-        let [kh, kw] = s.kernel;
-        let mut full = vec![0.0f32; self.weight_len()];
-        let mut values = live.iter();
-        for o in 0..s.out_channels {
-            for c in 0..s.in_channels {
-                let base = (o * s.in_channels + c) * kh * kw;
-                for &ki in &self.rows {
-                    for &kj in &self.cols {
-                        full[base + ki * kw + kj] = *values.next().expect("K' values per row");
-                    }
-                }
-            }
-        }
-        full
-    }
-
-    /// The input gradient `[N, C, H, W]` from the live weight `[O, K']` and the output gradient.
-    pub fn input_grad(&self, live_weight: &[f32], grad_out: &[f32]) -> Result<Vec<f32>, ConvError> {
-        self.backward(&[], live_weight, grad_out, [true, false])
-            .map(|(dx, _)| dx.expect("asked for"))
-    }
-
     fn input_grad_om(&self, live_weight: &[f32], g: &[f32]) -> Vec<f32> {
         let (o, k, m) = (self.shape.out_channels, self.k_live(), self.m());
         let mut dcol = vec![0.0f32; k * m];
@@ -399,24 +383,19 @@ impl Conv2dPlan {
             .for_each(|(plane, dst)| {
                 let (n, c) = (plane / s.in_channels, plane % s.in_channels);
                 for t in 0..taps {
-                    let (ki, kj) = (
-                        self.rows[t / self.cols.len()],
-                        self.cols[t % self.cols.len()],
-                    );
-                    let (oh_lo, oh_hi, ih0) = self.span(0, ki);
-                    let (ow_lo, ow_hi, iw0) = self.span(1, kj);
-                    let width = ow_hi - ow_lo;
+                    let (row, col) = self.tap(t);
+                    let (iw0, width) = (col.first, col.hi - col.lo);
                     let src = &dcol[(c * taps + t) * m + n * p..][..p];
-                    for (i, oh) in (oh_lo..oh_hi).enumerate() {
-                        let row = &mut dst[(ih0 + i * s.stride[0]) * w..][..w];
-                        let vals = &src[oh * wo + ow_lo..][..width];
+                    for (i, oh) in (row.lo..row.hi).enumerate() {
+                        let line = &mut dst[(row.first + i * s.stride[0]) * w..][..w];
+                        let vals = &src[oh * wo + col.lo..][..width];
                         if s.stride[1] == 1 {
-                            for (d, v) in row[iw0..iw0 + width].iter_mut().zip(vals) {
+                            for (d, v) in line[iw0..iw0 + width].iter_mut().zip(vals) {
                                 *d += v;
                             }
                         } else {
                             for (j, v) in vals.iter().enumerate() {
-                                row[iw0 + j * s.stride[1]] += v;
+                                line[iw0 + j * s.stride[1]] += v;
                             }
                         }
                     }
@@ -547,14 +526,18 @@ mod tests {
         .unwrap()
     }
 
+    fn offsets(plan: &Conv2dPlan) -> Vec<usize> {
+        plan.rows.iter().map(|t| t.k).collect()
+    }
+
     #[test]
     fn live_taps_on_the_networks_small_maps() {
         // layer4.0.conv2 on MNIST: 1x1 map, 3x3 pad 1: only the centre reads the input.
-        assert_eq!(plan(1, 1, 1, 1, 3, 1, 1).rows, vec![1]);
+        assert_eq!(offsets(&plan(1, 1, 1, 1, 3, 1, 1)), vec![1]);
         // layer4.0.conv1: 2x2 → 1x1, stride 2: rows 1 and 2.
-        assert_eq!(plan(1, 1, 2, 1, 3, 2, 1).rows, vec![1, 2]);
+        assert_eq!(offsets(&plan(1, 1, 2, 1, 3, 2, 1)), vec![1, 2]);
         // layer3.x.conv2: 2x2 → 2x2: every tap is used by some output.
-        assert_eq!(plan(1, 1, 2, 1, 3, 1, 1).rows, vec![0, 1, 2]);
+        assert_eq!(offsets(&plan(1, 1, 2, 1, 3, 1, 1)), vec![0, 1, 2]);
         assert_eq!(plan(1, 1, 1, 1, 3, 1, 1).k_live(), 1);
     }
 

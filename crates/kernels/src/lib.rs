@@ -11,6 +11,8 @@
 pub mod batch_norm;
 pub mod burn_conv;
 pub mod conv;
+#[cfg(feature = "flex")]
+mod flex_tensor;
 pub mod optim;
 
 pub use batch_norm::batch_norm_eval;

@@ -112,17 +112,15 @@ impl Optimizer for FusedAdam {
 
 #[cfg(feature = "flex")]
 mod flex {
+    use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
-    use burn::backend::{DispatchDevice, Flex};
     use burn::tensor::DType;
 
     use super::*;
+    use crate::flex_tensor::{dense, is_flex_f32, values};
 
     fn on_flex<const D: usize>(t: &Tensor<D>) -> bool {
-        let device = t.device();
-        !device.is_autodiff()
-            && matches!(device.as_dispatch(), DispatchDevice::Flex(_))
-            && t.dtype() == DType::F32
+        is_flex_f32(t, false)
     }
 
     pub(super) fn applies<const D: usize>(
@@ -139,26 +137,9 @@ mod flex {
             })
     }
 
-    /// The tensor's values, owned and contiguous (no copy when it is unique and dense).
+    /// The tensor's values in a dense buffer of its own when nobody else holds it.
     fn owned<const D: usize>(t: Tensor<D>) -> FlexTensor {
-        let t = t.try_into_primitive::<Flex>().expect("checked: flex");
-        if t.is_contiguous() && t.layout().start_offset() == 0 {
-            t
-        } else {
-            t.to_contiguous()
-        }
-    }
-
-    fn slice(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-        match t.as_slice::<f32>() {
-            Some(s) => s.into(),
-            None => t
-                .to_contiguous()
-                .as_slice::<f32>()
-                .expect("f32")
-                .to_vec()
-                .into(),
-        }
+        dense(t.try_into_primitive::<Flex>().expect("checked: flex"))
     }
 
     pub(super) fn step<const D: usize>(
@@ -186,7 +167,7 @@ mod flex {
         };
         adam_step(
             &mut param.storage_mut::<f32>()[..n],
-            &slice(&grad),
+            &values(&grad),
             &mut m.storage_mut::<f32>()[..n],
             &mut v.storage_mut::<f32>()[..n],
             lr as f32,

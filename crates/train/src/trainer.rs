@@ -420,7 +420,7 @@ fn save_checkpoint(
     let tmp = atomic::temp_path_in(partial, dir);
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-    let model_path = tmp.join("model.bpk");
+    let model_path = tmp.join(MODEL_FILE);
     model
         .clone()
         .save_file(&model_path)
@@ -428,7 +428,7 @@ fn save_checkpoint(
             path: model_path.clone(),
             problem: e.to_string(),
         })?;
-    let optim_path = tmp.join("optimizer.bpk");
+    let optim_path = tmp.join(OPTIMIZER_FILE);
     optim
         .save(&optim_path)
         .map_err(|e| TrainError::Checkpoint {
@@ -444,19 +444,27 @@ fn save_checkpoint(
     atomic::commit(&tmp, dir).map_err(io_err(dir))
 }
 
+/// A checkpoint's model file (Burn's format), inside `checkpoints/epoch-EEE/`.
+const MODEL_FILE: &str = "model.bpk";
+/// A checkpoint's optimizer state file.
+const OPTIMIZER_FILE: &str = "optimizer.bpk";
+
+fn load_model_file(model: ResNet18, path: &Path) -> Result<ResNet18, TrainError> {
+    model
+        .try_load_file(path)
+        .map_err(|e| TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            problem: e.to_string(),
+        })
+}
+
 fn load_checkpoint(
     model: ResNet18,
     optim: ModuleOptimizer,
     dir: &Path,
 ) -> Result<(ResNet18, ModuleOptimizer), TrainError> {
-    let model_path = dir.join("model.bpk");
-    let model = model
-        .try_load_file(&model_path)
-        .map_err(|e| TrainError::Checkpoint {
-            path: model_path.clone(),
-            problem: e.to_string(),
-        })?;
-    let optim_path = dir.join("optimizer.bpk");
+    let model = load_model_file(model, &dir.join(MODEL_FILE))?;
+    let optim_path = dir.join(OPTIMIZER_FILE);
     let optim = optim
         .load(&optim_path)
         .map_err(|e| TrainError::Checkpoint {
@@ -529,7 +537,7 @@ pub fn load_epoch_model(
     let complete: Vec<usize> = read_metrics(&run.metrics_path())?
         .iter()
         .map(|m| m.epoch)
-        .filter(|&e| run.checkpoint_dir(e).join("model.bpk").is_file())
+        .filter(|&e| run.checkpoint_dir(e).join(MODEL_FILE).is_file())
         .collect();
     let epoch = match epoch.or(complete.last().copied()) {
         Some(e) if complete.contains(&e) => e,
@@ -543,13 +551,7 @@ pub fn load_epoch_model(
     };
     let device = config.backend.ensure_compiled()?.device()?;
     let model = config.train.model.init(&device)?;
-    let path = run.checkpoint_dir(epoch).join("model.bpk");
-    let model = model
-        .try_load_file(&path)
-        .map_err(|e| TrainError::Checkpoint {
-            path: path.clone(),
-            problem: e.to_string(),
-        })?;
+    let model = load_model_file(model, &run.checkpoint_dir(epoch).join(MODEL_FILE))?;
     Ok((epoch, model))
 }
 
