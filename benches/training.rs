@@ -12,7 +12,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use cnnu::kernels::FusedAdam;
-use cnnu::model::{BackendKind, ResNet18Config, TapSet};
+use cnnu::model::{BackendKind, ResNetConfig};
 use cnnu::train::{DEFAULT_TAPS, MnistSplit, mnist::Split};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -46,7 +46,7 @@ fn training(c: &mut Criterion) {
     let loss_fn = CrossEntropyLossConfig::new().init(&ad);
 
     group.bench_function("data", |b| b.iter(|| batch(&split, 64, &ad).0.into_data()));
-    let model = ResNet18Config::new().init(&ad).unwrap();
+    let model = ResNetConfig::new().init(&ad).unwrap();
     // Forward and backward are timed apart with `iter_custom`: a forward whose graph is never
     // consumed by a backward would keep its autodiff graph alive and slow every later step.
     group.bench_function("forward", |b| {
@@ -106,8 +106,8 @@ fn training(c: &mut Criterion) {
 fn probing(c: &mut Criterion) {
     let split = test_split();
     let device = BackendKind::default_compiled().unwrap().device().unwrap();
-    let model = ResNet18Config::new().init(&device).unwrap().valid();
-    let taps: TapSet = DEFAULT_TAPS.parse().unwrap();
+    let model = ResNetConfig::new().init(&device).unwrap().valid();
+    let taps = model.catalogue().parse(DEFAULT_TAPS).unwrap();
     let mut group = c.benchmark_group("probe");
     group.sample_size(10);
     for n in [64, 256] {
@@ -118,7 +118,7 @@ fn probing(c: &mut Criterion) {
         });
         group.bench_function(format!("default_taps_batch{n}"), |b| {
             b.iter(|| {
-                let (y, recorded) = model.forward_taps(x.clone(), taps);
+                let (y, recorded) = model.forward_taps(x.clone(), &taps);
                 let bytes: usize = recorded
                     .into_iter()
                     .map(|(_, t)| t.into_data().as_bytes().len())

@@ -1,4 +1,4 @@
-//! The whole study in one command: train ResNet18 on MNIST, sample the frozen network every
+//! The whole study in one command: train a ResNet on MNIST, sample the frozen network every
 //! epoch, analyse every (epoch, layer), and write RUN/report.html and RUN/report.md.
 //!
 //! `cargo run --release --example train_and_probe -- [--quick] [--data-dir DIR] [cnnu study options]`

@@ -9,10 +9,12 @@ use clap::{Parser, Subcommand};
 use cnnu_analysis::pipeline::{AnalysisParams, ValidAnalysisParams};
 use cnnu_analysis::reduce::{FilterClass, Method, Solver};
 use cnnu_analysis::summary::{RunAnalysis, analyze_run};
-use cnnu_model::{BackendKind, ResNet18Config, TapSet, catalogue};
+use cnnu_model::{BackendKind, ResNetArch, ResNetConfig};
 use cnnu_train::tensor_file::{self, NamedTensor};
 use cnnu_train::trainer::read_run_config;
-use cnnu_train::{Mnist, OptimizerKind, RunDir, RunOptions, RunSummary, TrainConfig};
+use cnnu_train::{
+    DatasetKind, ImageDataset, OptimizerKind, RunDir, RunOptions, RunSummary, TrainConfig,
+};
 
 /// cnnu: study how a CNN's internal representations change while it learns.
 #[derive(Debug, Parser)]
@@ -31,11 +33,14 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List every tap (name, then its output shape for a 1x28x28 input).
+    /// List every tap of a network (name, then its output shape for a 1-channel input).
     Layers {
         /// Input height and width.
         #[arg(long, default_value_t = 28)]
         size: usize,
+        /// The network.
+        #[arg(long, value_enum, default_value_t = ModelArg::Resnet18)]
+        model: ModelArg,
     },
     /// List the compiled-in backends and the device each finds.
     Backends,
@@ -64,6 +69,59 @@ pub struct ExportArgs {
     /// The safetensors file to write (written atomically).
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// The network, by torchvision's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModelArg {
+    /// ResNet-18: blocks [2, 2, 2, 2], 85 taps.
+    Resnet18,
+    /// ResNet-34: blocks [3, 4, 6, 3], 149 taps.
+    Resnet34,
+}
+
+impl ModelArg {
+    /// The architecture it names.
+    pub fn arch(self) -> ResNetArch {
+        match self {
+            ModelArg::Resnet18 => ResNetArch::ResNet18,
+            ModelArg::Resnet34 => ResNetArch::ResNet34,
+        }
+    }
+}
+
+/// The dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DatasetArg {
+    /// MNIST digits (1x28x28).
+    Mnist,
+    /// Fashion-MNIST (1x28x28, idx files named as MNIST's).
+    FashionMnist,
+    /// Kuzushiji-MNIST (1x28x28, idx files named as MNIST's).
+    Kmnist,
+    /// CIFAR-10, binary version (3x32x32).
+    Cifar10,
+}
+
+impl DatasetArg {
+    /// The dataset it names.
+    pub fn kind(self) -> DatasetKind {
+        match self {
+            DatasetArg::Mnist => DatasetKind::Mnist,
+            DatasetArg::FashionMnist => DatasetKind::FashionMnist,
+            DatasetArg::Kmnist => DatasetKind::Kmnist,
+            DatasetArg::Cifar10 => DatasetKind::Cifar10,
+        }
+    }
+}
+
+/// The optimizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OptimizerArg {
+    /// Adam (beta 0.9, 0.999; eps 1e-8).
+    Adam,
+    /// SGD with --momentum, no dampening.
+    Sgd,
 }
 
 /// On or off.
@@ -185,7 +243,12 @@ pub struct AnalyzeArgs {
 /// Options of `cnnu train`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
-    /// Directory with the four MNIST idx files (.gz or raw); else CNNU_MNIST_DIR; else download.
+    /// The dataset.
+    #[arg(long, value_enum, default_value_t = DatasetArg::Mnist)]
+    pub dataset: DatasetArg,
+    /// The dataset's directory (idx files, .gz or raw; CIFAR-10's .bin batches); else its
+    /// variable (CNNU_MNIST_DIR, CNNU_FASHION_MNIST_DIR, CNNU_KMNIST_DIR, CNNU_CIFAR10_DIR);
+    /// else, for MNIST, the download cache.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Epochs to train [default: 3; on --resume, the run's own].
@@ -197,9 +260,9 @@ pub struct TrainArgs {
     /// Learning rate.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
-    /// Optimizer: adam or sgd (with --momentum).
-    #[arg(long, default_value = "adam", value_parser = ["adam", "sgd"])]
-    pub optimizer: String,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Adam)]
+    pub optimizer: OptimizerArg,
     /// SGD momentum.
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f64,
@@ -224,6 +287,9 @@ pub struct TrainArgs {
     /// The run directory (`cnnu study` defaults to runs/study, or runs/quick with --quick).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// The network.
+    #[arg(long, value_enum, default_value_t = ModelArg::Resnet18)]
+    pub model: ModelArg,
     /// Start from these weights (torchvision keys, as `cnnu probe --weights` reads them)
     /// instead of the seeded initialisation.
     #[arg(long, value_name = "W.safetensors")]
@@ -245,11 +311,16 @@ impl TrainArgs {
             .with_epochs(self.epochs.unwrap_or(3))
             .with_batch_size(self.batch_size)
             .with_lr(self.lr)
-            .with_optimizer(if self.optimizer == "sgd" {
-                OptimizerKind::Sgd
-            } else {
-                OptimizerKind::Adam
+            .with_optimizer(match self.optimizer {
+                OptimizerArg::Adam => OptimizerKind::Adam,
+                OptimizerArg::Sgd => OptimizerKind::Sgd,
             })
+            .with_dataset(self.dataset.kind())
+            .with_model(
+                ResNetConfig::new()
+                    .with_arch(self.model.arch())
+                    .with_in_channels(self.dataset.kind().image_dims()[0]),
+            )
             .with_momentum(self.momentum)
             .with_seed(self.seed)
             .with_train_limit(self.train_limit)
@@ -281,9 +352,13 @@ fn export(args: &ExportArgs) -> Result<()> {
 /// Options of `cnnu probe`.
 #[derive(Debug, clap::Args)]
 pub struct ProbeArgs {
-    /// Weights in torchvision's safetensors convention.
+    /// Weights in torchvision's safetensors convention (ResNet-18 or -34; input channels and
+    /// classes are read from `conv1.weight` and `fc.weight`).
     #[arg(long)]
     pub weights: PathBuf,
+    /// The network the weights must be [default: whichever their keys describe].
+    #[arg(long, value_enum)]
+    pub model: Option<ModelArg>,
     /// Safetensors file holding a float32 [N,1,28,28] tensor.
     #[arg(long)]
     pub input: PathBuf,
@@ -313,7 +388,7 @@ pub fn resolve_backend(name: Option<&str>) -> Result<BackendKind> {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Layers { size } => layers(size),
+        Command::Layers { size, model } => layers(size, model),
         Command::Backends => backends(),
         Command::Probe(args) => probe(cli.backend.as_deref(), args),
         Command::Train(args) => train(cli.backend.as_deref(), &args).map(|_| ()),
@@ -324,13 +399,19 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn layers(size: usize) -> Result<()> {
+fn layers(size: usize, model: ModelArg) -> Result<()> {
     if size == 0 {
         bail!("--size must be at least 1");
     }
-    let config = ResNet18Config::new();
-    let width = catalogue().iter().map(|t| t.name.len()).max().unwrap_or(0);
-    for tap in catalogue() {
+    let config = ResNetConfig::new().with_arch(model.arch());
+    let catalogue = config.arch.catalogue();
+    let width = catalogue
+        .taps()
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(0);
+    for tap in catalogue.taps() {
         let mut shape = vec![1];
         shape.extend(tap.sample_shape(config.in_channels, config.num_classes, [size, size]));
         println!("{:<width$}  {:?}", tap.name, shape);
@@ -360,14 +441,27 @@ fn backends() -> Result<()> {
 fn probe(backend: Option<&str>, args: ProbeArgs) -> Result<()> {
     let kind = resolve_backend(backend)?;
     let device = kind.device()?;
-    let taps: TapSet = args.taps.parse().context("--taps")?;
+    let config = ResNetConfig::of_torchvision_file(&args.weights)?;
+    if let Some(model) = args.model
+        && model.arch() != config.arch
+    {
+        bail!(
+            "--model {} but {} holds {} weights",
+            model.arch().name(),
+            args.weights.display(),
+            config.arch.name()
+        );
+    }
+    let catalogue = config.arch.catalogue();
+    let taps = catalogue.parse(&args.taps).context("--taps")?;
     let (shape, input) = tensor_file::read_f32(&args.input, &args.input_key)?;
-    let config = ResNet18Config::new();
     let model = config.init(&device)?.load_torchvision(&args.weights)?;
-    let (_, outputs) = cnnu_train::probe(&model, &input, &shape, taps, args.batch_size, &device)
-        .with_context(|| format!("{}: tensor `{}`", args.input.display(), args.input_key))?;
+    let (_, outputs) =
+        cnnu_train::probe(&model, &input, &shape, &taps, args.batch_size, &device)
+            .with_context(|| format!("{}: tensor `{}`", args.input.display(), args.input_key))?;
     let metadata = HashMap::from([
-        ("taps".to_string(), taps.to_string()),
+        ("taps".to_string(), catalogue.spec(&taps)),
+        ("model".to_string(), config.arch.name().to_string()),
         ("weights".to_string(), args.weights.display().to_string()),
         ("backend".to_string(), kind.name().to_string()),
         (
@@ -426,16 +520,19 @@ pub fn train(backend: Option<&str>, args: &TrainArgs) -> Result<(RunDir, RunSumm
         }
     };
     let config = config.validate()?;
-    let (mnist, source) = Mnist::load(args.data_dir.as_deref())?;
+    let c = config.config();
+    let (dataset, source) = ImageDataset::load(c.dataset, args.data_dir.as_deref())?;
     eprintln!(
-        "cnnu train: {} on {kind}, {} epochs, MNIST from {source}",
+        "cnnu train: {} on {kind}, {}, {} epochs, {} from {source}",
         run.root().display(),
-        config.config().epochs
+        c.model.arch.name(),
+        c.epochs,
+        c.dataset.title(),
     );
     let summary = cnnu_train::train(
         &config,
         kind,
-        &mnist,
+        &dataset,
         &source.to_string(),
         &run,
         RunOptions {

@@ -135,10 +135,11 @@ pub fn run(backend: Option<&str>, args: &StudyArgs) -> Result<StudyOutcome> {
     let train_seconds: f64 = trained.metrics.iter().map(|m| m.train_seconds).sum();
     let sample_seconds: f64 = trained.metrics.iter().map(|m| m.eval_seconds).sum();
     let settings = format!(
-        "Run `{}`: ResNet18 on MNIST ({} training images, {} epochs, batch {}, lr {}, seed {}); {} probe images sampled \
+        "Run `{}`: {} on MNIST ({} training images, {} epochs, batch {}, lr {}, seed {}); {} probe images sampled \
          before training and after every epoch; taps {}. Analysis: {}, energy {}, HDBSCAN min cluster size {}. \
          Made by cnnu {} in {:.0} s: training {:.0} s, test pass and sampling {:.0} s, analysis {:.0} s.",
         root.display(),
+        args.train.model.arch().name(),
         train_images,
         args.train.epochs.unwrap_or(3),
         args.train.batch_size,

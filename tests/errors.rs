@@ -219,6 +219,26 @@ fn cnnu(args: Vec<String>) -> Command {
     c
 }
 
+/// A CIFAR-10 directory of valid batches of 4 records each, under `dir/cifar`.
+fn cifar_dir(dir: &Path) -> std::path::PathBuf {
+    let root = dir.join("cifar");
+    fs::create_dir_all(&root).unwrap();
+    let files = cnnu::train::cifar::TRAIN_FILES
+        .into_iter()
+        .chain([cnnu::train::cifar::TEST_FILE]);
+    for file in files {
+        let images: Vec<u8> = (0..4 * 3072).map(|i| (i % 251) as u8).collect();
+        cnnu::train::cifar::write_batch(&root.join(file), &images, &[0, 1, 2, 3]).unwrap();
+    }
+    root
+}
+
+fn cifar_train(data: &Path, out: &Path) -> Command {
+    let mut args = train_args(data, out);
+    args.extend(["--dataset".to_string(), "cifar10".to_string()]);
+    cnnu(args)
+}
+
 /// Builds the bad input of row `id` under `dir` and returns the command that must fail.
 fn setup(id: &str, dir: &Path) -> Option<Command> {
     let snap = dir.join("snap.safetensors");
@@ -259,6 +279,24 @@ fn setup(id: &str, dir: &Path) -> Option<Command> {
             let mid = gz.len() / 2;
             gz[mid..].iter_mut().for_each(|b| *b ^= 0x5a);
             train_on_broken("t10k-labels-idx1-ubyte.gz", gz)
+        }
+        // ---- CIFAR-10 binary files
+        "cifar-missing-file" => {
+            let c = cifar_dir(dir);
+            fs::remove_file(c.join("test_batch.bin")).unwrap();
+            cifar_train(&c, &out)
+        }
+        "cifar-size" => {
+            let c = cifar_dir(dir);
+            fs::write(c.join("data_batch_3.bin"), vec![0u8; 3000]).unwrap();
+            cifar_train(&c, &out)
+        }
+        "cifar-bad-label" => {
+            let c = cifar_dir(dir);
+            let images = vec![0u8; 4 * 3072];
+            cnnu::train::cifar::write_batch(&c.join("test_batch.bin"), &images, &[0, 1, 10, 3])
+                .unwrap();
+            cifar_train(&c, &out)
         }
         // ---- snapshots and other safetensors
         "snap-missing-file" => cnnu(reduce(&dir.join("nope.safetensors"), "conv1", &[])),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use cnnu::analysis::pipeline::{AnalysisParams, analyze};
 use cnnu::analysis::source::Activations;
-use cnnu::model::{BackendKind, ResNet18Config};
+use cnnu::model::{BackendKind, ResNetConfig};
 use cnnu::train::mnist::{MnistSplit, Split};
 
 fn shared() -> PathBuf {
@@ -31,7 +31,7 @@ fn epoch_zero_reproduces_the_reference_study() {
     assert_eq!(rows.len(), 4, "conv1, relu, layer1, layer2 at epoch 0");
 
     let device = BackendKind::default_compiled().unwrap().device().unwrap();
-    let model = ResNet18Config::new()
+    let model = ResNetConfig::new()
         .init(&device)
         .unwrap()
         .load_torchvision(shared.join("fixtures/resnet18_parity/weights_epoch0.safetensors"))
@@ -41,9 +41,9 @@ fn epoch_zero_reproduces_the_reference_study() {
     let indices: Vec<usize> = (0..n).collect();
     let input = test.normalized(&indices);
     let labels: Vec<i64> = test.labels[..n].iter().map(|&l| l as i64).collect();
-    let taps = "conv1,relu,layer1,layer2".parse().unwrap();
+    let taps = model.catalogue().parse("conv1,relu,layer1,layer2").unwrap();
     let (_, outputs) =
-        cnnu::train::probe(&model, &input, &[n, 1, 28, 28], taps, 250, &device).unwrap();
+        cnnu::train::probe(&model, &input, &[n, 1, 28, 28], &taps, 250, &device).unwrap();
     let params = AnalysisParams::default().check().unwrap();
     for (row, tap) in rows.iter().zip(outputs) {
         assert_eq!(row[col("layer")], tap.name);

@@ -104,9 +104,9 @@ mod flex {
             let x = x.try_into_primitive::<Flex>().expect("checked: flex");
             let w = weight.try_into_primitive::<Flex>().expect("checked: flex");
             let out = plan
-                .forward(&values(&x), &values(&w))
+                .infer(&values(&x), &values(&w))
                 .expect("plan matches the tensors");
-            Tensor::from_primitive::<Flex>(tensor(out.output, out_dims(&plan)))
+            Tensor::from_primitive::<Flex>(tensor(out, out_dims(&plan)))
         }
     }
 

@@ -6,7 +6,8 @@
 //! - [`burn_conv`]: that convolution as a Burn operation, with its backward registered in
 //!   Burn's autodiff graph on flex;
 //! - [`batch_norm`]: eval-mode BatchNorm as one pass, Burn's arithmetic bit for bit;
-//! - [`optim`]: Adam as one in-place pass per parameter, burn-optim's arithmetic and state.
+//! - [`optim`]: Adam and SGD with momentum as one in-place pass per parameter, burn-optim's
+//!   arithmetic and state.
 
 pub mod batch_norm;
 pub mod burn_conv;
@@ -18,4 +19,4 @@ pub mod optim;
 pub use batch_norm::batch_norm_eval;
 pub use burn_conv::{conv2d, conv2d_module};
 pub use conv::{Conv2dPlan, Conv2dShape, ConvError};
-pub use optim::FusedAdam;
+pub use optim::{FusedAdam, FusedSgd};

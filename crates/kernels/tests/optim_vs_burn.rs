@@ -1,11 +1,13 @@
-//! The fused Adam against burn-optim's stock Adam: the same parameters and moments, bit for
-//! bit, over several steps on random tensors, and through a whole-module step.
+//! The fused Adam and SGD against burn-optim's stock ones: the same parameters and states, bit
+//! for bit, over several steps on random tensors, and through whole-module steps (whose
+//! states also go through a checkpoint record and back).
 
 use burn::nn::{Linear, LinearConfig};
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer, RecordState, SgdConfig, StateSink};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use cnnu_kernels::FusedAdam;
+use cnnu_kernels::{FusedAdam, FusedSgd};
 
 fn bits<const D: usize>(t: &Tensor<D>) -> Vec<u32> {
     t.clone()
@@ -70,6 +72,87 @@ fn fused_adam_steps_a_whole_module_like_the_stock_one() {
         let gb = GradientsParams::from_grads(mb.forward(x).powf_scalar(2.0).sum().backward(), &mb);
         ma = stock.step(1e-2, ma, ga);
         mb = fused.step(1e-2, mb, gb);
+    }
+    assert_eq!(bits(&ma.weight.val()), bits(&mb.weight.val()));
+    assert_eq!(
+        bits(&ma.bias.as_ref().unwrap().val()),
+        bits(&mb.bias.as_ref().unwrap().val())
+    );
+}
+
+fn stock_sgd(momentum: f64) -> SgdConfig {
+    SgdConfig::new().with_momentum(Some(
+        MomentumConfig::new()
+            .with_momentum(momentum)
+            .with_dampening(0.0),
+    ))
+}
+
+/// A state's tensors as bits, through the flattening checkpoints are written from.
+fn state_bits<S: RecordState>(state: &S) -> Vec<Vec<u32>> {
+    let mut sink = StateSink::default();
+    state.state_flatten("", &mut sink);
+    sink.tensors
+        .into_iter()
+        .map(|(_, d)| {
+            d.convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap()
+                .into_iter()
+                .map(f32::to_bits)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn fused_sgd_equals_stock_sgd_bit_for_bit_over_five_steps() {
+    let device = Device::flex();
+    device.seed(12);
+    let shape = [7, 100, 100];
+    let stock = stock_sgd(0.9).build();
+    let fused = FusedSgd::new(0.9);
+    let start = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+    let (mut a, mut b) = (start.clone(), start);
+    let (mut sa, mut sb) = (None, None);
+    for step in 0..5 {
+        let grad = Tensor::<3>::random(shape, Distribution::Normal(0.0, 0.5), &device);
+        let lr = 1e-2 * (step + 1) as f64;
+        (a, sa) = stock.step(lr, a, grad.clone(), sa);
+        (b, sb) = fused.step(lr, b, grad, sb);
+        assert_eq!(bits(&a), bits(&b), "parameters after step {step}");
+        let (va, vb) = (
+            state_bits(sa.as_ref().unwrap()),
+            state_bits(sb.as_ref().unwrap()),
+        );
+        assert_eq!(va.len(), 1, "one velocity tensor");
+        assert_eq!(va, vb, "velocity after step {step}");
+    }
+}
+
+#[test]
+fn fused_sgd_steps_a_whole_module_like_the_stock_one_across_a_checkpoint() {
+    let device = Device::flex().autodiff();
+    device.seed(6);
+    let model: Linear = LinearConfig::new(30, 4).init(&device);
+    let mut stock = stock_sgd(0.8).init();
+    let mut fused = FusedSgd::new(0.8).init();
+    let (mut ma, mut mb) = (model.clone(), model);
+    for step in 0..4 {
+        let x = Tensor::<2>::random([16, 30], Distribution::Normal(0.0, 1.0), &device);
+        let ga = GradientsParams::from_grads(
+            ma.forward(x.clone()).powf_scalar(2.0).sum().backward(),
+            &ma,
+        );
+        let gb = GradientsParams::from_grads(mb.forward(x).powf_scalar(2.0).sum().backward(), &mb);
+        ma = stock.step(1e-2, ma, ga);
+        mb = fused.step(1e-2, mb, gb);
+        if step == 1 {
+            // The fused state resumes in a fresh stock optimizer and the other way round.
+            let (ra, rb) = (stock.to_record(), fused.to_record());
+            stock = stock_sgd(0.8).init().load_record(rb);
+            fused = FusedSgd::new(0.8).init().load_record(ra);
+        }
     }
     assert_eq!(bits(&ma.weight.val()), bits(&mb.weight.val()));
     assert_eq!(

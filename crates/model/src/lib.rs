@@ -1,5 +1,6 @@
-//! cnnu's model: ResNet18 in torchvision's topology, every layer tappable by its torchvision
-//! name, loading and saving PyTorch (torchvision-keyed safetensors) weights.
+//! cnnu's model: the basic-block ResNets (18, 34) in torchvision's topology, every layer
+//! tappable by its torchvision name, loading and saving PyTorch (torchvision-keyed
+//! safetensors) weights.
 
 pub mod backend;
 pub mod resnet;
@@ -7,6 +8,6 @@ pub mod taps;
 pub mod weights;
 
 pub use backend::{BackendError, BackendKind};
-pub use resnet::{BasicBlock, ModelError, ResNet18, ResNet18Config, TapOutputs, TapTensor};
-pub use taps::{TapError, TapInfo, TapKind, TapSet, catalogue};
+pub use resnet::{BasicBlock, ModelError, ResNet, ResNetArch, ResNetConfig, TapOutputs, TapTensor};
+pub use taps::{Catalogue, TapError, TapInfo, TapKind, TapSet};
 pub use weights::WeightsError;

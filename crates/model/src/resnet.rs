@@ -1,5 +1,6 @@
-//! ResNet18 with torchvision's topology and field names, so that parameter paths are the
-//! PyTorch `state_dict` keys and tap names are torchvision's module names.
+//! The basic-block ResNets (ResNet-18, ResNet-34) with torchvision's topology and field names,
+//! so that parameter paths are the PyTorch `state_dict` keys and tap names are torchvision's
+//! module names.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
@@ -10,7 +11,7 @@ use burn::prelude::*;
 
 use cnnu_kernels::conv2d_module;
 
-use crate::taps::{STAGE_CHANNELS, TapSet, catalogue};
+use crate::taps::{Catalogue, STAGE_CHANNELS, TapSet};
 
 /// BatchNorm epsilon, as torchvision's `BatchNorm2d` default.
 pub const BN_EPS: f64 = 1e-5;
@@ -27,12 +28,60 @@ pub enum ModelError {
     /// `num_classes` was zero.
     #[error("num_classes must be at least 1, got {0}")]
     NumClasses(usize),
+    /// Blocks per stage of no known architecture.
+    #[error(
+        "blocks per stage {0:?} are neither ResNet-18's [2, 2, 2, 2] nor ResNet-34's [3, 4, 6, 3]"
+    )]
+    Blocks([usize; 4]),
 }
 
-/// Configuration of [`ResNet18`].
+/// Which member of the family: torchvision's blocks per stage.
+#[derive(Config, Debug, PartialEq, Eq, Copy, Hash)]
+pub enum ResNetArch {
+    /// Blocks `[2, 2, 2, 2]`, 85 taps.
+    ResNet18,
+    /// Blocks `[3, 4, 6, 3]`, 149 taps.
+    ResNet34,
+}
+
+impl ResNetArch {
+    /// Every architecture, in order of depth.
+    pub const ALL: [ResNetArch; 2] = [ResNetArch::ResNet18, ResNetArch::ResNet34];
+
+    /// Basic blocks in each of the four stages.
+    pub fn blocks(self) -> [usize; 4] {
+        match self {
+            ResNetArch::ResNet18 => [2, 2, 2, 2],
+            ResNetArch::ResNet34 => [3, 4, 6, 3],
+        }
+    }
+
+    /// torchvision's name (`resnet18`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ResNetArch::ResNet18 => "resnet18",
+            ResNetArch::ResNet34 => "resnet34",
+        }
+    }
+
+    /// The architecture with these blocks per stage.
+    pub fn from_blocks(blocks: [usize; 4]) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.blocks() == blocks)
+    }
+
+    /// Its tap catalogue.
+    pub fn catalogue(self) -> Catalogue {
+        Catalogue::resnet(self.blocks())
+    }
+}
+
+/// Configuration of a [`ResNet`].
 #[derive(Config, Debug, PartialEq, Eq)]
-pub struct ResNet18Config {
-    /// Channels of the input image (1 for MNIST).
+pub struct ResNetConfig {
+    /// Depth: ResNet-18 or ResNet-34.
+    #[config(default = "ResNetArch::ResNet18")]
+    pub arch: ResNetArch,
+    /// Channels of the input image (1 for MNIST, 3 for CIFAR-10).
     #[config(default = 1)]
     pub in_channels: usize,
     /// Number of output classes.
@@ -40,13 +89,13 @@ pub struct ResNet18Config {
     pub num_classes: usize,
 }
 
-impl Default for ResNet18Config {
+impl Default for ResNetConfig {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl ResNet18Config {
+impl ResNetConfig {
     /// Checks the parameters once, so that `init` cannot panic on them.
     pub fn validate(&self) -> Result<(), ModelError> {
         if self.in_channels == 0 {
@@ -60,23 +109,23 @@ impl ResNet18Config {
 
     /// Builds the network with torchvision's initialisation: Kaiming-normal (fan-out, ReLU
     /// gain) convolutions, BatchNorm weight 1 and bias 0, PyTorch's default `Linear`.
-    pub fn init(&self, device: &Device) -> Result<ResNet18, ModelError> {
+    pub fn init(&self, device: &Device) -> Result<ResNet, ModelError> {
         self.validate()?;
+        let blocks = self.arch.blocks();
         let stages: Vec<Vec<BasicBlock>> = STAGE_CHANNELS
             .iter()
             .enumerate()
             .map(|(s, &out)| {
                 let input = if s == 0 { 64 } else { STAGE_CHANNELS[s - 1] };
                 let stride = if s == 0 { 1 } else { 2 };
-                vec![
-                    BasicBlock::new(input, out, stride, device),
-                    BasicBlock::new(out, out, 1, device),
-                ]
+                let mut stage = vec![BasicBlock::new(input, out, stride, device)];
+                stage.extend((1..blocks[s]).map(|_| BasicBlock::new(out, out, 1, device)));
+                stage
             })
             .collect();
         let [layer1, layer2, layer3, layer4]: [Vec<BasicBlock>; 4] =
             stages.try_into().expect("four stages were just built");
-        let model = ResNet18 {
+        let model = ResNet {
             conv1: conv(self.in_channels, 64, 7, 2, 3, device),
             bn1: batch_norm(64, device),
             relu: Relu::new(),
@@ -234,9 +283,10 @@ impl BasicBlock {
     }
 }
 
-/// ResNet18 in torchvision's topology; every field is named as torchvision names the module.
+/// A basic-block ResNet in torchvision's topology; every field is named as torchvision names
+/// the module.
 #[derive(Module, Debug)]
-pub struct ResNet18 {
+pub struct ResNet {
     /// 7x7/2 stem convolution, padding 3, no bias.
     pub conv1: Conv2d,
     /// Stem BatchNorm.
@@ -245,13 +295,13 @@ pub struct ResNet18 {
     pub relu: Relu,
     /// 3x3/2 max pooling, padding 1.
     pub maxpool: MaxPool2d,
-    /// Stage 1: two blocks, 64 channels.
+    /// Stage 1: 64 channels.
     pub layer1: Vec<BasicBlock>,
-    /// Stage 2: two blocks, 128 channels, stride 2.
+    /// Stage 2: 128 channels, stride 2.
     pub layer2: Vec<BasicBlock>,
-    /// Stage 3: two blocks, 256 channels, stride 2.
+    /// Stage 3: 256 channels, stride 2.
     pub layer3: Vec<BasicBlock>,
-    /// Stage 4: two blocks, 512 channels, stride 2.
+    /// Stage 4: 512 channels, stride 2.
     pub layer4: Vec<BasicBlock>,
     /// Adaptive average pooling to 1x1.
     pub avgpool: AdaptiveAvgPool2d,
@@ -259,16 +309,44 @@ pub struct ResNet18 {
     pub fc: Linear,
 }
 
-impl ResNet18 {
+impl ResNet {
+    /// Blocks per stage.
+    pub fn blocks(&self) -> [usize; 4] {
+        [
+            self.layer1.len(),
+            self.layer2.len(),
+            self.layer3.len(),
+            self.layer4.len(),
+        ]
+    }
+
+    /// The configuration this network has (its depth, input channels and classes), read from
+    /// its structure and parameter shapes.
+    pub fn config(&self) -> Result<ResNetConfig, ModelError> {
+        let arch =
+            ResNetArch::from_blocks(self.blocks()).ok_or(ModelError::Blocks(self.blocks()))?;
+        Ok(ResNetConfig {
+            arch,
+            in_channels: self.conv1.weight.dims()[1],
+            num_classes: self.fc.weight.dims()[1],
+        })
+    }
+
+    /// Every tap of this network, in forward order.
+    pub fn catalogue(&self) -> Catalogue {
+        Catalogue::resnet(self.blocks())
+    }
+
     /// The logits for a batch `[N, C, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.forward_taps(x, TapSet::empty()).0
+        self.forward_taps(x, &TapSet::empty()).0
     }
 
     /// The logits and the selected taps, in forward order. The empty selection runs exactly
     /// the operations of [`forward`](Self::forward) and records nothing.
-    pub fn forward_taps(&self, x: Tensor<4>, taps: TapSet) -> (Tensor<2>, TapOutputs) {
-        let mut rec = Recorder::new(taps);
+    pub fn forward_taps(&self, x: Tensor<4>, taps: &TapSet) -> (Tensor<2>, TapOutputs) {
+        let catalogue = self.catalogue();
+        let mut rec = Recorder::new(&catalogue, taps);
         let x = rec.spatial("x", x);
         let x = rec.spatial("conv1", conv2d_module(&self.conv1, x));
         let x = rec.spatial("bn1", batch_norm_forward(&self.bn1, x));
@@ -283,7 +361,7 @@ impl ResNet18 {
         let x = rec.spatial("avgpool", self.avgpool.forward(x));
         let x = rec.flat("flatten", x.flatten(1, 3));
         let logits = rec.flat("fc", self.fc.forward(x));
-        debug_assert_eq!(rec.next, catalogue().len(), "every tap was visited once");
+        debug_assert_eq!(rec.next, catalogue.len(), "every tap was visited once");
         (logits, TapOutputs(rec.out))
     }
 }
@@ -317,17 +395,17 @@ impl TapTensor {
 
 /// The taps recorded by one forward pass, in forward order, keyed by name.
 #[derive(Debug, Clone, Default)]
-pub struct TapOutputs(pub Vec<(&'static str, TapTensor)>);
+pub struct TapOutputs(pub Vec<(String, TapTensor)>);
 
 impl TapOutputs {
     /// The tensor recorded under `name`, if it was selected.
     pub fn get(&self, name: &str) -> Option<&TapTensor> {
-        self.0.iter().find(|(n, _)| *n == name).map(|(_, t)| t)
+        self.0.iter().find(|(n, _)| n == name).map(|(_, t)| t)
     }
 
     /// Names in forward order.
-    pub fn names(&self) -> Vec<&'static str> {
-        self.0.iter().map(|(n, _)| *n).collect()
+    pub fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|(n, _)| n.as_str()).collect()
     }
 
     /// How many taps were recorded.
@@ -342,7 +420,7 @@ impl TapOutputs {
 }
 
 impl IntoIterator for TapOutputs {
-    type Item = (&'static str, TapTensor);
+    type Item = (String, TapTensor);
     type IntoIter = std::vec::IntoIter<Self::Item>;
     fn into_iter(self) -> Self::IntoIter {
         self.0.into_iter()
@@ -352,32 +430,34 @@ impl IntoIterator for TapOutputs {
 /// Walks the catalogue in step with the forward pass. Taps are visited in catalogue order, so
 /// a counter finds each one's index; the local name is checked against the catalogue in debug
 /// builds so a reordering of the forward pass cannot silently mislabel a tap.
-struct Recorder {
-    set: TapSet,
+struct Recorder<'a> {
+    catalogue: &'a Catalogue,
+    set: &'a TapSet,
     next: usize,
-    out: Vec<(&'static str, TapTensor)>,
+    out: Vec<(String, TapTensor)>,
 }
 
-impl Recorder {
-    fn new(set: TapSet) -> Self {
+impl<'a> Recorder<'a> {
+    fn new(catalogue: &'a Catalogue, set: &'a TapSet) -> Self {
         Self {
+            catalogue,
             set,
             next: 0,
             out: Vec::with_capacity(set.len()),
         }
     }
 
-    fn visit(&mut self, local: &str) -> Option<&'static str> {
+    fn visit(&mut self, local: &str) -> Option<String> {
         let index = self.next;
         self.next += 1;
-        let name = catalogue()[index].name.as_str();
+        let name = self.catalogue.taps()[index].name.as_str();
         debug_assert!(
             name == local
                 || name.ends_with(&format!(".{local}"))
                 || (local.is_empty() && name.starts_with("layer")),
             "forward pass reached `{local}` where the catalogue has `{name}`"
         );
-        self.set.contains_index(index).then_some(name)
+        self.set.contains_index(index).then(|| name.to_string())
     }
 
     fn spatial(&mut self, local: &str, t: Tensor<4>) -> Tensor<4> {

@@ -1,5 +1,5 @@
-//! The tap catalogue: every named point of ResNet18's forward pass, and `TapSet`, a parsed
-//! selection of them.
+//! The tap catalogue: every named point of a ResNet's forward pass, built from the network's
+//! configuration, and `TapSet`, a selection of them sized to its catalogue.
 //!
 //! Names follow torchvision: module names as `named_modules()` gives them (`layer2.0.conv1`),
 //! plus the FX node names that no module hook can reach (`x`, `layerS.B.add`,
@@ -8,8 +8,6 @@
 //! building strings on the hot path.
 
 use std::fmt;
-use std::str::FromStr;
-use std::sync::OnceLock;
 
 /// Where a tap sits in the network; decides which selections (`leaves`) include it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,87 +81,181 @@ impl TapInfo {
 
 const BLOCK_LEAVES: [&str; 5] = ["conv1", "bn1", "relu", "conv2", "bn2"];
 
-/// Width of each stage of ResNet18.
+/// Width of each stage of a ResNet built from basic blocks (ResNet-18 and -34).
 pub const STAGE_CHANNELS: [usize; 4] = [64, 128, 256, 512];
 
-fn build_catalogue() -> Vec<TapInfo> {
-    let mut taps = Vec::with_capacity(85);
-    let mut push = |name: String, kind, shape| taps.push(TapInfo { name, kind, shape });
-    let spatial = |channels, halvings| ShapeRule::Spatial { channels, halvings };
+/// Every named point of one ResNet's forward pass, in the order the pass produces them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Catalogue {
+    taps: Vec<TapInfo>,
+}
 
-    push("x".into(), TapKind::Input, spatial(0, 0));
-    push("conv1".into(), TapKind::Leaf, spatial(64, 1));
-    push("bn1".into(), TapKind::Leaf, spatial(64, 1));
-    push("relu".into(), TapKind::Leaf, spatial(64, 1));
-    push("maxpool".into(), TapKind::Leaf, spatial(64, 2));
-    for (s, &channels) in STAGE_CHANNELS.iter().enumerate() {
-        let stage = format!("layer{}", s + 1);
-        // layer1 keeps the maxpool's size; each later stage halves it in its first block's
-        // conv1 (and downsample), so every tap of a stage has the stage's output size.
-        let out_halvings = 2 + s as u32;
-        for b in 0..2 {
-            let block = format!("{stage}.{b}");
-            for leaf in BLOCK_LEAVES {
-                push(
-                    format!("{block}.{leaf}"),
-                    TapKind::Leaf,
-                    spatial(channels, out_halvings),
-                );
+impl Catalogue {
+    /// The catalogue of a basic-block ResNet with `blocks[s]` blocks in stage `s + 1`
+    /// (`[2, 2, 2, 2]`: ResNet-18's 85 taps; `[3, 4, 6, 3]`: ResNet-34's 149).
+    pub fn resnet(blocks: [usize; 4]) -> Self {
+        let mut taps = Vec::new();
+        let mut push = |name: String, kind, shape| taps.push(TapInfo { name, kind, shape });
+        let spatial = |channels, halvings| ShapeRule::Spatial { channels, halvings };
+
+        push("x".into(), TapKind::Input, spatial(0, 0));
+        push("conv1".into(), TapKind::Leaf, spatial(64, 1));
+        push("bn1".into(), TapKind::Leaf, spatial(64, 1));
+        push("relu".into(), TapKind::Leaf, spatial(64, 1));
+        push("maxpool".into(), TapKind::Leaf, spatial(64, 2));
+        for (s, (&channels, &count)) in STAGE_CHANNELS.iter().zip(&blocks).enumerate() {
+            let stage = format!("layer{}", s + 1);
+            // layer1 keeps the maxpool's size; each later stage halves it in its first block's
+            // conv1 (and downsample), so every tap of a stage has the stage's output size.
+            let size = spatial(channels, 2 + s as u32);
+            for b in 0..count {
+                let block = format!("{stage}.{b}");
+                for leaf in BLOCK_LEAVES {
+                    push(format!("{block}.{leaf}"), TapKind::Leaf, size);
+                }
+                if b == 0 && s > 0 {
+                    push(format!("{block}.downsample.0"), TapKind::Leaf, size);
+                    push(format!("{block}.downsample.1"), TapKind::Leaf, size);
+                    push(format!("{block}.downsample"), TapKind::Container, size);
+                }
+                push(format!("{block}.add"), TapKind::Node, size);
+                push(format!("{block}.relu_1"), TapKind::Node, size);
+                push(block, TapKind::Container, size);
             }
-            if b == 0 && s > 0 {
-                push(
-                    format!("{block}.downsample.0"),
-                    TapKind::Leaf,
-                    spatial(channels, out_halvings),
-                );
-                push(
-                    format!("{block}.downsample.1"),
-                    TapKind::Leaf,
-                    spatial(channels, out_halvings),
-                );
-                push(
-                    format!("{block}.downsample"),
-                    TapKind::Container,
-                    spatial(channels, out_halvings),
-                );
-            }
-            push(
-                format!("{block}.add"),
-                TapKind::Node,
-                spatial(channels, out_halvings),
-            );
-            push(
-                format!("{block}.relu_1"),
-                TapKind::Node,
-                spatial(channels, out_halvings),
-            );
-            push(block, TapKind::Container, spatial(channels, out_halvings));
+            push(stage, TapKind::Container, size);
         }
-        push(stage, TapKind::Container, spatial(channels, out_halvings));
+        push(
+            "avgpool".into(),
+            TapKind::Leaf,
+            ShapeRule::Pooled { channels: 512 },
+        );
+        push(
+            "flatten".into(),
+            TapKind::Node,
+            ShapeRule::Flat { features: 512 },
+        );
+        push("fc".into(), TapKind::Leaf, ShapeRule::Flat { features: 0 });
+        Self { taps }
     }
-    push(
-        "avgpool".into(),
-        TapKind::Leaf,
-        ShapeRule::Pooled { channels: 512 },
-    );
-    push(
-        "flatten".into(),
-        TapKind::Node,
-        ShapeRule::Flat { features: 512 },
-    );
-    push("fc".into(), TapKind::Leaf, ShapeRule::Flat { features: 0 });
-    taps
-}
 
-/// Every tap, in the order the forward pass produces them (85 of them).
-pub fn catalogue() -> &'static [TapInfo] {
-    static CATALOGUE: OnceLock<Vec<TapInfo>> = OnceLock::new();
-    CATALOGUE.get_or_init(build_catalogue)
-}
+    /// Every tap, in forward order.
+    pub fn taps(&self) -> &[TapInfo] {
+        &self.taps
+    }
 
-/// Index of a tap name in the catalogue.
-pub fn tap_index(name: &str) -> Option<usize> {
-    catalogue().iter().position(|t| t.name == name)
+    /// How many taps there are.
+    pub fn len(&self) -> usize {
+        self.taps.len()
+    }
+
+    /// Whether there are none (never, for a built network).
+    pub fn is_empty(&self) -> bool {
+        self.taps.is_empty()
+    }
+
+    /// Index of a tap name.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.taps.iter().position(|t| t.name == name)
+    }
+
+    /// The tap with this name.
+    pub fn get(&self, name: &str) -> Option<&TapInfo> {
+        self.index(name).map(|i| &self.taps[i])
+    }
+
+    /// Every tap selected.
+    pub fn all(&self) -> TapSet {
+        self.matching(|_| true)
+    }
+
+    /// The leaf modules: the torchvision modules with no children (52 taps in ResNet-18).
+    pub fn leaves(&self) -> TapSet {
+        self.matching(|t| t.kind == TapKind::Leaf)
+    }
+
+    fn matching(&self, pred: impl Fn(&TapInfo) -> bool) -> TapSet {
+        let mut set = TapSet::empty();
+        for (i, t) in self.taps.iter().enumerate() {
+            if pred(t) {
+                set.insert(i);
+            }
+        }
+        set
+    }
+
+    /// The selected taps, in forward order.
+    pub fn selected(&self, set: &TapSet) -> impl Iterator<Item = &TapInfo> + '_ {
+        let indices: Vec<usize> = set.indices().take_while(|&i| i < self.taps.len()).collect();
+        indices.into_iter().map(|i| &self.taps[i])
+    }
+
+    /// The selected names, in forward order.
+    pub fn names(&self, set: &TapSet) -> Vec<&str> {
+        self.selected(set).map(|t| t.name.as_str()).collect()
+    }
+
+    /// The names nearest to `query` by Levenshtein distance (at most five).
+    pub fn closest(&self, query: &str) -> Vec<String> {
+        let mut scored: Vec<(usize, &str)> = self
+            .taps
+            .iter()
+            .map(|t| (strsim::levenshtein(query, &t.name), t.name.as_str()))
+            .collect();
+        scored.sort_by_key(|(d, _)| *d);
+        scored
+            .into_iter()
+            .take(5)
+            .map(|(_, n)| n.to_string())
+            .collect()
+    }
+
+    /// Parses a comma-separated list of names, glob patterns (`layer1.*`, `*.conv1`), `all`,
+    /// `leaves` and `none` (the empty selection; so is the empty string).
+    pub fn parse(&self, spec: &str) -> Result<TapSet, TapError> {
+        let mut set = TapSet::empty();
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let part = match item {
+                "all" => self.all(),
+                "leaves" => self.leaves(),
+                "none" => TapSet::empty(),
+                p if p.contains(['*', '?']) => {
+                    let found = self.matching(|t| glob_match(p.as_bytes(), t.name.as_bytes()));
+                    if found.is_empty() {
+                        return Err(TapError::EmptyPattern {
+                            pattern: p.to_string(),
+                            closest: self.closest(&p.replace(['*', '?'], "")),
+                        });
+                    }
+                    found
+                }
+                name => match self.index(name) {
+                    Some(i) => TapSet::single(i),
+                    None => {
+                        return Err(TapError::UnknownName {
+                            name: name.to_string(),
+                            closest: self.closest(name),
+                        });
+                    }
+                },
+            };
+            set = set.union(&part);
+        }
+        Ok(set)
+    }
+
+    /// `all`, `leaves`, `none`, or the selected names in forward order, comma-separated:
+    /// always a spec that parses back to the same set.
+    pub fn spec(&self, set: &TapSet) -> String {
+        if set.is_empty() {
+            "none".into()
+        } else if *set == self.all() {
+            "all".into()
+        } else if *set == self.leaves() {
+            "leaves".into()
+        } else {
+            self.names(set).join(",")
+        }
+    }
 }
 
 /// Errors from parsing a tap selection.
@@ -187,83 +279,71 @@ pub enum TapError {
     },
 }
 
-/// A selection of taps: a bit per catalogue entry (85 fit in a `u128`), so it is `Copy` and
-/// checking membership on the hot path is one shift.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct TapSet(u128);
+/// A selection of taps: a bit per catalogue index, as many words as the catalogue needs
+/// (ResNet-34's 149 taps take three), so no tap past 128 is ever dropped.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct TapSet {
+    words: Vec<u64>,
+}
 
 impl TapSet {
     /// The empty selection: a forward pass with it records nothing.
     pub const fn empty() -> Self {
-        TapSet(0)
+        TapSet { words: Vec::new() }
     }
 
-    /// Every tap in the catalogue.
-    pub fn all() -> Self {
-        TapSet(mask_below(catalogue().len()))
-    }
-
-    /// The leaf modules: the torchvision modules with no children (52 taps).
-    pub fn leaves() -> Self {
-        Self::matching(|t| t.kind == TapKind::Leaf)
-    }
-
-    fn matching(pred: impl Fn(&TapInfo) -> bool) -> Self {
-        let mut set = TapSet::empty();
-        for (i, t) in catalogue().iter().enumerate() {
-            if pred(t) {
-                set.0 |= 1 << i;
-            }
-        }
+    fn single(index: usize) -> Self {
+        let mut set = Self::empty();
+        set.insert(index);
         set
+    }
+
+    fn insert(&mut self, index: usize) {
+        let word = index / 64;
+        if self.words.len() <= word {
+            self.words.resize(word + 1, 0);
+        }
+        self.words[word] |= 1 << (index % 64);
     }
 
     /// Whether the tap at catalogue index `index` is selected.
     #[inline]
     pub fn contains_index(&self, index: usize) -> bool {
-        index < 128 && (self.0 >> index) & 1 == 1
-    }
-
-    /// Whether the named tap is selected.
-    pub fn contains(&self, name: &str) -> bool {
-        tap_index(name).is_some_and(|i| self.contains_index(i))
+        self.words
+            .get(index / 64)
+            .is_some_and(|w| (w >> (index % 64)) & 1 == 1)
     }
 
     /// Whether nothing is selected.
     pub fn is_empty(&self) -> bool {
-        self.0 == 0
+        self.words.iter().all(|&w| w == 0)
     }
 
     /// How many taps are selected.
     pub fn len(&self) -> usize {
-        self.0.count_ones() as usize
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
     }
 
-    /// The selected taps, in forward order.
-    pub fn iter(&self) -> impl Iterator<Item = &'static TapInfo> + '_ {
-        catalogue()
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| self.contains_index(*i))
-            .map(|(_, t)| t)
-    }
-
-    /// The selected names, in forward order.
-    pub fn names(&self) -> Vec<&'static str> {
-        self.iter().map(|t| t.name.as_str()).collect()
+    /// The selected catalogue indices, ascending.
+    pub fn indices(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.words.len() * 64).filter(|&i| self.contains_index(i))
     }
 
     /// The union of two selections.
-    pub fn union(self, other: TapSet) -> TapSet {
-        TapSet(self.0 | other.0)
+    pub fn union(&self, other: &TapSet) -> TapSet {
+        let n = self.words.len().max(other.words.len());
+        let word = |s: &TapSet, i: usize| s.words.get(i).copied().unwrap_or(0);
+        let mut words: Vec<u64> = (0..n).map(|i| word(self, i) | word(other, i)).collect();
+        while words.last() == Some(&0) {
+            words.pop();
+        }
+        TapSet { words }
     }
 }
 
-fn mask_below(n: usize) -> u128 {
-    if n >= 128 {
-        u128::MAX
-    } else {
-        (1u128 << n) - 1
+impl fmt::Debug for TapSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.indices()).finish()
     }
 }
 
@@ -277,95 +357,26 @@ fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
     }
 }
 
-/// The catalogue names nearest to `query` by Levenshtein distance (at most five).
-pub fn closest_names(query: &str) -> Vec<String> {
-    let mut scored: Vec<(usize, &str)> = catalogue()
-        .iter()
-        .map(|t| (strsim::levenshtein(query, &t.name), t.name.as_str()))
-        .collect();
-    scored.sort_by_key(|(d, _)| *d);
-    scored
-        .into_iter()
-        .take(5)
-        .map(|(_, n)| n.to_string())
-        .collect()
-}
-
-impl FromStr for TapSet {
-    type Err = TapError;
-
-    /// Parses a comma-separated list of names, glob patterns (`layer1.*`, `*.conv1`), `all`,
-    /// `leaves` and `none` (the empty selection; so is the empty string).
-    fn from_str(spec: &str) -> Result<Self, Self::Err> {
-        let mut set = TapSet::empty();
-        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let part = match item {
-                "all" => TapSet::all(),
-                "leaves" => TapSet::leaves(),
-                "none" => TapSet::empty(),
-                p if p.contains(['*', '?']) => {
-                    let found = TapSet::matching(|t| glob_match(p.as_bytes(), t.name.as_bytes()));
-                    if found.is_empty() {
-                        return Err(TapError::EmptyPattern {
-                            pattern: p.to_string(),
-                            closest: closest_names(&p.replace(['*', '?'], "")),
-                        });
-                    }
-                    found
-                }
-                name => match tap_index(name) {
-                    Some(i) => TapSet(1 << i),
-                    None => {
-                        return Err(TapError::UnknownName {
-                            name: name.to_string(),
-                            closest: closest_names(name),
-                        });
-                    }
-                },
-            };
-            set = set.union(part);
-        }
-        Ok(set)
-    }
-}
-
-impl fmt::Display for TapSet {
-    /// `all`, `leaves`, `none`, or the selected names in forward order, comma-separated:
-    /// always a spec that parses back to the same set.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_empty() {
-            f.write_str("none")
-        } else if *self == TapSet::all() {
-            f.write_str("all")
-        } else if *self == TapSet::leaves() {
-            f.write_str("leaves")
-        } else {
-            f.write_str(&self.names().join(","))
-        }
-    }
-}
-
-impl fmt::Debug for TapSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TapSet({self})")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn r18() -> Catalogue {
+        Catalogue::resnet([2, 2, 2, 2])
+    }
+
     #[test]
-    fn catalogue_has_67_module_names_and_18_fx_nodes() {
-        let cat = catalogue();
+    fn resnet18_has_67_module_names_and_18_fx_nodes() {
+        let cat = r18();
         assert_eq!(cat.len(), 85);
         let modules = cat
+            .taps()
             .iter()
             .filter(|t| matches!(t.kind, TapKind::Leaf | TapKind::Container))
             .count();
         assert_eq!(modules, 67);
-        assert_eq!(TapSet::leaves().len(), 52);
-        let mut names: Vec<_> = cat.iter().map(|t| &t.name).collect();
+        assert_eq!(cat.leaves().len(), 52);
+        let mut names: Vec<_> = cat.taps().iter().map(|t| &t.name).collect();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), 85, "names are unique");
@@ -376,26 +387,46 @@ mod tests {
             "x",
             "flatten",
         ] {
-            assert!(tap_index(n).is_some(), "{n}");
+            assert!(cat.index(n).is_some(), "{n}");
         }
-        assert!(tap_index("layer1.0.downsample").is_none());
+        assert!(cat.index("layer1.0.downsample").is_none());
+    }
+
+    #[test]
+    fn resnet34_has_149_taps_and_all_selects_every_one() {
+        let cat = Catalogue::resnet([3, 4, 6, 3]);
+        // torchvision's resnet34: 116 named modules below the root, plus x, flatten and one
+        // add and one relu_1 per block (16 blocks).
+        assert_eq!(cat.len(), 149);
+        let all = cat.all();
+        assert_eq!(all.len(), 149);
+        assert!(all.contains_index(148));
+        assert_eq!(cat.names(&all).last(), Some(&"fc"));
+        let late: TapSet = cat.parse("layer4.*,fc").unwrap();
+        // layer4.* is indices 118..=144 (5 stem taps, then 25, 36 and 52 in layers 1-3), so 17
+        // of them and fc (148) lie past the 128 taps a u128 could hold.
+        assert_eq!(late.indices().filter(|&i| i >= 128).count(), 17 + 1);
+        assert_eq!(cat.names(&late).len(), 3 * 8 + 3 + 1);
+        assert_eq!(cat.parse(&cat.spec(&late)).unwrap(), late);
     }
 
     #[test]
     fn patterns_select_what_a_glob_would() {
-        let s: TapSet = "layer1.*".parse().unwrap();
+        let cat = r18();
+        let s = cat.parse("layer1.*").unwrap();
         // two blocks x (5 leaves + add + relu_1 + block) = 16
         assert_eq!(s.len(), 16);
-        assert!(!s.contains("layer1"));
-        let s: TapSet = "*.conv1".parse().unwrap();
+        assert!(!s.contains_index(cat.index("layer1").unwrap()));
+        let s = cat.parse("*.conv1").unwrap();
         assert_eq!(s.len(), 8);
-        assert!(!s.contains("conv1"));
-        let s: TapSet = "conv1, layer2".parse().unwrap();
-        assert_eq!(s.names(), vec!["conv1", "layer2"]);
+        assert!(!s.contains_index(cat.index("conv1").unwrap()));
+        let s = cat.parse("conv1, layer2").unwrap();
+        assert_eq!(cat.names(&s), vec!["conv1", "layer2"]);
     }
 
     #[test]
-    fn display_round_trips() {
+    fn specs_round_trip() {
+        let cat = r18();
         for spec in [
             "all",
             "leaves",
@@ -404,17 +435,18 @@ mod tests {
             "*.bn2,fc",
             "x,layer3.1.add,avgpool",
         ] {
-            let s: TapSet = spec.parse().unwrap();
-            let back: TapSet = s.to_string().parse().unwrap();
-            assert_eq!(s, back, "{spec} -> {s}");
+            let s = cat.parse(spec).unwrap();
+            let back = cat.parse(&cat.spec(&s)).unwrap();
+            assert_eq!(s, back, "{spec} -> {}", cat.spec(&s));
         }
-        assert_eq!("leaves".parse::<TapSet>().unwrap().to_string(), "leaves");
-        assert_eq!(TapSet::empty().to_string(), "none");
+        assert_eq!(cat.spec(&cat.parse("leaves").unwrap()), "leaves");
+        assert_eq!(cat.spec(&TapSet::empty()), "none");
     }
 
     #[test]
     fn unknown_names_suggest_close_ones() {
-        let err = "layer1.0.conv3".parse::<TapSet>().unwrap_err();
+        let cat = r18();
+        let err = cat.parse("layer1.0.conv3").unwrap_err();
         match &err {
             TapError::UnknownName { name, closest } => {
                 assert_eq!(name, "layer1.0.conv3");
@@ -424,14 +456,22 @@ mod tests {
         }
         assert!(err.to_string().contains("layer1.0.conv1"));
         assert!(matches!(
-            "layer9.*".parse::<TapSet>(),
+            cat.parse("layer9.*"),
             Err(TapError::EmptyPattern { .. })
         ));
+        // ResNet-18 has no third block; ResNet-34 does.
+        assert!(cat.parse("layer1.2.conv1").is_err());
+        assert!(
+            Catalogue::resnet([3, 4, 6, 3])
+                .parse("layer1.2.conv1")
+                .is_ok()
+        );
     }
 
     #[test]
     fn shapes_for_mnist_input() {
-        let shape = |n: &str| catalogue()[tap_index(n).unwrap()].sample_shape(1, 10, [28, 28]);
+        let cat = r18();
+        let shape = |n: &str| cat.get(n).unwrap().sample_shape(1, 10, [28, 28]);
         assert_eq!(shape("x"), vec![1, 28, 28]);
         assert_eq!(shape("conv1"), vec![64, 14, 14]);
         assert_eq!(shape("maxpool"), vec![64, 7, 7]);

@@ -1,6 +1,6 @@
 //! Weights in torchvision's convention: a safetensors file as
 //! `safetensors.torch.save_file(model.state_dict())` writes it. burn-store does the work; the
-//! field names of [`ResNet18`] already are the state_dict keys, and its PyTorch adapters only
+//! field names of [`ResNet`] already are the state_dict keys, and its PyTorch adapters only
 //! rename BatchNorm's `weight`/`bias` to Burn's `gamma`/`beta` and transpose `fc.weight`.
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use burn_store::{
     SafetensorsStoreError,
 };
 
-use crate::resnet::ResNet18;
+use crate::resnet::{ResNet, ResNetArch, ResNetConfig};
 
 /// Errors from reading or writing torchvision-convention weights.
 #[derive(Debug, thiserror::Error)]
@@ -25,16 +25,34 @@ pub enum WeightsError {
         source: SafetensorsStoreError,
     },
     /// The file's keys or shapes do not fit the model.
-    #[error("{path}: weights do not fit ResNet18: {}", describe(.missing, .unexpected, .mismatched))]
+    #[error("{path}: weights do not fit {model}: {}", describe(.missing, .unexpected, .mismatched))]
     Mismatch {
         /// The weights file.
         path: PathBuf,
+        /// The network they were loaded into (`resnet18`).
+        model: &'static str,
         /// Model parameters that the file lacks.
         missing: Vec<String>,
         /// Keys in the file that the model has no place for.
         unexpected: Vec<String>,
         /// Keys whose shape or dtype differ, with both sides.
         mismatched: Vec<String>,
+    },
+    /// The file's header cannot be read.
+    #[error("{path}: cannot read weights: {problem}")]
+    Header {
+        /// The weights file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The file's keys are not those of a known ResNet.
+    #[error("{path}: not torchvision ResNet-18 or ResNet-34 weights: {problem}")]
+    NotResNet {
+        /// The weights file.
+        path: PathBuf,
+        /// What does not fit.
+        problem: String,
     },
     /// The file could not be written.
     #[error("{path}: cannot write weights: {source}")]
@@ -101,7 +119,7 @@ fn is_ignored_key(key: &str) -> bool {
     key.ends_with("num_batches_tracked")
 }
 
-impl ResNet18 {
+impl ResNet {
     /// Loads a torchvision-keyed safetensors file. Every model parameter must be present with
     /// its shape; `num_batches_tracked` keys are ignored and any other extra key is an error.
     pub fn load_torchvision(mut self, path: impl AsRef<Path>) -> Result<Self, WeightsError> {
@@ -130,6 +148,8 @@ impl ResNet18 {
         } else {
             Err(WeightsError::Mismatch {
                 path: path.to_path_buf(),
+                model: ResNetArch::from_blocks(self.blocks())
+                    .map_or("this ResNet", ResNetArch::name),
                 missing,
                 unexpected,
                 mismatched,
@@ -150,4 +170,89 @@ impl ResNet18 {
                 source,
             })
     }
+}
+
+impl ResNetConfig {
+    /// The configuration a torchvision-keyed weights file was saved from: the depth from its
+    /// `layerS.B.*` keys, input channels from `conv1.weight`, classes from `fc.weight`. Reads
+    /// the safetensors header only.
+    pub fn of_torchvision_file(path: impl AsRef<Path>) -> Result<Self, WeightsError> {
+        let path = path.as_ref();
+        let not_resnet = |problem: String| WeightsError::NotResNet {
+            path: path.to_path_buf(),
+            problem,
+        };
+        let shapes = header_shapes(path).map_err(|problem| WeightsError::Header {
+            path: path.to_path_buf(),
+            problem,
+        })?;
+        let shape = |key: &str| {
+            shapes
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, s)| s.clone())
+                .ok_or_else(|| not_resnet(format!("no `{key}`")))
+        };
+        let conv1 = shape("conv1.weight")?;
+        let fc = shape("fc.weight")?;
+        let (&[_, in_channels, _, _], &[num_classes, _]) = (conv1.as_slice(), fc.as_slice()) else {
+            return Err(not_resnet(format!(
+                "conv1.weight is {conv1:?} and fc.weight {fc:?}"
+            )));
+        };
+        let mut blocks = [0usize; 4];
+        for (key, _) in &shapes {
+            let mut parts = key.split('.');
+            let stage = parts.next().and_then(|s| s.strip_prefix("layer"));
+            let block = parts.next().and_then(|b| b.parse::<usize>().ok());
+            if let (Some(Ok(s @ 1..=4)), Some(b)) = (stage.map(str::parse::<usize>), block) {
+                blocks[s - 1] = blocks[s - 1].max(b + 1);
+            }
+        }
+        let arch = ResNetArch::from_blocks(blocks)
+            .ok_or_else(|| not_resnet(format!("blocks per stage {blocks:?}")))?;
+        Ok(ResNetConfig {
+            arch,
+            in_channels,
+            num_classes,
+        })
+    }
+}
+
+/// Every tensor's key and shape from a safetensors header.
+fn header_shapes(path: &Path) -> Result<Vec<(String, Vec<usize>)>, String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .map_err(|e| format!("no safetensors header: {e}"))?;
+    let n = u64::from_le_bytes(len);
+    // The format caps the header at 100 MB; anything larger is not a safetensors file.
+    if n > 100_000_000 {
+        return Err(format!("not a safetensors file (header of {n} bytes)"));
+    }
+    let mut header = Vec::new();
+    file.take(n)
+        .read_to_end(&mut header)
+        .map_err(|e| e.to_string())?;
+    // The header is JSON: `{name: {"dtype", "shape", "data_offsets"}, "__metadata__": {..}}`;
+    // the safetensors crate parses it only together with the whole data section.
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| format!("bad safetensors header: {e}"))?;
+    Ok(header
+        .into_iter()
+        .filter(|(k, _)| k != "__metadata__")
+        .map(|(k, v)| {
+            let shape = v["shape"]
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .filter_map(|x| x.as_u64())
+                        .map(|x| x as usize)
+                        .collect()
+                })
+                .unwrap_or_default();
+            (k, shape)
+        })
+        .collect())
 }

@@ -4,11 +4,11 @@
 mod common;
 
 use burn::prelude::*;
-use cnnu_model::{ResNet18, ResNet18Config, TapSet, catalogue};
+use cnnu_model::{ResNet, ResNetConfig, TapSet};
 use common::device;
 
-fn model() -> ResNet18 {
-    ResNet18Config::new().init(&device()).unwrap()
+fn model() -> ResNet {
+    ResNetConfig::new().init(&device()).unwrap()
 }
 
 fn input(n: usize, h: usize, w: usize, device: &Device) -> Tensor<4> {
@@ -30,9 +30,10 @@ fn values(t: &cnnu_model::TapTensor) -> Vec<f32> {
 fn every_tap_has_the_catalogue_shape() {
     let m = model().valid();
     for [h, w] in [[28, 28], [32, 20]] {
-        let (_, taps) = m.forward_taps(input(2, h, w, &device()), TapSet::all());
+        let catalogue = m.catalogue();
+        let (_, taps) = m.forward_taps(input(2, h, w, &device()), &catalogue.all());
         assert_eq!(taps.len(), 85);
-        for (tap, (name, t)) in catalogue().iter().zip(taps.0.iter()) {
+        for (tap, (name, t)) in catalogue.taps().iter().zip(taps.0.iter()) {
             assert_eq!(tap.name, *name, "taps come in catalogue order");
             let mut expected = vec![2];
             expected.extend(tap.sample_shape(1, 10, [h, w]));
@@ -40,7 +41,7 @@ fn every_tap_has_the_catalogue_shape() {
         }
     }
     // The shapes the issue lists for a 28x28 input.
-    let (_, taps) = m.forward_taps(input(3, 28, 28, &device()), TapSet::all());
+    let (_, taps) = m.forward_taps(input(3, 28, 28, &device()), &m.catalogue().all());
     for (name, dims) in [
         ("conv1", vec![3, 64, 14, 14]),
         ("maxpool", vec![3, 64, 7, 7]),
@@ -61,19 +62,22 @@ fn empty_selection_records_nothing_and_gives_the_same_logits_bitwise() {
     let m = model().valid();
     let x = input(4, 28, 28, &device());
     let plain = m.forward(x.clone()).into_data();
-    let (logits, taps) = m.forward_taps(x.clone(), TapSet::empty());
+    let (logits, taps) = m.forward_taps(x.clone(), &TapSet::empty());
     assert!(taps.is_empty());
     assert_eq!(plain.as_bytes(), logits.into_data().as_bytes());
     // Recording taps does not change the logits either.
-    let (logits, _) = m.forward_taps(x, TapSet::all());
+    let (logits, _) = m.forward_taps(x, &m.catalogue().all());
     assert_eq!(plain.as_bytes(), logits.into_data().as_bytes());
 }
 
 #[test]
 fn a_selection_returns_exactly_its_taps_in_forward_order() {
     let m = model().valid();
-    let sel: TapSet = "fc,layer2.0.downsample.*,conv1".parse().unwrap();
-    let (_, taps) = m.forward_taps(input(1, 28, 28, &device()), sel);
+    let sel = m
+        .catalogue()
+        .parse("fc,layer2.0.downsample.*,conv1")
+        .unwrap();
+    let (_, taps) = m.forward_taps(input(1, 28, 28, &device()), &sel);
     assert_eq!(
         taps.names(),
         vec![
@@ -88,7 +92,7 @@ fn a_selection_returns_exactly_its_taps_in_forward_order() {
 #[test]
 fn taps_obey_the_block_identities() {
     let m = model().valid();
-    let (logits, taps) = m.forward_taps(input(2, 28, 28, &device()), TapSet::all());
+    let (logits, taps) = m.forward_taps(input(2, 28, 28, &device()), &m.catalogue().all());
     let v = |n: &str| values(taps.get(n).unwrap());
     for s in 1..=4 {
         for b in 0..2 {
@@ -124,7 +128,7 @@ fn taps_obey_the_block_identities() {
     );
 }
 
-fn running_mean(m: &ResNet18) -> Vec<f32> {
+fn running_mean(m: &ResNet) -> Vec<f32> {
     m.bn1
         .running_mean
         .value_sync()
@@ -140,7 +144,7 @@ fn eval_mode_uses_running_statistics_and_leaves_them_alone() {
     let before = running_mean(&m);
     let eval = m.valid();
     let x = input(8, 28, 28, &device());
-    let (_, taps) = eval.forward_taps(x.clone(), "conv1,bn1".parse().unwrap());
+    let (_, taps) = eval.forward_taps(x.clone(), &eval.catalogue().parse("conv1,bn1").unwrap());
     // Fresh statistics are mean 0, var 1, so eval BN is x / sqrt(1 + eps).
     let conv = values(taps.get("conv1").unwrap());
     let bn = values(taps.get("bn1").unwrap());
@@ -158,9 +162,9 @@ fn eval_mode_uses_running_statistics_and_leaves_them_alone() {
 #[test]
 fn training_mode_updates_running_mean_with_pytorch_momentum() {
     let device = device().autodiff();
-    let m = ResNet18Config::new().init(&device).unwrap();
+    let m = ResNetConfig::new().init(&device).unwrap();
     let x = input(8, 28, 28, &device);
-    let (_, taps) = m.forward_taps(x, "conv1".parse().unwrap());
+    let (_, taps) = m.forward_taps(x, &m.catalogue().parse("conv1").unwrap());
     let conv = taps.get("conv1").unwrap().clone();
     let cnnu_model::TapTensor::Spatial(conv) = conv else {
         panic!("conv1 is spatial")

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use burn::module::{ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
-use cnnu_model::{ResNet18, ResNet18Config};
+use cnnu_model::{ResNet, ResNetConfig};
 use common::{device, parity_dir, read_all, shared_dir};
 
 fn grads_dir() -> std::path::PathBuf {
@@ -85,8 +85,8 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-fn model(device: &Device) -> ResNet18 {
-    ResNet18Config::new()
+fn model(device: &Device) -> ResNet {
+    ResNetConfig::new()
         .init(device)
         .unwrap()
         .load_torchvision(parity_dir().join("weights_epoch0.safetensors"))

@@ -1,11 +1,11 @@
-//! Parity with PyTorch: torchvision ResNet18 outputs recorded by forward hooks in
+//! Parity with PyTorch: torchvision ResNet-18 outputs recorded by forward hooks in
 //! `shared/fixtures/resnet18_parity` (see its README) against ours, tap by tap.
 
 mod common;
 
 use burn::prelude::*;
-use cnnu_model::{ResNet18, ResNet18Config, TapSet};
-use common::{device, parity_dir, read_all};
+use cnnu_model::{ResNet, ResNetConfig};
+use common::{device, max_diff_and_scale, parity_dir, read_all};
 
 /// Our tap name for a fixture key. PyTorch hooks on a block's shared ReLU fire twice: the
 /// fixture's `layer1.0.relu` is the last call (our `layer1.0.relu_1`) and `layer1.0.relu#0`
@@ -20,8 +20,8 @@ fn our_name(key: &str) -> String {
     }
 }
 
-fn load(weights: &str) -> ResNet18 {
-    ResNet18Config::new()
+fn load(weights: &str) -> ResNet {
+    ResNetConfig::new()
         .init(&device())
         .unwrap()
         .load_torchvision(parity_dir().join(weights))
@@ -33,7 +33,7 @@ fn check_parity(weights: &str, expected: &str, argmax: [usize; 8]) {
     let (shape, values) = &inputs["input"];
     let x = Tensor::<4>::from_data(TensorData::new(values.clone(), shape.clone()), &device());
     let model = load(weights).valid();
-    let (logits, taps) = model.forward_taps(x, TapSet::all());
+    let (logits, taps) = model.forward_taps(x, &model.catalogue().all());
     let expected = read_all(&parity_dir().join(expected));
     assert!(
         expected.len() >= 20,
@@ -47,17 +47,7 @@ fn check_parity(weights: &str, expected: &str, argmax: [usize; 8]) {
             .get(&name)
             .unwrap_or_else(|| panic!("no tap {name} for {key}"));
         assert_eq!(&ours.dims(), exp_shape, "{key}");
-        let got = ours
-            .clone()
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap();
-        let scale = exp.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-        let diff = got
-            .iter()
-            .zip(exp)
-            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        let (diff, scale) = max_diff_and_scale(ours, exp, 1.0);
         assert!(
             diff <= 1e-4 * scale,
             "{weights} {key}: max|ours-torch| = {diff:e}, bound {:e}",

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use burn::prelude::*;
-use cnnu_model::{ResNet18Config, WeightsError};
+use cnnu_model::{ResNetConfig, WeightsError};
 use common::{device, parity_dir, read_all};
 use safetensors::{Dtype, tensor::TensorView};
 
@@ -35,8 +35,8 @@ fn fixture_tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
         .collect()
 }
 
-fn load(path: &Path) -> Result<cnnu_model::ResNet18, WeightsError> {
-    ResNet18Config::new()
+fn load(path: &Path) -> Result<cnnu_model::ResNet, WeightsError> {
+    ResNetConfig::new()
         .init(&device())
         .unwrap()
         .load_torchvision(path)

@@ -1,7 +1,9 @@
 //! Training settings: `TrainConfig` as given, validated once into a `ValidTrainConfig`.
 
 use burn::prelude::*;
-use cnnu_model::{ResNet18Config, TapSet};
+use cnnu_model::{Catalogue, ResNetConfig, TapSet};
+
+use crate::dataset::DatasetKind;
 
 /// The taps sampled every epoch unless `--taps` says otherwise.
 pub const DEFAULT_TAPS: &str = "conv1,bn1,relu,maxpool,layer1,layer2,layer3,layer4,avgpool,fc";
@@ -51,9 +53,12 @@ pub struct TrainConfig {
     /// The taps to record (a `TapSet` spec).
     #[config(default = "DEFAULT_TAPS.to_string()")]
     pub taps: String,
+    /// The dataset (its channels and classes must be the model's).
+    #[config(default = "DatasetKind::Mnist")]
+    pub dataset: DatasetKind,
     /// The network.
-    #[config(default = "ResNet18Config::new()")]
-    pub model: ResNet18Config,
+    #[config(default = "ResNetConfig::new()")]
+    pub model: ResNetConfig,
     /// Start from these weights (torchvision keys, safetensors) instead of the seeded init.
     #[config(default = "None")]
     pub init_weights: Option<std::path::PathBuf>,
@@ -73,6 +78,14 @@ pub fn upgrade_train_json(train: &mut serde_json::Value) {
         object
             .entry("init_weights")
             .or_insert(serde_json::Value::Null);
+        object
+            .entry("dataset")
+            .or_insert(serde_json::Value::String("Mnist".into()));
+        if let Some(model) = object.get_mut("model").and_then(|m| m.as_object_mut()) {
+            model
+                .entry("arch")
+                .or_insert(serde_json::Value::String("ResNet18".into()));
+        }
     }
 }
 
@@ -99,6 +112,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidTrainConfig {
     config: TrainConfig,
+    catalogue: Catalogue,
     taps: TapSet,
 }
 
@@ -109,8 +123,13 @@ impl ValidTrainConfig {
     }
 
     /// The parsed tap selection.
-    pub fn taps(&self) -> TapSet {
-        self.taps
+    pub fn taps(&self) -> &TapSet {
+        &self.taps
+    }
+
+    /// The network's tap catalogue, which the selection indexes.
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
     }
 }
 
@@ -151,8 +170,24 @@ impl TrainConfig {
             );
         }
         self.model.validate()?;
-        let taps: TapSet = self.taps.parse()?;
-        Ok(ValidTrainConfig { config: self, taps })
+        let channels = self.dataset.image_dims()[0];
+        if self.model.in_channels != channels {
+            return invalid(
+                "dataset",
+                &format!(
+                    "{} has {channels}-channel images, the model takes {}",
+                    self.dataset.name(),
+                    self.model.in_channels
+                ),
+            );
+        }
+        let catalogue = self.model.arch.catalogue();
+        let taps = catalogue.parse(&self.taps)?;
+        Ok(ValidTrainConfig {
+            config: self,
+            catalogue,
+            taps,
+        })
     }
 }
 
@@ -165,7 +200,7 @@ mod tests {
         let c = TrainConfig::new();
         assert_eq!((c.batch_size, c.lr, c.probe_limit), (64, 1e-3, 2000));
         let v = c.validate().unwrap();
-        assert_eq!(v.taps().to_string(), DEFAULT_TAPS);
+        assert_eq!(v.catalogue().spec(v.taps()), DEFAULT_TAPS);
     }
 
     #[test]
@@ -190,14 +225,18 @@ mod tests {
     }
 
     #[test]
-    fn a_config_written_before_init_weights_and_shuffle_still_loads() {
+    fn a_config_written_before_init_weights_shuffle_and_arch_still_loads() {
         let mut json: serde_json::Value = serde_json::to_value(TrainConfig::new()).unwrap();
         let object = json.as_object_mut().unwrap();
         object.remove("init_weights");
         object.remove("shuffle");
+        object["model"].as_object_mut().unwrap().remove("arch");
+        object.remove("dataset");
         upgrade_train_json(&mut json);
         let old: TrainConfig = serde_json::from_value(json).unwrap();
         assert!(old.shuffle && old.init_weights.is_none());
+        assert_eq!(old.model.arch, cnnu_model::ResNetArch::ResNet18);
+        assert_eq!(old.dataset, DatasetKind::Mnist);
     }
 
     #[test]

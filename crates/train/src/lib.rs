@@ -1,8 +1,10 @@
-//! cnnu's training side: MNIST, the training loop, per-epoch sampling of the frozen network
+//! cnnu's training side: the image datasets, the training loop, per-epoch sampling of the frozen network
 //! into streamed safetensors snapshots, checkpoints and resume.
 
 pub mod atomic;
+pub mod cifar;
 pub mod config;
+pub mod dataset;
 pub mod mnist;
 pub mod probe;
 pub mod progress;
@@ -11,6 +13,7 @@ pub mod tensor_file;
 pub mod trainer;
 
 pub use config::{ConfigError, DEFAULT_TAPS, OptimizerKind, TrainConfig, ValidTrainConfig};
+pub use dataset::{DataSource, DatasetError, DatasetKind, ImageDataset, ImageSplit};
 pub use mnist::{Mnist, MnistError, MnistSource, MnistSplit};
 pub use probe::{ProbeError, probe};
 pub use snapshot::{SnapshotError, SnapshotWriter};

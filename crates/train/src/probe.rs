@@ -1,7 +1,7 @@
 //! Running the frozen network over a set of images and collecting the selected taps.
 
 use burn::prelude::*;
-use cnnu_model::{ResNet18, TapSet};
+use cnnu_model::{ResNet, TapSet};
 
 use crate::tensor_file::NamedTensor;
 
@@ -27,10 +27,10 @@ pub enum ProbeError {
 /// The model is switched to eval mode (`valid()`), and `device` should be a plain device: on
 /// it BatchNorm uses its running statistics and leaves them untouched.
 pub fn probe(
-    model: &ResNet18,
+    model: &ResNet,
     input: &[f32],
     shape: &[usize],
-    taps: TapSet,
+    taps: &TapSet,
     batch_size: usize,
     device: &Device,
 ) -> Result<(Vec<f32>, Vec<NamedTensor>), ProbeError> {
@@ -67,7 +67,7 @@ pub fn probe(
                 let mut shape = dims;
                 shape[0] = n;
                 outputs.push(NamedTensor {
-                    name: name.to_string(),
+                    name,
                     shape,
                     values: Vec::new(),
                 });

@@ -16,17 +16,18 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig, momentum::MomentumConfig};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use cnnu_kernels::FusedAdam;
-use cnnu_model::{BackendKind, ResNet18, TapSet};
+use cnnu_kernels::{FusedAdam, FusedSgd};
+use cnnu_model::{BackendKind, ResNet};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::atomic;
 use crate::config::{OptimizerKind, TrainConfig, ValidTrainConfig};
-use crate::mnist::{Mnist, MnistSplit, stratified_subset};
+use crate::dataset::{ImageDataset, ImageSplit};
+use crate::mnist::stratified_subset;
 use crate::probe::to_f32;
 use crate::snapshot::{Dtype, SnapshotError, SnapshotWriter, TensorSpec};
 
@@ -174,8 +175,10 @@ pub struct RunConfig {
     pub train: TrainConfig,
     /// The backend the run was started on.
     pub backend: BackendKind,
-    /// Where MNIST came from.
-    pub mnist: String,
+    /// Where the dataset was read from (the key is `mnist` in runs of cnnu before 0.2, which
+    /// trained on nothing else).
+    #[serde(alias = "mnist")]
+    pub data_source: String,
     /// The cnnu version that started the run.
     pub cnnu_version: String,
 }
@@ -264,9 +267,10 @@ pub fn read_run_config(run: &RunDir) -> Result<RunConfig, TrainError> {
 
 /// The sets of images a run uses, fixed for its whole life.
 struct Data<'a> {
-    train: &'a MnistSplit,
+    dataset: &'a ImageDataset,
+    train: &'a ImageSplit,
     train_indices: Vec<usize>,
-    test: &'a MnistSplit,
+    test: &'a ImageSplit,
     test_count: usize,
     probe_count: usize,
 }
@@ -277,14 +281,8 @@ pub fn make_optimizer(config: &TrainConfig) -> ModuleOptimizer {
         // PyTorch's Adam eps; Burn's default is 1e-5. Fused: burn-optim's arithmetic and
         // state in one pass per parameter.
         OptimizerKind::Adam => FusedAdam::new(0.9, 0.999, 1e-8).init(),
-        // PyTorch's SGD momentum has no dampening; Burn's default is 0.1.
-        OptimizerKind::Sgd => SgdConfig::new()
-            .with_momentum(Some(
-                MomentumConfig::new()
-                    .with_momentum(config.momentum)
-                    .with_dampening(0.0),
-            ))
-            .init(),
+        // PyTorch's SGD momentum has no dampening (Burn's default is 0.1). Fused likewise.
+        OptimizerKind::Sgd => FusedSgd::new(config.momentum).init(),
     }
 }
 
@@ -294,14 +292,18 @@ fn epoch_seed(seed: u64, epoch: usize) -> u64 {
     seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-fn labels_tensor(split: &MnistSplit, indices: &[usize], device: &Device) -> Tensor<1, Int> {
+fn labels_tensor(split: &ImageSplit, indices: &[usize], device: &Device) -> Tensor<1, Int> {
     let labels: Vec<i64> = indices.iter().map(|&i| split.labels[i] as i64).collect();
     Tensor::from_data(TensorData::new(labels, [indices.len()]), device)
 }
 
-fn images_tensor(split: &MnistSplit, indices: &[usize], device: &Device) -> Tensor<4> {
+fn images_tensor(data: &Data, split: &ImageSplit, indices: &[usize], device: &Device) -> Tensor<4> {
+    let [c, h, w] = split.dims;
     Tensor::from_data(
-        TensorData::new(split.normalized(indices), [indices.len(), 1, 28, 28]),
+        TensorData::new(
+            data.dataset.normalized(split, indices),
+            [indices.len(), c, h, w],
+        ),
         device,
     )
 }
@@ -319,12 +321,12 @@ fn count_correct(logits: Tensor<2>, labels: Tensor<1, Int>) -> usize {
 }
 
 /// Test-set loss and accuracy of the eval-mode model.
-fn evaluate(model: &ResNet18, data: &Data, batch: usize, device: &Device) -> (f64, f64) {
+fn evaluate(model: &ResNet, data: &Data, batch: usize, device: &Device) -> (f64, f64) {
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let (mut loss_sum, mut correct) = (0.0f64, 0usize);
     let indices: Vec<usize> = (0..data.test_count).collect();
     for chunk in indices.chunks(batch) {
-        let x = images_tensor(data.test, chunk, device);
+        let x = images_tensor(data, data.test, chunk, device);
         let y = labels_tensor(data.test, chunk, device);
         let logits = model.forward(x);
         let loss: f32 = loss_fn.forward(logits.clone(), y.clone()).into_scalar();
@@ -338,18 +340,17 @@ fn evaluate(model: &ResNet18, data: &Data, batch: usize, device: &Device) -> (f6
 }
 
 /// Samples the eval-mode model on the probe set into `snapshots/epoch-EEE.safetensors`.
-#[allow(clippy::too_many_arguments)]
 fn write_snapshot(
-    model: &ResNet18,
+    model: &ResNet,
     data: &Data,
-    taps: TapSet,
-    batch: usize,
+    config: &ValidTrainConfig,
     device: &Device,
-    path: &Path,
-    partial: &Path,
+    [path, partial]: [&Path; 2],
     metadata: &BTreeMap<String, String>,
-    model_config: &cnnu_model::ResNet18Config,
 ) -> Result<(), TrainError> {
+    let (taps, catalogue) = (config.taps(), config.catalogue());
+    let model_config = &config.config().model;
+    let batch = config.config().eval_batch_size;
     let n = data.probe_count;
     let mut specs: Vec<TensorSpec> = ["labels", "predictions", "indices"]
         .into_iter()
@@ -364,15 +365,15 @@ fn write_snapshot(
         dtype: Dtype::F32,
         sample_shape: vec![model_config.num_classes],
     });
-    let tap_names: Vec<&str> = taps.names();
-    for tap in taps.iter() {
+    let tap_names: Vec<&str> = catalogue.names(taps);
+    for tap in catalogue.selected(taps) {
         specs.push(TensorSpec {
             name: tap.name.clone(),
             dtype: Dtype::F32,
             sample_shape: tap.sample_shape(
                 model_config.in_channels,
                 model_config.num_classes,
-                [28, 28],
+                [data.test.dims[1], data.test.dims[2]],
             ),
         });
     }
@@ -382,7 +383,7 @@ fn write_snapshot(
     let indices: Vec<usize> = (0..n).collect();
     for chunk in indices.chunks(batch) {
         let start = chunk[0];
-        let x = images_tensor(data.test, chunk, device);
+        let x = images_tensor(data, data.test, chunk, device);
         let (logits, recorded) = model.forward_taps(x, taps);
         let labels: Vec<i64> = chunk.iter().map(|&i| data.test.labels[i] as i64).collect();
         let predictions: Vec<i64> = logits
@@ -410,7 +411,7 @@ fn write_snapshot(
 }
 
 fn save_checkpoint(
-    model: &ResNet18,
+    model: &ResNet,
     optim: &ModuleOptimizer,
     dir: &Path,
     partial: &Path,
@@ -449,7 +450,7 @@ const MODEL_FILE: &str = "model.bpk";
 /// A checkpoint's optimizer state file.
 const OPTIMIZER_FILE: &str = "optimizer.bpk";
 
-fn load_model_file(model: ResNet18, path: &Path) -> Result<ResNet18, TrainError> {
+fn load_model_file(model: ResNet, path: &Path) -> Result<ResNet, TrainError> {
     model
         .try_load_file(path)
         .map_err(|e| TrainError::Checkpoint {
@@ -459,10 +460,10 @@ fn load_model_file(model: ResNet18, path: &Path) -> Result<ResNet18, TrainError>
 }
 
 fn load_checkpoint(
-    model: ResNet18,
+    model: ResNet,
     optim: ModuleOptimizer,
     dir: &Path,
-) -> Result<(ResNet18, ModuleOptimizer), TrainError> {
+) -> Result<(ResNet, ModuleOptimizer), TrainError> {
     let model = load_model_file(model, &dir.join(MODEL_FILE))?;
     let optim_path = dir.join(OPTIMIZER_FILE);
     let optim = optim
@@ -515,10 +516,10 @@ fn clean_incomplete(run: &RunDir, last_complete: usize) -> Result<(), TrainError
 /// seed-then-draw pair is serialised: another run starting on another thread cannot draw from
 /// the RNG in between and change this run's weights.
 fn seeded_init(
-    config: &cnnu_model::ResNet18Config,
+    config: &cnnu_model::ResNetConfig,
     seed: u64,
     device: &Device,
-) -> Result<ResNet18, TrainError> {
+) -> Result<ResNet, TrainError> {
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let ad = device.clone().autodiff();
@@ -529,10 +530,7 @@ fn seeded_init(
 
 /// The model of a complete epoch of a run (the last one when `epoch` is `None`), as its
 /// checkpoint holds it, in eval mode on the default device of the run's backend.
-pub fn load_epoch_model(
-    run: &RunDir,
-    epoch: Option<usize>,
-) -> Result<(usize, ResNet18), TrainError> {
+pub fn load_epoch_model(run: &RunDir, epoch: Option<usize>) -> Result<(usize, ResNet), TrainError> {
     let config = read_run_config(run)?;
     let complete: Vec<usize> = read_metrics(&run.metrics_path())?
         .iter()
@@ -568,23 +566,24 @@ pub struct RunSummary {
 pub fn train(
     config: &ValidTrainConfig,
     backend: BackendKind,
-    mnist: &Mnist,
-    mnist_source: &str,
+    dataset: &ImageDataset,
+    data_source: &str,
     run: &RunDir,
     options: RunOptions,
 ) -> Result<RunSummary, TrainError> {
     let c = config.config();
     let device = backend.device()?;
     let train_indices = match c.train_limit {
-        Some(n) => stratified_subset(&mnist.train.labels, n),
-        None => (0..mnist.train.len()).collect(),
+        Some(n) => stratified_subset(&dataset.train.labels, n),
+        None => (0..dataset.train.len()).collect(),
     };
     let data = Data {
-        train: &mnist.train,
+        dataset,
+        train: &dataset.train,
         train_indices,
-        test: &mnist.test,
-        test_count: c.test_limit.unwrap_or(usize::MAX).min(mnist.test.len()),
-        probe_count: c.probe_limit.min(mnist.test.len()),
+        test: &dataset.test,
+        test_count: c.test_limit.unwrap_or(usize::MAX).min(dataset.test.len()),
+        probe_count: c.probe_limit.min(dataset.test.len()),
     };
 
     fs::create_dir_all(run.snapshots_dir()).map_err(io_err(&run.snapshots_dir()))?;
@@ -613,18 +612,26 @@ pub fn train(
     let run_config = RunConfig {
         train: c.clone(),
         backend,
-        mnist: mnist_source.to_string(),
+        data_source: data_source.to_string(),
         cnnu_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let metadata_base = BTreeMap::from([
         ("format".to_string(), "cnnu-snapshot-1".to_string()),
         ("seed".to_string(), c.seed.to_string()),
         ("backend".to_string(), backend.name().to_string()),
+        ("dataset".to_string(), dataset.kind.name().to_string()),
+        (
+            "class_names".to_string(),
+            serde_json::to_string(&dataset.class_names).expect("serialisable"),
+        ),
         (
             "model_config".to_string(),
             serde_json::to_string(&c.model).expect("serialisable"),
         ),
-        ("taps".to_string(), config.taps().names().join(",")),
+        (
+            "taps".to_string(),
+            config.catalogue().names(config.taps()).join(","),
+        ),
         ("probe_images".to_string(), data.probe_count.to_string()),
         ("cnnu_version".to_string(), run_config.cnnu_version.clone()),
     ]);
@@ -708,10 +715,10 @@ impl Session<'_> {
     /// One pass over the (shuffled) training images.
     fn train_epoch(
         &self,
-        mut model: ResNet18,
+        mut model: ResNet,
         optim: &mut ModuleOptimizer,
         epoch: usize,
-    ) -> Result<(ResNet18, TrainPart), TrainError> {
+    ) -> Result<(ResNet, TrainPart), TrainError> {
         let c = self.config.config();
         let ad = self.device.clone().autodiff();
         let mut order = self.data.train_indices.clone();
@@ -725,7 +732,7 @@ impl Session<'_> {
         let started = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for chunk in order.chunks(c.batch_size) {
-            let x = images_tensor(self.data.train, chunk, &ad);
+            let x = images_tensor(self.data, self.data.train, chunk, &ad);
             let y = labels_tensor(self.data.train, chunk, &ad);
             let logits = model.forward(x);
             let loss = loss_fn.forward(logits.clone(), y.clone());
@@ -761,7 +768,7 @@ impl Session<'_> {
     /// Test metrics, the snapshot and the checkpoint of the model as it is after `epoch`.
     fn sample(
         &self,
-        model: &ResNet18,
+        model: &ResNet,
         optim: &ModuleOptimizer,
         epoch: usize,
         part: TrainPart,
@@ -779,13 +786,10 @@ impl Session<'_> {
         write_snapshot(
             &eval_model,
             self.data,
-            self.config.taps(),
-            c.eval_batch_size,
+            self.config,
             &self.device,
-            &self.run.snapshot_path(epoch),
-            &self.run.partial_dir(),
+            [&self.run.snapshot_path(epoch), &self.run.partial_dir()],
             &metadata,
-            &c.model,
         )?;
         save_checkpoint(
             model,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use cnnu_model::{BackendKind, ResNet18Config};
+use cnnu_model::{BackendKind, ResNetConfig};
 use cnnu_train::trainer::make_optimizer;
 use cnnu_train::{OptimizerKind, TrainConfig};
 use safetensors::{Dtype, SafeTensors};
@@ -51,7 +51,7 @@ fn three_steps(optimizer: OptimizerKind, lr: f64, expected: &str, manifest_key: 
         .chunks_exact(8)
         .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
         .collect();
-    let mut model = ResNet18Config::new()
+    let mut model = ResNetConfig::new()
         .init(&device)
         .unwrap()
         .load_torchvision(fixtures().join("resnet18_parity/weights_epoch0.safetensors"))

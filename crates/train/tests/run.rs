@@ -5,14 +5,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cnnu_model::BackendKind;
-use cnnu_train::{EpochMetrics, Mnist, RunDir, RunOptions, TrainConfig, TrainError, train};
+use cnnu_train::{
+    DatasetKind, EpochMetrics, ImageDataset, RunDir, RunOptions, TrainConfig, TrainError, train,
+};
 use safetensors::SafeTensors;
 
-fn mnist() -> Mnist {
+fn mnist() -> ImageDataset {
     let shared = std::env::var("CNNU_SHARED_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    Mnist::read(&shared.join("data/mnist")).unwrap()
+    ImageDataset::read(DatasetKind::Mnist, &shared.join("data/mnist")).unwrap()
 }
 
 fn config(epochs: usize, seed: u64) -> TrainConfig {
@@ -30,7 +32,7 @@ fn config(epochs: usize, seed: u64) -> TrainConfig {
 fn run(
     dir: &Path,
     config: TrainConfig,
-    mnist: &Mnist,
+    mnist: &ImageDataset,
     resume: bool,
 ) -> Result<Vec<EpochMetrics>, TrainError> {
     let backend = BackendKind::default_compiled().unwrap();
@@ -194,4 +196,88 @@ fn a_run_directory_holds_complete_snapshots_metrics_and_checkpoints() {
     assert_eq!(i64s(&st, "predictions"), argmax);
     let relu = f32s(&st, "layer1.0.relu");
     assert!(relu.iter().all(|v| *v >= 0.0) && relu.iter().any(|v| *v > 0.0));
+}
+
+#[test]
+fn a_resnet34_run_samples_all_149_taps() {
+    let mnist = mnist();
+    let root = tempfile::tempdir().unwrap();
+    let config = config(1, 0)
+        .with_train_limit(Some(32))
+        .with_probe_limit(8)
+        .with_taps("all".into())
+        .with_model(cnnu_model::ResNetConfig::new().with_arch(cnnu_model::ResNetArch::ResNet34));
+    run(root.path(), config, &mnist, false).unwrap();
+    let bytes = snapshot(root.path(), 1);
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let catalogue = cnnu_model::ResNetArch::ResNet34.catalogue();
+    assert_eq!(catalogue.len(), 149);
+    for tap in catalogue.taps() {
+        let mut shape = vec![8];
+        shape.extend(tap.sample_shape(1, 10, [28, 28]));
+        assert_eq!(st.tensor(&tap.name).unwrap().shape(), shape, "{}", tap.name);
+    }
+    // The taps past the 128th: layer4's third block and the head.
+    assert_eq!(
+        st.tensor("layer4.2.relu_1").unwrap().shape(),
+        &[8, 512, 1, 1]
+    );
+    assert_eq!(st.tensor("fc").unwrap().shape(), &[8, 10]);
+}
+
+/// A CIFAR-10 directory in the binary format: five training batches and a test batch of
+/// `per_file` records each, with images that differ by class, and `batches.meta.txt`.
+fn write_cifar(dir: &Path, per_file: usize) {
+    use cnnu_train::cifar::{TEST_FILE, TRAIN_FILES, write_batch};
+    for (f, file) in TRAIN_FILES.into_iter().chain([TEST_FILE]).enumerate() {
+        let labels: Vec<u8> = (0..per_file).map(|i| ((i + f) % 10) as u8).collect();
+        let images: Vec<u8> = labels
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &l)| (0..3072).map(move |p| ((p * (l as usize + 1) + i) % 256) as u8))
+            .collect();
+        write_batch(&dir.join(file), &images, &labels).unwrap();
+    }
+    let names = "plane\ncar\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n";
+    std::fs::write(dir.join("batches.meta.txt"), names).unwrap();
+}
+
+#[test]
+fn a_cifar10_run_trains_a_3_channel_resnet_and_samples_16x16_conv1() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("cifar");
+    std::fs::create_dir_all(&data).unwrap();
+    write_cifar(&data, 20);
+    let dataset = ImageDataset::read(DatasetKind::Cifar10, &data).unwrap();
+    assert_eq!((dataset.train.len(), dataset.test.len()), (100, 20));
+    assert_eq!(dataset.image_dims(), [3, 32, 32]);
+    assert_eq!(dataset.class_names[1], "car", "names from batches.meta.txt");
+    // The test batch (file 5): record 3 has label (3 + 5) % 10 = 8 and its G plane starts at
+    // pixel 1024 = (1024 · 9 + 3) % 256.
+    assert_eq!(dataset.test.labels[3], 8);
+    assert_eq!(dataset.test.image(3)[1024], ((1024 * 9 + 3) % 256) as u8);
+
+    let settings = config(1, 0)
+        .with_train_limit(Some(40))
+        .with_probe_limit(12)
+        .with_dataset(DatasetKind::Cifar10)
+        .with_model(cnnu_model::ResNetConfig::new().with_in_channels(3));
+    let run_dir = root.path().join("run");
+    run(&run_dir, settings, &dataset, false).unwrap();
+    let bytes = snapshot(&run_dir, 1);
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("conv1").unwrap().shape(), &[12, 64, 16, 16]);
+    assert_eq!(st.tensor("layer1.0.relu").unwrap().shape(), &[12, 64, 8, 8]);
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().clone().unwrap();
+    assert_eq!(meta["dataset"], "cifar10");
+    let names: Vec<String> = serde_json::from_str(&meta["class_names"]).unwrap();
+    assert_eq!(names[9], "truck");
+
+    // A 1-channel model cannot take CIFAR-10: a typed error before anything runs.
+    let err = config(1, 0)
+        .with_dataset(DatasetKind::Cifar10)
+        .validate()
+        .unwrap_err();
+    assert!(err.to_string().contains("3-channel"), "{err}");
 }
