@@ -586,14 +586,14 @@ pub fn reduce(args: &ReduceArgs) -> Result<()> {
                 &format!("{title} · by label"),
                 &e.coords,
                 &labels,
-                "digit",
+                cnnu_analysis::plot::Legend::Classes(report.class_names.as_deref()),
             )?;
             cnnu_analysis::plot::scatter(
                 &dir.join("tsne-clusters.png"),
                 &format!("{title} · by cluster"),
                 &e.coords,
                 &clusters,
-                "cluster",
+                cnnu_analysis::plot::Legend::Clusters,
             )?;
         }
     }

@@ -135,11 +135,13 @@ pub fn run(backend: Option<&str>, args: &StudyArgs) -> Result<StudyOutcome> {
     let train_seconds: f64 = trained.metrics.iter().map(|m| m.train_seconds).sum();
     let sample_seconds: f64 = trained.metrics.iter().map(|m| m.eval_seconds).sum();
     let settings = format!(
-        "Run `{}`: {} on MNIST ({} training images, {} epochs, batch {}, lr {}, seed {}); {} probe images sampled \
+        "Run `{}`: {} on {} (classes {}; {} training images, {} epochs, batch {}, lr {}, seed {}); {} probe images sampled \
          before training and after every epoch; taps {}. Analysis: {}, energy {}, HDBSCAN min cluster size {}. \
          Made by cnnu {} in {:.0} s: training {:.0} s, test pass and sampling {:.0} s, analysis {:.0} s.",
         root.display(),
         args.train.model.arch().name(),
+        args.train.dataset.kind().title(),
+        args.train.dataset.kind().class_names().join(", "),
         train_images,
         args.train.epochs.unwrap_or(3),
         args.train.batch_size,

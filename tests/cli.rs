@@ -1,4 +1,5 @@
-//! The `cnnu` binary end to end: `layers`, `backends`, `probe` and their errors.
+//! The `cnnu` binary end to end: `layers`, `backends`, `probe`, a quick study on CIFAR-10
+//! files, and their errors.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -35,6 +36,17 @@ fn layers_lists_all_85_taps_with_shapes() {
     assert!(conv1.ends_with("[1, 64, 14, 14]"), "{conv1}");
     let fc = lines.last().unwrap();
     assert!(fc.starts_with("fc ") && fc.ends_with("[1, 10]"), "{fc}");
+}
+
+#[test]
+fn layers_of_resnet34_lists_all_149_taps() {
+    let out = cnnu(&["layers", "--model", "resnet34"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 149);
+    assert!(lines.iter().any(|l| l.starts_with("layer3.5.relu_1 ")));
+    assert!(lines.last().unwrap().starts_with("fc "));
 }
 
 #[test]
@@ -176,4 +188,59 @@ fn probe_reports_bad_taps_and_inputs_in_one_line() {
         "{err}"
     );
     one_line(&out);
+}
+
+/// A small CIFAR-10 directory in the official binary format: 5 × 100 training records and 200
+/// test records whose pixels depend on the class, so that a network can learn something.
+fn write_cifar(dir: &Path) {
+    use cnnu::train::cifar::{TEST_FILE, TRAIN_FILES, write_batch};
+    std::fs::create_dir_all(dir).unwrap();
+    for (f, file) in TRAIN_FILES.into_iter().chain([TEST_FILE]).enumerate() {
+        let n = if file == TEST_FILE { 200 } else { 100 };
+        let labels: Vec<u8> = (0..n).map(|i| ((i * 7 + f) % 10) as u8).collect();
+        let images: Vec<u8> = labels
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &l)| {
+                (0..3072).map(move |p| {
+                    let class = if (p / 1024) == (l as usize % 3) {
+                        40 * l as usize
+                    } else {
+                        0
+                    };
+                    ((class + (p * 31 + i * 17) % 60) % 256) as u8
+                })
+            })
+            .collect();
+        write_batch(&dir.join(file), &images, &labels).unwrap();
+    }
+}
+
+#[test]
+fn a_quick_study_on_cifar10_files_names_the_classes() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("cifar");
+    write_cifar(&data);
+    let out_dir = root.path().join("study");
+    let out = cnnu(&[
+        "study",
+        "--quick",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--probe-limit",
+        "200",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(report.contains("CIFAR-10"), "{report}");
+    assert!(report.contains("airplane") && report.contains("truck"));
+    let snapshot = std::fs::read(out_dir.join("snapshots/epoch-001.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&snapshot).unwrap();
+    assert_eq!(st.tensor("conv1").unwrap().shape(), &[200, 64, 16, 16]);
 }

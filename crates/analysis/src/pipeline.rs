@@ -263,6 +263,9 @@ pub struct LayerReport {
     /// The labels of the samples (not in the JSON).
     #[serde(skip)]
     pub labels: Vec<i64>,
+    /// Class names by label, when the source records them (not in the JSON).
+    #[serde(skip)]
+    pub class_names: Option<Vec<String>>,
 }
 
 /// Runs the analysis of one layer. `load_seconds` is what reading it took.
@@ -461,6 +464,7 @@ pub fn analyze_layer(
         verdict,
         embedding,
         labels: acts.labels.clone(),
+        class_names: acts.class_names.clone(),
     };
     Ok((report, gram))
 }

@@ -56,13 +56,36 @@ pub fn class_colour(id: i64) -> RGBColor {
     }
 }
 
+/// What the colours of a scatter stand for, as its legend names them.
+#[derive(Debug, Clone, Copy)]
+pub enum Legend<'a> {
+    /// True classes, by name where known (`"airplane"`), else `class 3`.
+    Classes(Option<&'a [String]>),
+    /// HDBSCAN clusters (`cluster 3`; -1 is noise).
+    Clusters,
+}
+
+impl Legend<'_> {
+    fn name(&self, id: i64) -> String {
+        match self {
+            _ if id < 0 => "noise".to_string(),
+            Legend::Classes(Some(names)) => names
+                .get(id as usize)
+                .cloned()
+                .unwrap_or_else(|| format!("class {id}")),
+            Legend::Classes(None) => format!("class {id}"),
+            Legend::Clusters => format!("cluster {id}"),
+        }
+    }
+}
+
 /// A 2-D scatter coloured by `ids` (labels, or cluster ids with -1 = noise), with a legend.
 pub fn scatter(
     path: &Path,
     title: &str,
     points: &[[f32; 2]],
     ids: &[i64],
-    legend: &str,
+    legend: Legend,
 ) -> Result<(), PlotError> {
     font();
     let root = BitMapBackend::new(path, (720, 640)).into_drawing_area();
@@ -99,11 +122,7 @@ pub fn scatter(
             .zip(ids)
             .filter(|(_, i)| **i == id)
             .map(|(p, _)| Circle::new((p[0], p[1]), 2, colour.filled()));
-        let name = if id < 0 {
-            "noise".to_string()
-        } else {
-            format!("{legend} {id}")
-        };
+        let name = legend.name(id);
         chart
             .draw_series(series)
             .map_err(|e| err(path, e))?
@@ -434,7 +453,7 @@ mod tests {
             "t-SNE of conv1, epoch 3",
             &pts,
             &ids,
-            "digit",
+            Legend::Classes(None),
         )
         .unwrap();
         let lines_path = dir.path().join("l.png");

@@ -29,6 +29,8 @@ pub struct Activations {
     pub labels: Vec<i64>,
     /// The epoch, when the file is a cnnu snapshot.
     pub epoch: Option<usize>,
+    /// Class names by label, when the file is a cnnu snapshot that records them.
+    pub class_names: Option<Vec<String>>,
 }
 
 impl Activations {
@@ -170,6 +172,7 @@ fn load_mat(path: &Path, layer: &str, labels_var: &str) -> Result<Activations, S
         data: array.data,
         labels,
         epoch: None,
+        class_names: None,
     })
 }
 
@@ -259,9 +262,15 @@ fn load_snapshot(path: &Path, layer: &str, labels_var: &str) -> Result<Activatio
             ),
         )
     })?;
-    let epoch = SafeTensors::read_metadata(&map)
+    let metadata = SafeTensors::read_metadata(&map)
         .ok()
-        .and_then(|(_, meta)| meta.metadata().as_ref()?.get("epoch")?.parse().ok());
+        .and_then(|(_, meta)| meta.metadata().clone())
+        .unwrap_or_default();
+    let epoch = metadata.get("epoch").and_then(|e| e.parse().ok());
+    // Snapshots before cnnu 0.2 trained on MNIST only and carry no names.
+    let class_names = metadata
+        .get("class_names")
+        .and_then(|names| serde_json::from_str(names).ok());
     Ok(Activations {
         source: path.to_path_buf(),
         layer: layer.to_string(),
@@ -270,6 +279,7 @@ fn load_snapshot(path: &Path, layer: &str, labels_var: &str) -> Result<Activatio
         data,
         labels,
         epoch,
+        class_names,
     })
 }
 

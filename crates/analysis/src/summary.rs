@@ -385,14 +385,14 @@ pub fn write_summary(dir: &Path, reports: &[LayerReport], tsne: bool) -> Result<
                     &format!("{title} · by label"),
                     &e.coords,
                     &labels,
-                    "digit",
+                    plot::Legend::Classes(r.class_names.as_deref()),
                 )?;
                 plot::scatter(
                     &plots.join(format!("{name}-clusters.png")),
                     &format!("{title} · by cluster"),
                     &e.coords,
                     &clusters,
-                    "cluster",
+                    plot::Legend::Clusters,
                 )?;
             }
         }
