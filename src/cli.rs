@@ -275,9 +275,9 @@ pub struct TrainArgs {
     /// Evaluate on the first N test images instead of all 10 000.
     #[arg(long)]
     pub test_limit: Option<usize>,
-    /// Sample the first N test images every epoch.
-    #[arg(long, default_value_t = 2000)]
-    pub probe_limit: usize,
+    /// Sample the first N test images every epoch [default: 2000; `study --quick`: 500].
+    #[arg(long)]
+    pub probe_limit: Option<usize>,
     /// Images per forward pass when evaluating and sampling.
     #[arg(long, default_value_t = 250)]
     pub eval_batch_size: usize,
@@ -325,7 +325,7 @@ impl TrainArgs {
             .with_seed(self.seed)
             .with_train_limit(self.train_limit)
             .with_test_limit(self.test_limit)
-            .with_probe_limit(self.probe_limit)
+            .with_probe_limit(self.probe_limit.unwrap_or(2000))
             .with_eval_batch_size(self.eval_batch_size)
             .with_taps(self.taps.clone())
             .with_init_weights(self.init_weights.clone())

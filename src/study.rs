@@ -67,9 +67,8 @@ impl StudyArgs {
             a.train.train_limit.get_or_insert(2000);
             a.train.epochs.get_or_insert(2);
             a.train.test_limit.get_or_insert(2000);
-            if a.train.probe_limit == 2000 {
-                a.train.probe_limit = 500;
-            }
+            // An explicit --probe-limit wins, whatever its value.
+            a.train.probe_limit.get_or_insert(500);
         }
         // The report's t-SNE grid needs the embeddings.
         a.analysis.tsne = true;
@@ -84,7 +83,7 @@ impl StudyArgs {
 pub fn expected_seconds(args: &StudyArgs, train_images: usize, layers: usize) -> f64 {
     let epochs = args.train.epochs.unwrap_or(3) as f64;
     let test = args.train.test_limit.unwrap_or(10_000).min(10_000) as f64;
-    let probe = args.train.probe_limit as f64;
+    let probe = args.train.probe_limit.unwrap_or(2000) as f64;
     let train = train_images as f64 * epochs / 160.0;
     let eval = (epochs + 1.0) * (test + probe) / 500.0;
     let analysis = (epochs + 1.0)
@@ -110,7 +109,7 @@ pub fn run(backend: Option<&str>, args: &StudyArgs) -> Result<StudyOutcome> {
         "cnnu study: {} training images x {} epochs, {} probe images, {layers} taps; expected time about {:.0} min on 2 CPU cores (flex)",
         train_images,
         args.train.epochs.unwrap_or(3),
-        args.train.probe_limit,
+        args.train.probe_limit.unwrap_or(2000),
         (eta / 60.0).max(1.0)
     );
     let (run, trained) = train(backend, &args.train)?;
@@ -147,7 +146,7 @@ pub fn run(backend: Option<&str>, args: &StudyArgs) -> Result<StudyOutcome> {
         args.train.batch_size,
         args.train.lr,
         args.train.seed,
-        args.train.probe_limit,
+        args.train.probe_limit.unwrap_or(2000),
         args.train.taps,
         args.method,
         args.analysis.energy,
@@ -200,4 +199,27 @@ pub fn summary_table(
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    fn resolved(args: &[&str]) -> super::StudyArgs {
+        let cli = Cli::try_parse_from(["cnnu", "study"].iter().chain(args)).unwrap();
+        let Command::Study(study) = cli.command else {
+            panic!("parsed as study")
+        };
+        study.resolved()
+    }
+
+    #[test]
+    fn an_explicit_probe_limit_wins_over_quick_even_at_the_default_value() {
+        assert_eq!(resolved(&["--quick"]).train.probe_limit, Some(500));
+        let explicit = resolved(&["--quick", "--probe-limit", "2000"]);
+        assert_eq!(explicit.train.probe_limit, Some(2000));
+        assert_eq!(resolved(&[]).train.to_config().probe_limit, 2000);
+    }
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 
 use crate::cifar::{self, CifarError};
+use crate::download::{self, DownloadError};
 use crate::mnist::{self, MnistError, Split};
 
 /// Which dataset.
@@ -144,16 +145,18 @@ pub enum DatasetError {
     /// A CIFAR-10 binary file.
     #[error(transparent)]
     Cifar(#[from] CifarError),
-    /// No directory was given and none is configured.
+    /// Fetching the files failed.
     #[error(
-        "{dataset}: no data directory: pass --data-dir DIR or set {env_var} (cnnu does not \
-         download {dataset})"
+        "{dataset} is not on this machine and the download failed: {source}; pass --data-dir DIR or set {env_var}"
     )]
-    NoDirectory {
+    Download {
         /// The dataset's title.
         dataset: &'static str,
-        /// The variable that would have named it.
+        /// The variable that would have named a local copy.
         env_var: &'static str,
+        /// What went wrong.
+        #[source]
+        source: DownloadError,
     },
 }
 
@@ -248,8 +251,8 @@ impl ImageDataset {
         })
     }
 
-    /// Reads `kind` from `--data-dir`, else its environment variable, else (MNIST only) the
-    /// download cache, downloading it there first if needed.
+    /// Reads `kind` from `--data-dir`, else its environment variable, else the download
+    /// cache ([`download::cache_root`]), downloading it there first if needed.
     pub fn load(
         kind: DatasetKind,
         data_dir: Option<&Path>,
@@ -262,26 +265,14 @@ impl ImageDataset {
             let dir = PathBuf::from(dir);
             return Ok((Self::read(kind, &dir)?, DataSource::Env(var, dir)));
         }
-        if kind != DatasetKind::Mnist {
-            return Err(DatasetError::NoDirectory {
-                dataset: kind.title(),
-                env_var: var,
-            });
-        }
-        let (mnist, source) = mnist::Mnist::load(None)?;
-        let cache = match source {
-            mnist::MnistSource::Cache(p) | mnist::MnistSource::Flag(p) => p,
-            mnist::MnistSource::Env(p) => p,
+        let failed = |source| DatasetError::Download {
+            dataset: kind.title(),
+            env_var: var,
+            source,
         };
-        Ok((
-            Self {
-                kind,
-                train: mnist.train.into(),
-                test: mnist.test.into(),
-                class_names: kind.class_names().map(String::from).to_vec(),
-            },
-            DataSource::Cache(cache),
-        ))
+        let cache = download::cache_root().map_err(failed)?;
+        let dir = download::fetch(kind, &cache, &kind.remote()).map_err(failed)?;
+        Ok((Self::read(kind, &dir)?, DataSource::Cache(dir)))
     }
 
     /// The number of classes.

@@ -5,6 +5,7 @@ pub mod atomic;
 pub mod cifar;
 pub mod config;
 pub mod dataset;
+pub mod download;
 pub mod mnist;
 pub mod probe;
 pub mod progress;
@@ -14,7 +15,7 @@ pub mod trainer;
 
 pub use config::{ConfigError, DEFAULT_TAPS, OptimizerKind, TrainConfig, ValidTrainConfig};
 pub use dataset::{DataSource, DatasetError, DatasetKind, ImageDataset, ImageSplit};
-pub use mnist::{Mnist, MnistError, MnistSource, MnistSplit};
+pub use mnist::{Mnist, MnistError, MnistSplit};
 pub use probe::{ProbeError, probe};
 pub use snapshot::{SnapshotError, SnapshotWriter};
 pub use tensor_file::{NamedTensor, TensorFileError};

@@ -139,12 +139,6 @@ pub enum MnistError {
         /// The value.
         label: u8,
     },
-    /// No local copy and the download failed.
-    #[error(
-        "MNIST not found locally and the download failed ({0}); pass --data-dir DIR or set \
-         CNNU_MNIST_DIR to a directory with the four idx files"
-    )]
-    Download(String),
 }
 
 /// One split of MNIST: 28x28 u8 images, row-major, and their labels.
@@ -331,27 +325,6 @@ fn parse_idx<'a>(
     Ok((count, &data[header..]))
 }
 
-/// Where MNIST was found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MnistSource {
-    /// `--data-dir`.
-    Flag(PathBuf),
-    /// The `CNNU_MNIST_DIR` environment variable.
-    Env(PathBuf),
-    /// burn-dataset's download cache.
-    Cache(PathBuf),
-}
-
-impl std::fmt::Display for MnistSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MnistSource::Flag(p) => write!(f, "{} (--data-dir)", p.display()),
-            MnistSource::Env(p) => write!(f, "{} (CNNU_MNIST_DIR)", p.display()),
-            MnistSource::Cache(p) => write!(f, "{} (download cache)", p.display()),
-        }
-    }
-}
-
 /// The whole of MNIST.
 #[derive(Debug, Clone)]
 pub struct Mnist {
@@ -368,86 +341,6 @@ impl Mnist {
             train: MnistSplit::read(dir, Split::Train)?,
             test: MnistSplit::read(dir, Split::Test)?,
         })
-    }
-
-    /// Loads MNIST from `--data-dir`, else `CNNU_MNIST_DIR`, else burn-dataset's cache
-    /// (downloading it there first if needed).
-    pub fn load(data_dir: Option<&Path>) -> Result<(Self, MnistSource), MnistError> {
-        if let Some(dir) = data_dir {
-            return Ok((Self::read(dir)?, MnistSource::Flag(dir.to_path_buf())));
-        }
-        if let Some(dir) = std::env::var_os("CNNU_MNIST_DIR").filter(|d| !d.is_empty()) {
-            let dir = PathBuf::from(dir);
-            return Ok((Self::read(&dir)?, MnistSource::Env(dir)));
-        }
-        let (train_dir, test_dir) = download::fetch()?;
-        let mnist = Mnist {
-            train: MnistSplit::read(&train_dir, Split::Train)?,
-            test: MnistSplit::read(&test_dir, Split::Test)?,
-        };
-        Ok((
-            mnist,
-            MnistSource::Cache(train_dir.parent().unwrap_or(&train_dir).to_path_buf()),
-        ))
-    }
-}
-
-#[cfg(feature = "download")]
-mod download {
-    //! burn-dataset's MNIST download, which caches the raw idx files under
-    //! `<cache>/burn-dataset/mnist/{train,test}`; cnnu then reads those files itself.
-    use super::MnistError;
-    use std::path::PathBuf;
-
-    pub fn fetch() -> Result<(PathBuf, PathBuf), MnistError> {
-        // The directory burn-dataset's `MnistDataset` downloads into.
-        let root = dirs::cache_dir()
-            .ok_or_else(|| MnistError::Download("no cache directory on this system".into()))?
-            .join("burn-dataset")
-            .join("mnist");
-        let (train, test) = (root.join("train"), root.join("test"));
-        let cached = |dir: &PathBuf, split| {
-            let (a, b) = super::Split::file_stems(split);
-            dir.join(a).is_file() && dir.join(b).is_file()
-        };
-        if cached(&train, super::Split::Train) && cached(&test, super::Split::Test) {
-            return Ok((train, test));
-        }
-        eprintln!(
-            "MNIST: downloading into {} (burn-dataset's cache)",
-            root.display()
-        );
-        // burn-dataset panics when the network is unreachable; turn that into an error.
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(|_| {}));
-        let result = std::panic::catch_unwind(|| {
-            let _ = burn_dataset::vision::MnistDataset::train();
-            let _ = burn_dataset::vision::MnistDataset::test();
-        });
-        std::panic::set_hook(previous);
-        match result {
-            Ok(()) => Ok((train, test)),
-            Err(payload) => {
-                let msg = payload
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown error".into());
-                Err(MnistError::Download(msg))
-            }
-        }
-    }
-}
-
-#[cfg(not(feature = "download"))]
-mod download {
-    use super::MnistError;
-    use std::path::PathBuf;
-
-    pub fn fetch() -> Result<(PathBuf, PathBuf), MnistError> {
-        Err(MnistError::Download(
-            "cnnu was built without the `download` feature".into(),
-        ))
     }
 }
 
