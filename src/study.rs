@@ -76,16 +76,16 @@ impl StudyArgs {
     }
 }
 
-/// Rough seconds the study will take on this machine's default backend, from the throughput
-/// measured with `cnnu train` and `cargo bench --bench training` (flex, 2 cores, batch-wide
-/// convolutions): training ~160 img/s, evaluation and sampling ~500 img/s, analysis ~2 s per
-/// (epoch, layer) at 2000 probe images.
+/// Rough seconds the study will take on this machine's default backend, from the default study
+/// measured end to end (flex, 2 cores, 2026-12-02: 1456 s, of which training 1322 s for
+/// 3 × 60 000 images, test pass and sampling 66 s, analysis 68 s): training ~136 img/s,
+/// evaluation and sampling ~700 img/s, analysis ~2 s per (epoch, layer) at 2000 probe images.
 pub fn expected_seconds(args: &StudyArgs, train_images: usize, layers: usize) -> f64 {
     let epochs = args.train.epochs.unwrap_or(3) as f64;
     let test = args.train.test_limit.unwrap_or(10_000).min(10_000) as f64;
     let probe = args.train.probe_limit.unwrap_or(2000) as f64;
-    let train = train_images as f64 * epochs / 160.0;
-    let eval = (epochs + 1.0) * (test + probe) / 500.0;
+    let train = train_images as f64 * epochs / 136.0;
+    let eval = (epochs + 1.0) * (test + probe) / 700.0;
     let analysis = (epochs + 1.0)
         * layers as f64
         * (0.5 + 1.5 * probe / 2000.0)
