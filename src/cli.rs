@@ -337,9 +337,9 @@ impl TrainArgs {
 fn export(args: &ExportArgs) -> Result<()> {
     let run = RunDir::new(&args.run);
     let (epoch, model) = cnnu_train::trainer::load_epoch_model(&run, args.epoch)?;
-    let tmp = cnnu_train::atomic::temp_path(&args.out);
+    let tmp = cnnu_run::atomic::temp_path(&args.out);
     model.save_torchvision(&tmp)?;
-    cnnu_train::atomic::commit(&tmp, &args.out)
+    cnnu_run::atomic::commit(&tmp, &args.out)
         .with_context(|| format!("{}: cannot write", args.out.display()))?;
     eprintln!(
         "cnnu export: {} epoch {epoch} -> {}",

@@ -55,6 +55,7 @@ fn epoch_zero_reproduces_the_reference_study() {
             data: tap.values,
             labels: labels.clone(),
             epoch: Some(0),
+            step: None,
             class_names: None,
         };
         let r = analyze(&acts, &params, 0.0).unwrap();

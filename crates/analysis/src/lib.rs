@@ -2,15 +2,20 @@
 //! the seed project's filter → reduce → cluster → purity pipeline, with the measures,
 //! plots, run summaries and the study report built on it.
 
+pub mod aggregate;
 pub mod cluster;
+pub mod compare;
 pub mod dynamics;
 pub mod embed;
+pub mod explorer;
+pub mod figures;
 pub mod mat;
 pub mod metrics;
 pub mod pipeline;
 pub mod plot;
 pub mod reduce;
 pub mod report;
+pub mod rng;
 pub mod scores;
 pub mod source;
 pub mod summary;

@@ -3,7 +3,6 @@
 //! (class-subspace alignment, NC1, linear probe) → t-SNE (optional). Cross-epoch CKA needs two
 //! epochs, so [`analyze_layer`] can hand back the layer's centred Gram matrix for it.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -198,13 +197,31 @@ pub struct Seconds {
     pub cka: f64,
 }
 
+impl Seconds {
+    /// The whole layer's time.
+    pub fn total(&self) -> f64 {
+        self.load
+            + self.filter
+            + self.svd
+            + self.cluster
+            + self.metrics
+            + self.tsne
+            + self.dynamics
+            + self.cka
+    }
+}
+
 /// Everything the analysis of one layer finds; serialises to the JSON of `cnnu reduce --json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerReport {
     /// The file analysed.
     pub source: String,
-    /// The epoch, for snapshots.
+    /// Whole epochs completed when the sample was taken, for snapshots.
     pub epoch: Option<usize>,
+    /// Optimizer steps done when the sample was taken (snapshots of runs with step sampling).
+    pub step: Option<u64>,
+    /// The sample's file stem (`epoch-003`, `step-0000040`), for snapshots of a run.
+    pub sample: Option<String>,
     /// The layer.
     pub layer: String,
     /// `pca` or `svd`.
@@ -438,6 +455,8 @@ pub fn analyze_layer(
     let report = LayerReport {
         source: acts.source.display().to_string(),
         epoch: acts.epoch,
+        step: acts.step,
+        sample: None,
         layer,
         method: p.method,
         solver: red.solver,
@@ -489,33 +508,6 @@ pub fn verdict(n_clusters: usize, noise_frac: f64, k_used: usize, p: &AnalysisPa
 }
 
 impl LayerReport {
-    /// The figures of the report as `name -> value`, for tables and plots.
-    pub fn figures(&self) -> BTreeMap<&'static str, f64> {
-        BTreeMap::from([
-            ("k", self.k as f64),
-            ("energy_at_k", self.energy_at_k),
-            ("n_clusters", self.agreement.n_clusters as f64),
-            ("noise_frac", self.agreement.noise_frac),
-            ("purity_with_noise", self.agreement.purity_with_noise),
-            (
-                "purity_without_noise",
-                self.agreement.purity_without_noise.unwrap_or(f64::NAN),
-            ),
-            ("homogeneity", self.agreement.homogeneity),
-            ("completeness", self.agreement.completeness),
-            ("v_measure", self.agreement.v_measure),
-            ("ari", self.agreement.ari),
-            ("nmi", self.agreement.nmi),
-            ("knn_agreement", self.knn_agreement),
-            ("silhouette_true", self.silhouette_true),
-            ("cka_vs_final", self.cka_vs_final.unwrap_or(f64::NAN)),
-            ("cka_vs_prev", self.cka_vs_prev.unwrap_or(f64::NAN)),
-            ("subspace_cos_mean", self.subspace_cos_mean),
-            ("nc1", self.nc1),
-            ("probe_acc", self.probe_acc),
-        ])
-    }
-
     /// A few lines for a terminal.
     pub fn summary_text(&self) -> String {
         let purity_wo = self

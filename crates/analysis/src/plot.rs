@@ -139,32 +139,62 @@ pub fn scatter(
     root.present().map_err(|e| err(path, e))
 }
 
-/// Lines of `y` against `x`, one per named series (e.g. a figure against epoch per layer).
-/// NaN points are skipped.
+/// The scales of a line plot's axes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Axes {
+    /// Logarithmic x (points at x ≤ 0 are drawn at the left edge, where step 0 belongs).
+    pub log_x: bool,
+    /// Logarithmic y (points at y ≤ 0 are left out).
+    pub log_y: bool,
+}
+
+/// One line of a plot: its name and its points `(x, y, low, high)`; where low < high the band
+/// between them is shaded (a confidence interval), where they equal y there is none.
+pub type Band = (String, Vec<(f64, f64, f64, f64)>);
+
+/// A line plot of `series` (one line per entry, each a list of (x, y) points).
 pub fn lines(
     path: &Path,
     title: &str,
     x_label: &str,
     y_label: &str,
     series: &[(String, Vec<(f64, f64)>)],
-    log_y: bool,
+    axes: Axes,
 ) -> Result<(), PlotError> {
-    font();
-    let root = BitMapBackend::new(path, (720, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(path, e))?;
-    let finite = series
+    let banded: Vec<Band> = series
         .iter()
-        .flat_map(|(_, pts)| pts.iter())
-        .filter(|(x, y)| x.is_finite() && y.is_finite() && (!log_y || *y > 0.0));
+        .map(|(n, pts)| (n.clone(), pts.iter().map(|&(x, y)| (x, y, y, y)).collect()))
+        .collect();
+    lines_with_bands(path, title, x_label, y_label, &banded, axes)
+}
+
+/// The drawable range of the points on the given axes, padded for a flat series.
+fn extent(series: &[Band], axes: Axes) -> (f64, f64, f64, f64) {
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in finite {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
+    for &(x, y, lo, hi) in series.iter().flat_map(|(_, pts)| pts.iter()) {
+        if !(x.is_finite() && y.is_finite()) || (axes.log_y && y <= 0.0) {
+            continue;
+        }
+        if !axes.log_x || x > 0.0 {
+            x0 = x0.min(x);
+            x1 = x1.max(x);
+        }
+        for v in [y, lo, hi].into_iter().filter(|v| v.is_finite()) {
+            if !axes.log_y || v > 0.0 {
+                y0 = y0.min(v);
+                y1 = y1.max(v);
+            }
+        }
     }
     if x0 > x1 {
-        (x0, x1, y0, y1) = (0.0, 1.0, 0.1, 1.0);
+        (x0, x1) = if axes.log_x { (1.0, 10.0) } else { (0.0, 1.0) };
+    }
+    if y0 > y1 {
+        (y0, y1) = (0.1, 1.0);
+    }
+    if axes.log_x {
+        // Room on the left for the samples at step 0.
+        x0 /= 2.0;
     }
     if x1 - x0 < 1e-9 {
         x1 = x0 + 1.0;
@@ -172,6 +202,26 @@ pub fn lines(
     if y1 - y0 < 1e-9 {
         y1 = y0 + 1.0;
     }
+    (x0, x1, y0, y1)
+}
+
+/// A line plot with shaded bands (see [`Band`]).
+pub fn lines_with_bands(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Band],
+    axes: Axes,
+) -> Result<(), PlotError> {
+    font();
+    let root = BitMapBackend::new(path, (720, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(path, e))?;
+    let (x0, x1, y0, y1) = extent(series, axes);
+    let keep = |&(x, y, _, _): &(f64, f64, f64, f64)| {
+        x.is_finite() && y.is_finite() && (!axes.log_y || y > 0.0)
+    };
+    let at_x = |x: f64| if axes.log_x { x.max(x0) } else { x };
     let mut builder = ChartBuilder::on(&root);
     builder
         .caption(title, ("sans-serif", 18))
@@ -189,20 +239,36 @@ pub fn lines(
                 .map_err(|e| err(path, e))?;
             for (i, (name, pts)) in series.iter().enumerate() {
                 let colour = class_colour(i as i64);
-                let pts: Vec<(f64, f64)> = pts
+                let pts: Vec<(f64, f64, f64, f64)> = pts.iter().copied().filter(keep).collect();
+                let band: Vec<(f64, f64)> = pts
                     .iter()
-                    .copied()
-                    .filter(|(x, y)| x.is_finite() && y.is_finite() && (!log_y || *y > 0.0))
+                    .filter(|p| p.2.is_finite() && p.3.is_finite())
+                    .map(|p| (at_x(p.0), p.3))
+                    .chain(
+                        pts.iter()
+                            .rev()
+                            .filter(|p| p.2.is_finite() && p.3.is_finite())
+                            .map(|p| (at_x(p.0), p.2)),
+                    )
                     .collect();
+                if pts.iter().any(|p| p.3 > p.2) {
+                    chart
+                        .draw_series(std::iter::once(Polygon::new(
+                            band,
+                            colour.mix(0.18).filled(),
+                        )))
+                        .map_err(|e| err(path, e))?;
+                }
+                let line: Vec<(f64, f64)> = pts.iter().map(|p| (at_x(p.0), p.1)).collect();
                 chart
-                    .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
+                    .draw_series(LineSeries::new(line.clone(), colour.stroke_width(2)))
                     .map_err(|e| err(path, e))?
                     .label(name.clone())
                     .legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
                     });
                 chart
-                    .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, colour.filled())))
+                    .draw_series(line.into_iter().map(|p| Circle::new(p, 3, colour.filled())))
                     .map_err(|e| err(path, e))?;
             }
             chart
@@ -215,10 +281,15 @@ pub fn lines(
         }};
     }
     let pad = (y1 - y0) * 0.05;
-    if log_y {
-        draw!(builder.build_cartesian_2d(x0..x1, (y0..y1 * 1.05).log_scale()));
-    } else {
-        draw!(builder.build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad)));
+    match (axes.log_x, axes.log_y) {
+        (false, false) => draw!(builder.build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))),
+        (false, true) => draw!(builder.build_cartesian_2d(x0..x1, (y0..y1 * 1.05).log_scale())),
+        (true, false) => {
+            draw!(builder.build_cartesian_2d((x0..x1 * 1.05).log_scale(), (y0 - pad)..(y1 + pad)))
+        }
+        (true, true) => draw!(
+            builder.build_cartesian_2d((x0..x1 * 1.05).log_scale(), (y0..y1 * 1.05).log_scale())
+        ),
     }
     root.present().map_err(|e| err(path, e))
 }
@@ -464,17 +535,36 @@ mod tests {
             ),
             ("layer2".to_string(), vec![(0.0, 0.2), (2.0, 0.7)]),
         ];
-        lines(&lines_path, "purity", "epoch", "purity", &series, false).unwrap();
         lines(
-            &dir.path().join("log.png"),
-            "spectrum",
-            "index",
-            "s",
+            &lines_path,
+            "purity",
+            "epoch",
+            "purity",
             &series,
-            true,
+            Axes::default(),
         )
         .unwrap();
-        for p in [scatter_path, lines_path] {
+        let log_path = dir.path().join("log.png");
+        let both = Axes {
+            log_x: true,
+            log_y: true,
+        };
+        lines(&log_path, "spectrum", "index", "s", &series, both).unwrap();
+        let band_path = dir.path().join("band.png");
+        let band: Vec<Band> = vec![(
+            "conv1".into(),
+            vec![
+                (0.0, 0.1, 0.05, 0.2),
+                (40.0, 0.3, 0.2, 0.4),
+                (938.0, 0.5, 0.45, 0.6),
+            ],
+        )];
+        let log_x = Axes {
+            log_x: true,
+            log_y: false,
+        };
+        lines_with_bands(&band_path, "bands", "step", "knn", &band, log_x).unwrap();
+        for p in [scatter_path, lines_path, log_path, band_path] {
             let bytes = std::fs::read(&p).unwrap();
             assert_eq!(&bytes[1..4], b"PNG", "{}", p.display());
             assert!(bytes.len() > 2000, "a real picture, not an empty canvas");

@@ -8,9 +8,13 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 
+use crate::figures;
 use crate::pipeline::LayerReport;
 use crate::plot;
-use crate::summary::{HEATMAPS, PLOTTED, SummaryError, write_atomic};
+use crate::summary::{
+    SampleAxis, SummaryError, layer_order, sample_name, sample_order, tsne_stem, write_atomic,
+};
+use cnnu_run::RunDir;
 
 /// Test accuracy (and loss) of one epoch, from the run's `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,31 +31,16 @@ pub struct EpochAccuracy {
 
 /// Reads the test accuracy per epoch from `RUN/metrics.jsonl` (missing file: none).
 pub fn read_accuracy(run: &Path) -> Result<Vec<EpochAccuracy>, SummaryError> {
-    let path = run.join("metrics.jsonl");
-    let Ok(text) = fs::read_to_string(&path) else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| SummaryError::Io {
-            path: path.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        })?;
-        let num = |k: &str| v.get(k).and_then(|x| x.as_f64());
-        if let (Some(epoch), Some(acc), Some(loss)) = (
-            v.get("epoch").and_then(|e| e.as_u64()),
-            num("test_accuracy"),
-            num("test_loss"),
-        ) {
-            out.push(EpochAccuracy {
-                epoch: epoch as usize,
-                test_accuracy: acc,
-                test_loss: loss,
-                train_loss: num("train_loss"),
-            });
-        }
-    }
-    Ok(out)
+    let metrics = cnnu_run::read_metrics(&RunDir::new(run).metrics_path())?;
+    Ok(metrics
+        .into_iter()
+        .map(|m| EpochAccuracy {
+            epoch: m.epoch,
+            test_accuracy: m.test_accuracy,
+            test_loss: m.test_loss,
+            train_loss: m.train_loss,
+        })
+        .collect())
 }
 
 /// Whether a tap counts as an early layer for the research question: the stem and layer1.
@@ -81,12 +70,7 @@ pub struct LayerChange {
 
 /// The first-to-last-epoch change of every layer, in report order.
 pub fn changes(reports: &[LayerReport]) -> Vec<LayerChange> {
-    let mut layers: Vec<&str> = Vec::new();
-    for r in reports {
-        if !layers.contains(&r.layer.as_str()) {
-            layers.push(&r.layer);
-        }
-    }
+    let layers = layer_order(reports);
     layers
         .into_iter()
         .filter_map(|l| {
@@ -200,12 +184,7 @@ pub fn answer(reports: &[LayerReport]) -> String {
 /// (CKA with the final network), whether the class subspaces aligned (the hypothesis), and
 /// what NC1 and the linear probe add; computed from the numbers behind the heatmaps.
 pub fn dynamics_answer(reports: &[LayerReport]) -> String {
-    let mut layers: Vec<&str> = Vec::new();
-    for r in reports {
-        if !layers.contains(&r.layer.as_str()) {
-            layers.push(&r.layer);
-        }
-    }
+    let layers = layer_order(reports);
     // (first, last) report of every layer.
     let ends: Vec<(&LayerReport, &LayerReport)> = layers
         .iter()
@@ -316,6 +295,16 @@ pub struct ReportPaths {
     pub md: PathBuf,
 }
 
+/// One block of the report, rendered to both Markdown and HTML.
+enum Block {
+    Heading(String),
+    Para(String),
+    Table(Vec<String>, Vec<Vec<String>>),
+    Image(String, String),
+    /// Rows of (layer, one optional image per column) under column titles.
+    Grid(Vec<String>, Vec<(String, Vec<Option<String>>)>),
+}
+
 /// Writes `RUN/report.html` and `RUN/report.md` (PNGs under `RUN/report-images/`) from the run's
 /// analysis (whose plots are in `analysis_dir/plots`) and its accuracy per epoch.
 pub fn write_report(
@@ -331,64 +320,9 @@ pub fn write_report(
         path: images.clone(),
         source,
     })?;
-    let plots = analysis_dir.join("plots");
-    let acc_png = images.join("accuracy.png");
-    let series = vec![(
-        "test accuracy".to_string(),
-        accuracy
-            .iter()
-            .map(|a| (a.epoch as f64, a.test_accuracy))
-            .collect(),
-    )];
-    plot::lines(
-        &acc_png,
-        "test accuracy against epoch",
-        "epoch",
-        "accuracy",
-        &series,
-        false,
-    )?;
-    // Copy the analysis plots next to the Markdown so the folder is self-contained too.
-    let mut copied: Vec<String> = Vec::new();
-    if let Ok(entries) = fs::read_dir(&plots) {
-        let mut names: Vec<String> = entries
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".png"))
-            .collect();
-        names.sort();
-        for name in names {
-            let dst = images.join(&name);
-            fs::copy(plots.join(&name), &dst).map_err(|source| SummaryError::Io {
-                path: dst.clone(),
-                source,
-            })?;
-            copied.push(name);
-        }
-    }
-
-    let mut layers: Vec<&str> = Vec::new();
-    let mut epochs: Vec<usize> = Vec::new();
-    for r in reports {
-        if !layers.contains(&r.layer.as_str()) {
-            layers.push(&r.layer);
-        }
-        let e = r.epoch.unwrap_or(0);
-        if !epochs.contains(&e) {
-            epochs.push(e);
-        }
-    }
-    epochs.sort_unstable();
-
-    // Build the document once as a list of blocks, then render to both formats.
-    enum Block {
-        Heading(String),
-        Para(String),
-        Table(Vec<String>, Vec<Vec<String>>),
-        Image(String, String),
-        Grid(Vec<String>, Vec<(String, Vec<Option<String>>)>),
-    }
-    let mut doc: Vec<Block> = vec![
+    accuracy_plot(&images.join("accuracy.png"), accuracy)?;
+    let copied = copy_plots(&analysis_dir.join("plots"), &images)?;
+    let mut doc = vec![
         Block::Para(settings.to_string()),
         Block::Heading("The answer".into()),
         Block::Para(answer(reports)),
@@ -397,93 +331,120 @@ pub fn write_report(
     if !dynamics.is_empty() {
         doc.push(Block::Para(dynamics));
     }
-    doc.push(Block::Heading("Test accuracy".into()));
-    doc.push(Block::Table(
-        vec![
-            "epoch".into(),
-            "test accuracy".into(),
-            "test loss".into(),
-            "train loss".into(),
-        ],
+    doc.extend(accuracy_section(accuracy));
+    doc.extend(figures_section(reports, &copied));
+    doc.extend(tsne_section(reports, &copied));
+    let paths = ReportPaths {
+        html: run.join("report.html"),
+        md: run.join("report.md"),
+    };
+    write_atomic(&paths.md, render_markdown(title, &doc).as_bytes())?;
+    write_atomic(&paths.html, render_html(title, &doc, &images)?.as_bytes())?;
+    Ok(paths)
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> SummaryError + '_ {
+    move |source| SummaryError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Test accuracy against epoch.
+fn accuracy_plot(png: &Path, accuracy: &[EpochAccuracy]) -> Result<(), SummaryError> {
+    let series = vec![(
+        "test accuracy".to_string(),
         accuracy
             .iter()
-            .map(|a| {
-                vec![
-                    a.epoch.to_string(),
-                    format!("{:.4}", a.test_accuracy),
-                    format!("{:.4}", a.test_loss),
-                    a.train_loss.map_or("–".into(), |l| format!("{l:.4}")),
-                ]
-            })
+            .map(|a| (a.epoch as f64, a.test_accuracy))
             .collect(),
-    ));
-    doc.push(Block::Image(
-        "accuracy.png".into(),
-        "test accuracy against epoch".into(),
-    ));
-    doc.push(Block::Heading("Figures per layer and epoch".into()));
-    let header: Vec<String> = [
-        "layer",
+    )];
+    plot::lines(
+        png,
+        "test accuracy against epoch",
         "epoch",
-        "k",
-        "clusters",
-        "noise",
-        "purity",
-        "purity w/o noise",
-        "homog.",
-        "V",
-        "ARI",
-        "NMI",
-        "kNN",
-        "silhouette",
-        "CKA→final",
-        "CKA→prev",
-        "subspace cos",
-        "NC1",
-        "probe",
+        "accuracy",
+        &series,
+        plot::Axes::default(),
+    )?;
+    Ok(())
+}
+
+/// Copies the analysis plots next to the Markdown so the folder is self-contained too;
+/// returns the names copied.
+fn copy_plots(plots: &Path, images: &Path) -> Result<Vec<String>, SummaryError> {
+    let mut copied: Vec<String> = Vec::new();
+    let Ok(entries) = fs::read_dir(plots) else {
+        return Ok(copied);
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".png"))
+        .collect();
+    names.sort();
+    for name in names {
+        let dst = images.join(&name);
+        fs::copy(plots.join(&name), &dst).map_err(io_at(&dst))?;
+        copied.push(name);
+    }
+    Ok(copied)
+}
+
+/// The accuracy table and plot.
+fn accuracy_section(accuracy: &[EpochAccuracy]) -> Vec<Block> {
+    let rows = accuracy
+        .iter()
+        .map(|a| {
+            vec![
+                a.epoch.to_string(),
+                format!("{:.4}", a.test_accuracy),
+                format!("{:.4}", a.test_loss),
+                a.train_loss.map_or("–".into(), |l| format!("{l:.4}")),
+            ]
+        })
+        .collect();
+    let header = ["epoch", "test accuracy", "test loss", "train loss"];
+    vec![
+        Block::Heading("Test accuracy".into()),
+        Block::Table(header.iter().map(|s| s.to_string()).collect(), rows),
+        Block::Image("accuracy.png".into(), "test accuracy against epoch".into()),
     ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+}
+
+/// The table of every figure per layer and sample, the heatmaps, the line plots and the
+/// energy spectra.
+fn figures_section(reports: &[LayerReport], copied: &[String]) -> Vec<Block> {
+    let layers = layer_order(reports);
+    let mut header = vec!["layer".to_string(), "sample".to_string()];
+    header.extend(
+        figures::in_table()
+            .filter_map(|f| f.title)
+            .map(String::from),
+    );
     let mut rows = Vec::new();
     for &l in &layers {
         for r in reports.iter().filter(|r| r.layer == l) {
-            rows.push(vec![
-                l.to_string(),
-                r.epoch.unwrap_or(0).to_string(),
-                r.k.to_string(),
-                r.agreement.n_clusters.to_string(),
-                format!("{:.0}%", r.agreement.noise_frac * 100.0),
-                format!("{:.3}", r.agreement.purity_with_noise),
-                r.agreement
-                    .purity_without_noise
-                    .map_or("–".into(), |v| format!("{v:.3}")),
-                format!("{:.3}", r.agreement.homogeneity),
-                format!("{:.3}", r.agreement.v_measure),
-                format!("{:.3}", r.agreement.ari),
-                format!("{:.3}", r.agreement.nmi),
-                format!("{:.3}", r.knn_agreement),
-                format!("{:.3}", r.silhouette_true),
-                r.cka_vs_final.map_or("–".into(), |v| format!("{v:.3}")),
-                r.cka_vs_prev.map_or("–".into(), |v| format!("{v:.3}")),
-                format!("{:.3}", r.subspace_cos_mean),
-                format!("{:.3}", r.nc1),
-                format!("{:.3}", r.probe_acc),
-            ]);
+            let mut row = vec![l.to_string(), sample_name(r).label()];
+            row.extend(figures::in_table().map(|f| f.table_cell(r)));
+            rows.push(row);
         }
     }
-    doc.push(Block::Table(header, rows));
-    let heatmaps: Vec<&str> = HEATMAPS
-        .iter()
-        .map(|(f, _)| *f)
-        .filter(|f| copied.contains(&format!("heatmap-{f}.png")))
+    let mut doc = vec![
+        Block::Heading("Figures per layer and sample".into()),
+        Block::Table(header, rows),
+    ];
+    let has = |name: &str| copied.iter().any(|c| c == name);
+    let heatmaps: Vec<&str> = figures::heatmaps()
+        .map(|f| f.name)
+        .filter(|f| has(&format!("heatmap-{f}.png")))
         .collect();
     if !heatmaps.is_empty() {
         doc.push(Block::Heading(
-            "Representation dynamics: layer × epoch".into(),
+            "Representation dynamics: layer × sample".into(),
         ));
         doc.push(Block::Para(
-            "cka_vs_final / cka_vs_prev: linear CKA with the same layer at the last / previous epoch, on the same \
+            "cka_vs_final / cka_vs_prev: linear CKA with the same layer at the last / previous sample, on the same \
              images. subspace_cos_mean: mean cosine of the principal angles between two classes' subspaces (top \
              singular directions of each class's centred samples, rank from the energy threshold), averaged over \
              class pairs. nc1: tr(Σ_W Σ_B⁺)/C. probe_acc: held-out accuracy of a linear probe on the k scores."
@@ -492,62 +453,75 @@ pub fn write_report(
         for f in heatmaps {
             doc.push(Block::Image(
                 format!("heatmap-{f}.png"),
-                format!("{f}, one row per layer, one column per epoch"),
+                format!("{f}, one row per layer, one column per sample"),
             ));
         }
     }
-    for figure in PLOTTED {
-        let name = format!("{figure}.png");
-        if copied.contains(&name) {
+    let axis = SampleAxis::of(reports);
+    for figure in figures::plotted() {
+        let name = format!("{}.png", figure.name);
+        if has(&name) {
             doc.push(Block::Image(
                 name,
-                format!("{figure} against epoch, one line per layer"),
+                format!(
+                    "{} against {}, one line per layer",
+                    figure.name,
+                    axis.name()
+                ),
             ));
         }
     }
     doc.push(Block::Heading("Energy spectrum".into()));
     for &l in &layers {
         let name = format!("spectrum-{l}.png");
-        if copied.contains(&name) {
+        if has(&name) {
             doc.push(Block::Image(
                 name,
                 format!("{l}: energy share of the leading components"),
             ));
         }
     }
-    let tsne_cols: Vec<String> = epochs.iter().map(|e| format!("epoch {e}")).collect();
-    let tsne_rows: Vec<(String, Vec<Option<String>>)> = layers
+    doc
+}
+
+/// The grid of t-SNE scatters, one row per layer, one column per sample.
+fn tsne_section(reports: &[LayerReport], copied: &[String]) -> Vec<Block> {
+    let samples = sample_order(reports);
+    let cols: Vec<String> = samples.iter().map(|s| s.label()).collect();
+    let rows: Vec<(String, Vec<Option<String>>)> = layer_order(reports)
         .iter()
         .map(|&l| {
-            let cells = epochs
+            let cells = samples
                 .iter()
-                .map(|e| {
-                    let name = format!("tsne-{l}-epoch-{e:03}-labels.png");
+                .map(|&s| {
+                    let name = format!("{}-labels.png", tsne_stem(l, s));
                     copied.contains(&name).then_some(name)
                 })
                 .collect();
             (l.to_string(), cells)
         })
         .collect();
-    if tsne_rows.iter().any(|(_, c)| c.iter().any(Option::is_some)) {
-        doc.push(Block::Heading(
-            "t-SNE of the scores, coloured by label".into(),
-        ));
-        doc.push(Block::Grid(tsne_cols, tsne_rows));
+    if !rows.iter().any(|(_, c)| c.iter().any(Option::is_some)) {
+        return Vec::new();
     }
+    vec![
+        Block::Heading("t-SNE of the scores, coloured by label".into()),
+        Block::Grid(cols, rows),
+    ]
+}
 
-    // Markdown.
+/// The document as Markdown, images as links into `report-images/`.
+fn render_markdown(title: &str, doc: &[Block]) -> String {
     let mut md = format!("# {title}\n\n");
-    for b in &doc {
+    let table_head = |md: &mut String, h: &[String]| {
+        let _ = write!(md, "| {} |\n|{}\n", h.join(" | "), " --- |".repeat(h.len()));
+    };
+    for b in doc {
         match b {
             Block::Heading(h) => md.push_str(&format!("## {h}\n\n")),
             Block::Para(p) => md.push_str(&format!("{p}\n\n")),
             Block::Table(h, rows) => {
-                md.push_str(&format!(
-                    "| {} |\n|{}\n",
-                    h.join(" | "),
-                    " --- |".repeat(h.len())
-                ));
+                table_head(&mut md, h);
                 for r in rows {
                     md.push_str(&format!("| {} |\n", r.join(" | ")));
                 }
@@ -555,11 +529,9 @@ pub fn write_report(
             }
             Block::Image(name, alt) => md.push_str(&format!("![{alt}](report-images/{name})\n\n")),
             Block::Grid(cols, rows) => {
-                md.push_str(&format!(
-                    "| layer | {} |\n|{}\n",
-                    cols.join(" | "),
-                    " --- |".repeat(cols.len() + 1)
-                ));
+                let mut h = vec!["layer".to_string()];
+                h.extend(cols.iter().cloned());
+                table_head(&mut md, &h);
                 for (l, cells) in rows {
                     let cells: Vec<String> = cells
                         .iter()
@@ -574,99 +546,108 @@ pub fn write_report(
             }
         }
     }
+    md
+}
 
-    // HTML, images inlined.
-    let data_uri = |name: &str| -> Result<String, SummaryError> {
-        let path = images.join(name);
-        let bytes = fs::read(&path).map_err(|source| SummaryError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(format!(
-            "data:image/png;base64,{}",
-            base64::engine::general_purpose::STANDARD.encode(bytes)
-        ))
-    };
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-    };
-    let bold = |s: &str| {
-        let parts: Vec<&str> = s.split("**").collect();
-        parts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                if i % 2 == 1 {
-                    format!("<strong>{}</strong>", esc(p))
-                } else {
-                    esc(p)
-                }
-            })
-            .collect::<String>()
-    };
+/// `s` with the characters HTML gives a meaning escaped.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A paragraph with `**bold**` spans, escaped.
+fn bold(s: &str) -> String {
+    s.split("**")
+        .enumerate()
+        .map(|(i, p)| {
+            if i % 2 == 1 {
+                format!("<strong>{}</strong>", esc(p))
+            } else {
+                esc(p)
+            }
+        })
+        .collect()
+}
+
+/// The PNG `images/name` as a data URI.
+fn data_uri(images: &Path, name: &str) -> Result<String, SummaryError> {
+    let path = images.join(name);
+    let bytes = fs::read(&path).map_err(io_at(&path))?;
+    Ok(format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    ))
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\
+     table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}\
+     th{background:#f3f3f3}img{max-width:100%}.grid img{width:260px}";
+
+/// The document as one self-contained HTML file, every image inlined.
+fn render_html(title: &str, doc: &[Block], images: &Path) -> Result<String, SummaryError> {
     let mut html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title><style>\
-         body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}\
-         table{{border-collapse:collapse;margin:1em 0;font-size:90%}}td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}\
-         th{{background:#f3f3f3}}img{{max-width:100%}}.grid img{{width:260px}}</style></head><body>\n<h1>{t}</h1>\n",
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title><style>{STYLE}</style></head><body>\n<h1>{t}</h1>\n",
         t = esc(title)
     );
-    for b in &doc {
+    for b in doc {
         match b {
             Block::Heading(h) => html.push_str(&format!("<h2>{}</h2>\n", esc(h))),
             Block::Para(p) => html.push_str(&format!("<p>{}</p>\n", bold(p))),
-            Block::Table(h, rows) => {
-                html.push_str("<table><tr>");
-                for c in h {
-                    html.push_str(&format!("<th>{}</th>", esc(c)));
-                }
-                html.push_str("</tr>\n");
-                for r in rows {
-                    html.push_str("<tr>");
-                    for c in r {
-                        html.push_str(&format!("<td>{}</td>", esc(c)));
-                    }
-                    html.push_str("</tr>\n");
-                }
-                html.push_str("</table>\n");
-            }
+            Block::Table(h, rows) => html_table(&mut html, h, rows),
             Block::Image(name, alt) => html.push_str(&format!(
                 "<p><img alt=\"{}\" src=\"{}\"></p>\n",
                 esc(alt),
-                data_uri(name)?
+                data_uri(images, name)?
             )),
-            Block::Grid(cols, rows) => {
-                html.push_str("<table class=\"grid\"><tr><th>layer</th>");
-                for c in cols {
-                    html.push_str(&format!("<th>{}</th>", esc(c)));
-                }
-                html.push_str("</tr>\n");
-                for (l, cells) in rows {
-                    html.push_str(&format!("<tr><th>{}</th>", esc(l)));
-                    for c in cells {
-                        match c {
-                            Some(n) => html.push_str(&format!(
-                                "<td><img alt=\"{}\" src=\"{}\"></td>",
-                                esc(l),
-                                data_uri(n)?
-                            )),
-                            None => html.push_str("<td>–</td>"),
-                        }
-                    }
-                    html.push_str("</tr>\n");
-                }
-                html.push_str("</table>\n");
-            }
+            Block::Grid(cols, rows) => html_grid(&mut html, cols, rows, images)?,
         }
     }
     html.push_str("</body></html>\n");
-    let paths = ReportPaths {
-        html: run.join("report.html"),
-        md: run.join("report.md"),
-    };
-    write_atomic(&paths.md, md.as_bytes())?;
-    write_atomic(&paths.html, html.as_bytes())?;
-    Ok(paths)
+    Ok(html)
+}
+
+fn html_table(html: &mut String, header: &[String], rows: &[Vec<String>]) {
+    html.push_str("<table><tr>");
+    for c in header {
+        html.push_str(&format!("<th>{}</th>", esc(c)));
+    }
+    html.push_str("</tr>\n");
+    for r in rows {
+        html.push_str("<tr>");
+        for c in r {
+            html.push_str(&format!("<td>{}</td>", esc(c)));
+        }
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</table>\n");
+}
+
+fn html_grid(
+    html: &mut String,
+    cols: &[String],
+    rows: &[(String, Vec<Option<String>>)],
+    images: &Path,
+) -> Result<(), SummaryError> {
+    html.push_str("<table class=\"grid\"><tr><th>layer</th>");
+    for c in cols {
+        html.push_str(&format!("<th>{}</th>", esc(c)));
+    }
+    html.push_str("</tr>\n");
+    for (l, cells) in rows {
+        html.push_str(&format!("<tr><th>{}</th>", esc(l)));
+        for c in cells {
+            match c {
+                Some(n) => html.push_str(&format!(
+                    "<td><img alt=\"{}\" src=\"{}\"></td>",
+                    esc(l),
+                    data_uri(images, n)?
+                )),
+                None => html.push_str("<td>–</td>"),
+            }
+        }
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</table>\n");
+    Ok(())
 }

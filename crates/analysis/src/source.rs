@@ -10,7 +10,7 @@ use safetensors::{Dtype, SafeTensors};
 use crate::mat::{self, MatError};
 
 /// Tensors of a snapshot that are bookkeeping, not layers.
-const NOT_LAYERS: [&str; 3] = ["labels", "predictions", "indices"];
+const NOT_LAYERS: [&str; 3] = cnnu_run::sample::RESERVED;
 
 /// One layer's activations on N samples.
 #[derive(Debug, Clone)]
@@ -27,8 +27,10 @@ pub struct Activations {
     pub data: Vec<f32>,
     /// The true class of every sample.
     pub labels: Vec<i64>,
-    /// The epoch, when the file is a cnnu snapshot.
+    /// Whole epochs completed, when the file is a cnnu snapshot.
     pub epoch: Option<usize>,
+    /// Optimizer steps done, when the file is a cnnu snapshot that records them.
+    pub step: Option<u64>,
     /// Class names by label, when the file is a cnnu snapshot that records them.
     pub class_names: Option<Vec<String>>,
 }
@@ -43,6 +45,9 @@ impl Activations {
 /// Errors from reading activations.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// A snapshot in a format this cnnu does not read.
+    #[error(transparent)]
+    Format(#[from] cnnu_run::SnapshotFormatError),
     /// The file cannot be opened or mapped.
     #[error("{path}: {source}")]
     Io {
@@ -172,6 +177,7 @@ fn load_mat(path: &Path, layer: &str, labels_var: &str) -> Result<Activations, S
         data: array.data,
         labels,
         epoch: None,
+        step: None,
         class_names: None,
     })
 }
@@ -262,11 +268,14 @@ fn load_snapshot(path: &Path, layer: &str, labels_var: &str) -> Result<Activatio
             ),
         )
     })?;
-    let metadata = SafeTensors::read_metadata(&map)
-        .ok()
-        .and_then(|(_, meta)| meta.metadata().clone())
-        .unwrap_or_default();
-    let epoch = metadata.get("epoch").and_then(|e| e.parse().ok());
+    let metadata = metadata(&map);
+    cnnu_run::SnapshotFormat::check(path, &metadata)?;
+    let epoch = metadata
+        .get(cnnu_run::sample::KEY_EPOCH)
+        .and_then(|e| e.parse().ok());
+    let step = metadata
+        .get(cnnu_run::sample::KEY_STEP)
+        .and_then(|e| e.parse().ok());
     // Snapshots before cnnu 0.2 trained on MNIST only and carry no names.
     let class_names = metadata
         .get("class_names")
@@ -279,7 +288,57 @@ fn load_snapshot(path: &Path, layer: &str, labels_var: &str) -> Result<Activatio
         data,
         labels,
         epoch,
+        step,
         class_names,
+    })
+}
+
+/// A snapshot's `__metadata__` (empty when it has none or it does not parse).
+fn metadata(bytes: &[u8]) -> std::collections::BTreeMap<String, String> {
+    SafeTensors::read_metadata(bytes)
+        .ok()
+        .and_then(|(_, meta)| meta.metadata().clone())
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+/// What a snapshot records besides its layers: which probe images its rows are and where in
+/// training it was taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Each row's image index in the test set (`indices`); none in snapshots without it.
+    pub indices: Option<Vec<i64>>,
+    /// The `epoch` metadata.
+    pub epoch: Option<usize>,
+    /// The `step` metadata.
+    pub step: Option<u64>,
+}
+
+/// Reads a snapshot's `indices` and its epoch and step metadata, and none of its layers.
+pub fn snapshot_info(path: &Path) -> Result<SnapshotInfo, SourceError> {
+    let map = map_file(path)?;
+    let st = parse(path, &map)?;
+    let indices = match st.tensor(cnnu_run::sample::INDICES) {
+        Ok(view) => Some(read_integers(view.dtype(), view.data()).ok_or_else(|| {
+            SourceError::BadTensor {
+                path: path.to_path_buf(),
+                name: cnnu_run::sample::INDICES.into(),
+                problem: format!("dtype {:?} does not hold whole numbers", view.dtype()),
+            }
+        })?),
+        Err(_) => None,
+    };
+    let metadata = metadata(&map);
+    cnnu_run::SnapshotFormat::check(path, &metadata)?;
+    Ok(SnapshotInfo {
+        indices,
+        epoch: metadata
+            .get(cnnu_run::sample::KEY_EPOCH)
+            .and_then(|e| e.parse().ok()),
+        step: metadata
+            .get(cnnu_run::sample::KEY_STEP)
+            .and_then(|s| s.parse().ok()),
     })
 }
 

@@ -6,9 +6,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
+use cnnu_run::{RunDir, SampleFile, SampleName, SnapshotFormatError};
+
 use crate::dynamics::{CenteredGram, linear_cka};
+use crate::figures;
 use crate::pipeline::{AnalysisError, LayerReport, ValidAnalysisParams, analyze_layer};
 use crate::plot::{self, PlotError};
 use crate::source::{self, SourceError};
@@ -17,11 +21,19 @@ use crate::source::{self, SourceError};
 #[derive(Debug, thiserror::Error)]
 pub enum SummaryError {
     /// No snapshots to analyse.
-    #[error("{0}: no snapshots (expected snapshots/epoch-EEE.safetensors)")]
+    #[error(
+        "{0}: no snapshots (expected snapshots/epoch-EEE.safetensors or step-SSSSSSS.safetensors)"
+    )]
     NoSnapshots(PathBuf),
     /// Reading a snapshot failed.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// A snapshot's header or format version is wrong.
+    #[error(transparent)]
+    Format(#[from] SnapshotFormatError),
+    /// `metrics.jsonl` could not be read.
+    #[error(transparent)]
+    Metrics(#[from] cnnu_run::MetricsError),
     /// Analysing a layer failed.
     #[error("{path}: {source}")]
     Analysis {
@@ -45,30 +57,16 @@ pub enum SummaryError {
     Plot(#[from] PlotError),
 }
 
-/// The snapshots of a run, `(epoch, path)` ascending.
-pub fn snapshots(run: &Path) -> Result<Vec<(usize, PathBuf)>, SummaryError> {
-    let dir = run.join("snapshots");
-    let mut found: Vec<(usize, PathBuf)> = fs::read_dir(&dir)
-        .map_err(|_| SummaryError::NoSnapshots(run.to_path_buf()))?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let epoch = name
-                .strip_prefix("epoch-")?
-                .strip_suffix(".safetensors")?
-                .parse()
-                .ok()?;
-            Some((epoch, e.path()))
-        })
-        .collect();
-    found.sort();
+/// The samples of a run in training order (every `snapshots/*.safetensors`, format checked).
+pub fn snapshots(run: &Path) -> Result<Vec<SampleFile>, SummaryError> {
+    let found = RunDir::new(run).samples()?;
     if found.is_empty() {
         return Err(SummaryError::NoSnapshots(run.to_path_buf()));
     }
     Ok(found)
 }
 
-/// One row of `summary.json`: the report of an (epoch, layer) pair as `cnnu reduce --json`
+/// One row of `summary.json`: the report of a (sample, layer) pair as `cnnu reduce --json`
 /// gives it, without the per-sample cluster labels.
 pub fn summary_row(report: &LayerReport) -> serde_json::Value {
     let mut row = serde_json::to_value(report).expect("reports serialise");
@@ -78,36 +76,6 @@ pub fn summary_row(report: &LayerReport) -> serde_json::Value {
     }
     row
 }
-
-/// The figures plotted against epoch, one PNG each.
-pub const PLOTTED: [&str; 16] = [
-    "purity_with_noise",
-    "purity_without_noise",
-    "homogeneity",
-    "completeness",
-    "v_measure",
-    "ari",
-    "nmi",
-    "knn_agreement",
-    "silhouette_true",
-    "noise_frac",
-    "k",
-    "cka_vs_final",
-    "cka_vs_prev",
-    "subspace_cos_mean",
-    "nc1",
-    "probe_acc",
-];
-
-/// The representation measures drawn as layer × epoch heatmaps (`heatmap-NAME.png`), with the
-/// colour range each is read on (None: the data's own range).
-pub const HEATMAPS: [(&str, Option<(f64, f64)>); 5] = [
-    ("cka_vs_final", Some((0.0, 1.0))),
-    ("cka_vs_prev", Some((0.0, 1.0))),
-    ("subspace_cos_mean", Some((0.0, 1.0))),
-    ("nc1", None),
-    ("probe_acc", Some((0.0, 1.0))),
-];
 
 /// The result of analysing a run.
 #[derive(Debug, Clone)]
@@ -132,125 +100,168 @@ pub fn analyze_run(
     labels_var: &str,
 ) -> Result<RunAnalysis, SummaryError> {
     let snaps = snapshots(run)?;
-    let present: Vec<String> = source::layers(&snaps[0].1, labels_var)?;
-    let layers: Vec<String> = match layers {
-        Some(l) => {
-            // A typo should fail before minutes of work on the other layers, not after.
-            if let Some(missing) = l.iter().find(|l| !present.contains(l)) {
-                return Err(SourceError::MissingLayer {
-                    path: snaps[0].1.clone(),
-                    layer: missing.clone(),
-                    present,
-                }
-                .into());
-            }
-            l.to_vec()
-        }
-        // The logits are there for predictions, not a tap; ask for them by name.
-        None => present.into_iter().filter(|l| l != "logits").collect(),
+    let layers = resolve_layers(&snaps[0].path, layers, labels_var)?;
+    let walk = LayerWalk {
+        snaps: &snaps,
+        params,
+        labels_var,
+        total: snaps.len() * layers.len(),
+        done: AtomicUsize::new(0),
+        abort: AtomicBool::new(false),
     };
-    let total = snaps.len() * layers.len();
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    let abort = std::sync::atomic::AtomicBool::new(false);
     let queue = Mutex::new(layers.iter().enumerate());
-    type Slot = ((usize, usize), Result<LayerReport, SummaryError>);
     let results: Mutex<Vec<Slot>> = Mutex::new(Vec::new());
-    let hsic = params.params().hsic;
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
             scope.spawn(|| {
-                loop {
-                    let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
-                    let Some((li, layer)) = next else { break };
-                    // Last epoch first: every other epoch is compared with it.
-                    let order = std::iter::once(snaps.len() - 1).chain(0..snaps.len() - 1);
-                    let mut final_gram: Option<CenteredGram> = None;
-                    let mut prev_gram: Option<CenteredGram> = None;
-                    for ei in order {
-                        if abort.load(std::sync::atomic::Ordering::Relaxed) {
-                            break;
-                        }
-                        let (epoch, path) = &snaps[ei];
-                        let started = Instant::now();
-                        let result = source::load(path, layer, labels_var)
-                            .map_err(SummaryError::from)
-                            .and_then(|acts| {
-                                analyze_layer(&acts, params, started.elapsed().as_secs_f64(), true)
-                                    .map_err(|source| SummaryError::Analysis {
-                                        path: path.clone(),
-                                        source,
-                                    })
-                            });
-                        let result = result.map(|(mut r, gram)| {
-                            let t = Instant::now();
-                            let cka = |other: &Option<CenteredGram>| match (&gram, other) {
-                                (Some(a), Some(b)) => Some(linear_cka(a, b, hsic).unwrap_or(f64::NAN)),
-                                _ => None,
-                            };
-                            if ei == snaps.len() - 1 {
-                                // 1 unless CKA is undefined here (a constant layer).
-                                r.cka_vs_final = gram
-                                    .as_ref()
-                                    .map(|g| linear_cka(g, g, hsic).unwrap_or(f64::NAN));
-                                final_gram = gram;
-                            } else {
-                                r.cka_vs_final = cka(&final_gram);
-                                r.cka_vs_prev = cka(&prev_gram);
-                                prev_gram = gram;
-                            }
-                            r.seconds.cka += t.elapsed().as_secs_f64();
-                            r
-                        });
-                        if let Ok(r) = &result {
-                            let i = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            eprintln!(
-                                "[{}/{total}] epoch {epoch} {layer}: k={} clusters={} purity={:.3} knn={:.3} probe={:.3} ({:.1} s)",
-                                i + 1,
-                                r.k,
-                                r.agreement.n_clusters,
-                                r.agreement.purity_with_noise,
-                                r.knn_agreement,
-                                r.probe_acc,
-                                started.elapsed().as_secs_f64()
-                            );
-                        }
-                        let failed = result.is_err();
-                        if let Ok(mut out) = results.lock() {
-                            out.push(((ei, li), result));
-                        }
-                        if failed {
-                            // The run fails with this error: the other workers stop too.
-                            abort.store(true, std::sync::atomic::Ordering::Relaxed);
-                            break;
-                        }
-                    }
-                    if abort.load(std::sync::atomic::Ordering::Relaxed) {
+                while let Some((li, layer)) = queue.lock().map(|mut q| q.next()).unwrap_or(None) {
+                    if !walk.layer(li, layer, &results) {
                         break;
-                    }
-                    // The final epoch's own comparison with the epoch before it, now known.
-                    if let (Some(a), Some(b)) = (&final_gram, &prev_gram)
-                        && let Ok(mut out) = results.lock()
-                        && let Some((_, Ok(r))) =
-                            out.iter_mut().find(|((e, l), _)| *e == snaps.len() - 1 && *l == li)
-                    {
-                        let t = Instant::now();
-                        r.cka_vs_prev = Some(linear_cka(a, b, hsic).unwrap_or(f64::NAN));
-                        r.seconds.cka += t.elapsed().as_secs_f64();
                     }
                 }
             });
         }
     });
     let mut results = results.into_inner().unwrap_or_default();
-    // Epoch-major, layers in the order asked.
+    // Sample-major, layers in the order asked.
     results.sort_by_key(|(key, _)| *key);
     let mut reports = Vec::with_capacity(results.len());
     for (_, r) in results {
         reports.push(r?);
     }
-    let dir = run.join("analysis");
+    let dir = RunDir::new(run).analysis_dir();
     write_summary(&dir, &reports, params.params().tsne)?;
     Ok(RunAnalysis { reports, dir })
+}
+
+/// The layers asked for, checked against the first snapshot, or all its taps.
+fn resolve_layers(
+    first: &Path,
+    layers: Option<&[String]>,
+    labels_var: &str,
+) -> Result<Vec<String>, SummaryError> {
+    let present: Vec<String> = source::layers(first, labels_var)?;
+    match layers {
+        Some(l) => {
+            // A typo should fail before minutes of work on the other layers, not after.
+            if let Some(missing) = l.iter().find(|l| !present.contains(l)) {
+                return Err(SourceError::MissingLayer {
+                    path: first.to_path_buf(),
+                    layer: missing.clone(),
+                    present,
+                }
+                .into());
+            }
+            Ok(l.to_vec())
+        }
+        // The logits are there for predictions, not a tap; ask for them by name.
+        None => Ok(present
+            .into_iter()
+            .filter(|l| l != cnnu_run::sample::LOGITS)
+            .collect()),
+    }
+}
+
+/// A finished (sample index, layer index) analysis.
+type Slot = ((usize, usize), Result<LayerReport, SummaryError>);
+
+/// What the workers share while each walks one layer through every sample.
+struct LayerWalk<'a> {
+    snaps: &'a [SampleFile],
+    params: &'a ValidAnalysisParams,
+    labels_var: &'a str,
+    total: usize,
+    done: AtomicUsize,
+    abort: AtomicBool,
+}
+
+impl LayerWalk<'_> {
+    /// Analyses `layer` at every sample, last sample first so that CKA with the final network
+    /// needs at most three centred Gram matrices (final, previous, current) whatever the
+    /// number of samples. False when the run is failing and workers should stop.
+    fn layer(&self, li: usize, layer: &str, results: &Mutex<Vec<Slot>>) -> bool {
+        let last = self.snaps.len() - 1;
+        let hsic = self.params.params().hsic;
+        let mut final_gram: Option<CenteredGram> = None;
+        let mut prev_gram: Option<CenteredGram> = None;
+        for si in std::iter::once(last).chain(0..last) {
+            if self.abort.load(Ordering::Relaxed) {
+                return false;
+            }
+            let result = self.one(si, layer).map(|(mut r, gram)| {
+                let t = Instant::now();
+                let cka = |other: &Option<CenteredGram>| match (&gram, other) {
+                    (Some(a), Some(b)) => Some(linear_cka(a, b, hsic).unwrap_or(f64::NAN)),
+                    _ => None,
+                };
+                if si == last {
+                    // 1 unless CKA is undefined here (a constant layer).
+                    r.cka_vs_final = cka(&gram);
+                    final_gram = gram;
+                } else {
+                    r.cka_vs_final = cka(&final_gram);
+                    r.cka_vs_prev = cka(&prev_gram);
+                    prev_gram = gram;
+                }
+                r.seconds.cka += t.elapsed().as_secs_f64();
+                r
+            });
+            let failed = result.is_err();
+            if let Ok(mut out) = results.lock() {
+                out.push(((si, li), result));
+            }
+            if failed {
+                // The run fails with this error: the other workers stop too.
+                self.abort.store(true, Ordering::Relaxed);
+                return false;
+            }
+        }
+        // The final sample's own comparison with the sample before it, now known.
+        if let (Some(a), Some(b)) = (&final_gram, &prev_gram)
+            && let Ok(mut out) = results.lock()
+            && let Some((_, Ok(r))) = out.iter_mut().find(|((s, l), _)| *s == last && *l == li)
+        {
+            let t = Instant::now();
+            r.cka_vs_prev = Some(linear_cka(a, b, hsic).unwrap_or(f64::NAN));
+            r.seconds.cka += t.elapsed().as_secs_f64();
+        }
+        true
+    }
+
+    /// One (sample, layer): loaded, analysed, placed on the run's axis, reported on stderr.
+    fn one(
+        &self,
+        si: usize,
+        layer: &str,
+    ) -> Result<(LayerReport, Option<CenteredGram>), SummaryError> {
+        let sample = &self.snaps[si];
+        let started = Instant::now();
+        let acts = source::load(&sample.path, layer, self.labels_var)?;
+        let (mut r, gram) =
+            analyze_layer(&acts, self.params, started.elapsed().as_secs_f64(), true).map_err(
+                |source| SummaryError::Analysis {
+                    path: sample.path.clone(),
+                    source,
+                },
+            )?;
+        r.epoch = Some(sample.epoch);
+        r.step = sample.step;
+        r.sample = Some(sample.name.stem());
+        let i = self.done.fetch_add(1, Ordering::Relaxed);
+        eprintln!(
+            "[{}/{}] {} {layer}: k={} clusters={} purity={:.3} knn={:.3} probe={:.3} ({:.1} s)",
+            i + 1,
+            self.total,
+            sample.label(),
+            r.k,
+            r.agreement.n_clusters,
+            r.agreement.purity_with_noise,
+            r.knn_agreement,
+            r.probe_acc,
+            started.elapsed().as_secs_f64()
+        );
+        Ok((r, gram))
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SummaryError + '_ {
@@ -260,16 +271,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SummaryError + '_ {
     }
 }
 
-/// Writes a result file through a temporary sibling and a rename, so a crash never leaves a
-/// half-written summary or report under its final name.
+/// Writes a result file atomically (temporary sibling, fsync, rename), so a crash never
+/// leaves a half-written summary or report under its final name.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SummaryError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))
+    cnnu_run::atomic::write_atomic(path, bytes).map_err(io(path))
 }
 
 /// Writes `summary.csv`, `summary.json` and the plots for `reports` into `dir`.
@@ -280,70 +285,176 @@ pub fn write_summary(dir: &Path, reports: &[LayerReport], tsne: bool) -> Result<
     let json = serde_json::to_vec_pretty(&rows).expect("rows serialise");
     write_atomic(&dir.join("summary.json"), &json)?;
     write_atomic(&dir.join("summary.csv"), csv(reports).as_bytes())?;
+    let layers = layer_order(reports);
+    write_line_plots(&plots, reports, &layers)?;
+    write_heatmaps(&plots, reports, &layers)?;
+    write_spectra(&plots, reports, &layers)?;
+    if tsne {
+        write_tsne(&plots, reports)?;
+    }
+    Ok(())
+}
 
+/// The axis a run's figures are drawn against: optimizer steps when every sample records its
+/// step (logarithmic when there are samples inside epochs, which `log:N` spaces that way),
+/// else epochs (runs from before step sampling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleAxis {
+    /// x is the optimizer step.
+    pub by_step: bool,
+    /// x is drawn logarithmically.
+    pub log: bool,
+}
+
+impl SampleAxis {
+    /// The axis for these reports.
+    pub fn of(reports: &[LayerReport]) -> Self {
+        let by_step = !reports.is_empty() && reports.iter().all(|r| r.step.is_some());
+        let inside = reports
+            .iter()
+            .any(|r| matches!(sample_name(r), SampleName::Step(_)));
+        Self {
+            by_step,
+            log: by_step && inside,
+        }
+    }
+
+    /// A report's position on the axis.
+    pub fn x(self, r: &LayerReport) -> f64 {
+        match (self.by_step, r.step) {
+            (true, Some(s)) => s as f64,
+            _ => r.epoch.unwrap_or(0) as f64,
+        }
+    }
+
+    /// The axis' name.
+    pub fn name(self) -> &'static str {
+        if self.by_step { "step" } else { "epoch" }
+    }
+
+    /// The axis title with its scale.
+    pub fn title(self) -> &'static str {
+        match (self.by_step, self.log) {
+            (true, true) => "optimizer step (log scale; step 0 at the left edge)",
+            (true, false) => "optimizer step",
+            _ => "epoch",
+        }
+    }
+
+    /// The plot axes.
+    pub fn axes(self) -> plot::Axes {
+        plot::Axes {
+            log_x: self.log,
+            log_y: false,
+        }
+    }
+}
+
+/// The sample a report belongs to (its epoch, for reports from outside a run).
+pub fn sample_name(r: &LayerReport) -> SampleName {
+    r.sample
+        .as_deref()
+        .and_then(SampleName::from_stem)
+        .unwrap_or(SampleName::Epoch(r.epoch.unwrap_or(0)))
+}
+
+/// The samples of `reports` in their first-seen order (reports come sample-major).
+pub fn sample_order(reports: &[LayerReport]) -> Vec<SampleName> {
+    let mut samples: Vec<SampleName> = Vec::new();
+    for r in reports {
+        let s = sample_name(r);
+        if !samples.contains(&s) {
+            samples.push(s);
+        }
+    }
+    samples
+}
+
+/// The layers of `reports` in their first-seen order.
+pub fn layer_order(reports: &[LayerReport]) -> Vec<&str> {
     let mut layers: Vec<&str> = Vec::new();
     for r in reports {
         if !layers.contains(&r.layer.as_str()) {
             layers.push(&r.layer);
         }
     }
-    for figure in PLOTTED {
+    layers
+}
+
+/// One line plot per plotted figure, one line per layer, against the sample axis.
+fn write_line_plots(
+    plots: &Path,
+    reports: &[LayerReport],
+    layers: &[&str],
+) -> Result<(), SummaryError> {
+    let axis = SampleAxis::of(reports);
+    for figure in figures::plotted() {
         let series: Vec<(String, Vec<(f64, f64)>)> = layers
             .iter()
             .map(|&l| {
                 let pts = reports
                     .iter()
                     .filter(|r| r.layer == l)
-                    .map(|r| {
-                        (
-                            r.epoch.unwrap_or(0) as f64,
-                            r.figures().get(figure).copied().unwrap_or(f64::NAN),
-                        )
-                    })
+                    .map(|r| (axis.x(r), figure.value(r)))
                     .collect();
                 (l.to_string(), pts)
             })
             .collect();
         plot::lines(
-            &plots.join(format!("{figure}.png")),
-            &format!("{figure} against epoch"),
-            "epoch",
-            figure,
+            &plots.join(format!("{}.png", figure.name)),
+            &format!("{} against {}", figure.name, axis.name()),
+            axis.title(),
+            figure.name,
             &series,
-            false,
+            axis.axes(),
         )?;
     }
-    let mut epochs: Vec<usize> = reports.iter().map(|r| r.epoch.unwrap_or(0)).collect();
-    epochs.sort_unstable();
-    epochs.dedup();
+    Ok(())
+}
+
+/// One layer × sample heatmap per figure that has one.
+fn write_heatmaps(
+    plots: &Path,
+    reports: &[LayerReport],
+    layers: &[&str],
+) -> Result<(), SummaryError> {
+    let samples = sample_order(reports);
     let row_labels: Vec<String> = layers.iter().map(|l| l.to_string()).collect();
-    let col_labels: Vec<String> = epochs.iter().map(|e| format!("epoch {e}")).collect();
-    for (figure, range) in HEATMAPS {
+    let col_labels: Vec<String> = samples.iter().map(|s| s.label()).collect();
+    for figure in figures::heatmaps() {
         let values: Vec<Vec<f64>> = layers
             .iter()
             .map(|&l| {
-                epochs
+                samples
                     .iter()
-                    .map(|&e| {
+                    .map(|&s| {
                         reports
                             .iter()
-                            .find(|r| r.layer == l && r.epoch.unwrap_or(0) == e)
-                            .and_then(|r| r.figures().get(figure).copied())
-                            .unwrap_or(f64::NAN)
+                            .find(|r| r.layer == l && sample_name(r) == s)
+                            .map_or(f64::NAN, |r| figure.value(r))
                     })
                     .collect()
             })
             .collect();
         plot::heatmap(
-            &plots.join(format!("heatmap-{figure}.png")),
-            &format!("{figure}: layer × epoch"),
+            &plots.join(format!("heatmap-{}.png", figure.name)),
+            &format!("{}: layer × sample", figure.name),
             &row_labels,
             &col_labels,
             &values,
-            range,
+            figure.heatmap.and_then(figures::Range::bounds),
         )?;
     }
-    for &l in &layers {
+    Ok(())
+}
+
+/// Per layer, the share of energy of each leading component, one line per sample.
+fn write_spectra(
+    plots: &Path,
+    reports: &[LayerReport],
+    layers: &[&str],
+) -> Result<(), SummaryError> {
+    for &l in layers {
         let series: Vec<(String, Vec<(f64, f64)>)> = reports
             .iter()
             .filter(|r| r.layer == l)
@@ -360,7 +471,7 @@ pub fn write_summary(dir: &Path, reports: &[LayerReport], tsne: bool) -> Result<
                     .enumerate()
                     .map(|(i, s)| ((i + 1) as f64, s * s / total))
                     .collect();
-                (format!("epoch {}", r.epoch.unwrap_or(0)), pts)
+                (sample_name(r).label(), pts)
             })
             .collect();
         plot::lines(
@@ -369,35 +480,50 @@ pub fn write_summary(dir: &Path, reports: &[LayerReport], tsne: bool) -> Result<
             "component",
             "s_i^2 / sum",
             &series,
-            true,
+            plot::Axes {
+                log_x: false,
+                log_y: true,
+            },
         )?;
     }
-    if tsne {
-        for r in reports {
-            if let Some(e) = &r.embedding {
-                let epoch = r.epoch.unwrap_or(0);
-                let labels: Vec<i64> = e.indices.iter().map(|&i| r.labels[i]).collect();
-                let clusters: Vec<i64> = e.indices.iter().map(|&i| r.cluster_labels[i]).collect();
-                let name = format!("tsne-{}-epoch-{epoch:03}", r.layer);
-                let title = format!("{} · {} · epoch {epoch}", file_name(&r.source), r.layer);
-                plot::scatter(
-                    &plots.join(format!("{name}-labels.png")),
-                    &format!("{title} · by label"),
-                    &e.coords,
-                    &labels,
-                    plot::Legend::Classes(r.class_names.as_deref()),
-                )?;
-                plot::scatter(
-                    &plots.join(format!("{name}-clusters.png")),
-                    &format!("{title} · by cluster"),
-                    &e.coords,
-                    &clusters,
-                    plot::Legend::Clusters,
-                )?;
-            }
-        }
+    Ok(())
+}
+
+/// The t-SNE scatters of every report that has an embedding, by label and by cluster.
+fn write_tsne(plots: &Path, reports: &[LayerReport]) -> Result<(), SummaryError> {
+    for r in reports {
+        let Some(e) = &r.embedding else { continue };
+        let sample = sample_name(r);
+        let labels: Vec<i64> = e.indices.iter().map(|&i| r.labels[i]).collect();
+        let clusters: Vec<i64> = e.indices.iter().map(|&i| r.cluster_labels[i]).collect();
+        let name = tsne_stem(&r.layer, sample);
+        let title = format!(
+            "{} · {} · {}",
+            file_name(&r.source),
+            r.layer,
+            sample.label()
+        );
+        plot::scatter(
+            &plots.join(format!("{name}-labels.png")),
+            &format!("{title} · by label"),
+            &e.coords,
+            &labels,
+            plot::Legend::Classes(r.class_names.as_deref()),
+        )?;
+        plot::scatter(
+            &plots.join(format!("{name}-clusters.png")),
+            &format!("{title} · by cluster"),
+            &e.coords,
+            &clusters,
+            plot::Legend::Clusters,
+        )?;
     }
     Ok(())
+}
+
+/// The file stem of a layer's t-SNE plots at a sample (`-labels.png` / `-clusters.png` follow).
+pub fn tsne_stem(layer: &str, sample: SampleName) -> String {
+    format!("tsne-{layer}-{}", sample.stem())
 }
 
 fn file_name(path: &str) -> String {
@@ -406,49 +532,29 @@ fn file_name(path: &str) -> String {
         .map_or_else(|| path.to_string(), |n| n.to_string_lossy().into_owned())
 }
 
-/// The summary as CSV, one row per (epoch, layer): every figure but the per-sample lists and
-/// the singular values.
+/// The summary as CSV, one row per (sample, layer): the sample's keys (whole epochs completed,
+/// optimizer steps done where recorded, the snapshot's name), the layer, then every figure of
+/// [`figures::FIGURES`] in its order.
 pub fn csv(reports: &[LayerReport]) -> String {
-    let mut out = String::from(
-        "epoch,layer,n,d_total,d_kept,k,k_used,energy_at_k,n_clusters,noise_frac,purity_with_noise,purity_without_noise,homogeneity,completeness,v_measure,ari,nmi,knn_agreement,silhouette_true,cka_vs_final,cka_vs_prev,subspace_cos_mean,nc1,probe_acc,seconds_svd,seconds_dynamics,seconds_cka,seconds_total\n",
-    );
+    let mut out = String::from("epoch,step,sample,layer");
+    for f in figures::FIGURES {
+        out.push(',');
+        out.push_str(f.name);
+    }
+    out.push('\n');
     for r in reports {
-        let s = &r.seconds;
-        let purity_wo = r
-            .agreement
-            .purity_without_noise
-            .map_or(String::new(), |v| format!("{v}"));
-        let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{purity_wo},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{:.3}\n",
+            "{},{},{},{}",
             r.epoch.unwrap_or(0),
-            r.layer,
-            r.n,
-            r.d_total,
-            r.d_kept,
-            r.k,
-            r.k_used,
-            r.energy_at_k,
-            r.agreement.n_clusters,
-            r.agreement.noise_frac,
-            r.agreement.purity_with_noise,
-            r.agreement.homogeneity,
-            r.agreement.completeness,
-            r.agreement.v_measure,
-            r.agreement.ari,
-            r.agreement.nmi,
-            r.knn_agreement,
-            r.silhouette_true,
-            opt(r.cka_vs_final),
-            opt(r.cka_vs_prev),
-            r.subspace_cos_mean,
-            r.nc1,
-            r.probe_acc,
-            s.svd,
-            s.dynamics,
-            s.cka,
-            s.load + s.filter + s.svd + s.cluster + s.metrics + s.tsne + s.dynamics + s.cka,
+            r.step.map_or(String::new(), |s| s.to_string()),
+            sample_name(r).stem(),
+            r.layer
         ));
+        for f in figures::FIGURES {
+            out.push(',');
+            out.push_str(&f.csv_cell(r));
+        }
+        out.push('\n');
     }
     out
 }

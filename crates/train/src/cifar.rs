@@ -179,5 +179,5 @@ pub fn write_batch(path: &Path, images: &[u8], labels: &[u8]) -> std::io::Result
         bytes.push(label);
         bytes.extend_from_slice(&images[i * (RECORD - 1)..(i + 1) * (RECORD - 1)]);
     }
-    crate::atomic::write_atomic(path, &bytes)
+    cnnu_run::atomic::write_atomic(path, &bytes)
 }

@@ -17,6 +17,88 @@ pub enum OptimizerKind {
     Sgd,
 }
 
+/// Where a run samples the frozen network inside its epochs, besides step 0 and every epoch
+/// end (which are always sampled).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum SampleAt {
+    /// Nowhere inside epochs.
+    #[default]
+    None,
+    /// At these global optimizer steps (`0,5,12,100`).
+    Steps(Vec<u64>),
+    /// At N steps spaced logarithmically from 1 to the end of the first epoch (`log:N`).
+    Log(usize),
+}
+
+impl std::str::FromStr for SampleAt {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() || s == "none" {
+            return Ok(SampleAt::None);
+        }
+        if let Some(n) = s.strip_prefix("log:") {
+            return match n.parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(SampleAt::Log(n)),
+                _ => Err(format!("log:N needs a whole number N ≥ 1, got {n:?}")),
+            };
+        }
+        s.split(',')
+            .map(|t| {
+                t.trim().parse::<u64>().map_err(|_| {
+                    format!("{t:?} is not a step number (a list like 0,5,12,100 or log:N)")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(SampleAt::Steps)
+    }
+}
+
+impl std::fmt::Display for SampleAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SampleAt::None => f.write_str("none"),
+            SampleAt::Log(n) => write!(f, "log:{n}"),
+            SampleAt::Steps(s) => {
+                let s: Vec<String> = s.iter().map(u64::to_string).collect();
+                f.write_str(&s.join(","))
+            }
+        }
+    }
+}
+
+impl SampleAt {
+    /// The steps strictly inside epochs, ascending: step 0 and the epoch ends are left out
+    /// (their `epoch-EEE` samples are taken anyway), as are steps past `total` (the caller
+    /// checks an explicit list against it first).
+    pub fn inner_steps(&self, steps_per_epoch: u64, total: u64) -> Vec<u64> {
+        let mut steps: Vec<u64> = match self {
+            SampleAt::None => Vec::new(),
+            SampleAt::Steps(s) => s.clone(),
+            SampleAt::Log(n) => log_steps(*n, steps_per_epoch),
+        };
+        steps.retain(|&s| s > 0 && s < total && s % steps_per_epoch.max(1) != 0);
+        steps.sort_unstable();
+        steps.dedup();
+        steps
+    }
+}
+
+/// `n` steps from 1 to `end` spaced evenly in log(step), rounded; fewer where rounding
+/// makes two equal (the first steps of a short epoch).
+fn log_steps(n: usize, end: u64) -> Vec<u64> {
+    if n == 1 || end <= 1 {
+        return vec![end.max(1)];
+    }
+    let top = (end as f64).ln();
+    let mut steps: Vec<u64> = (0..n)
+        .map(|i| (top * i as f64 / (n - 1) as f64).exp().round() as u64)
+        .collect();
+    steps.dedup();
+    steps
+}
+
 /// Every setting of a training run; `config.json` in the run directory holds it resolved.
 #[derive(Config, Debug, PartialEq)]
 pub struct TrainConfig {
@@ -62,6 +144,9 @@ pub struct TrainConfig {
     /// Start from these weights (torchvision keys, safetensors) instead of the seeded init.
     #[config(default = "None")]
     pub init_weights: Option<std::path::PathBuf>,
+    /// Where to sample inside epochs (step 0 and every epoch end are always sampled).
+    #[config(default = "SampleAt::None")]
+    pub sample_at: SampleAt,
     /// Shuffle the training images every epoch (off: file order, for comparisons with
     /// another framework fed the same batches).
     #[config(default = true)]
@@ -78,6 +163,9 @@ pub fn upgrade_train_json(train: &mut serde_json::Value) {
         object
             .entry("init_weights")
             .or_insert(serde_json::Value::Null);
+        object
+            .entry("sample_at")
+            .or_insert(serde_json::Value::String("None".into()));
         object
             .entry("dataset")
             .or_insert(serde_json::Value::String("Mnist".into()));
@@ -232,11 +320,34 @@ mod tests {
         object.remove("shuffle");
         object["model"].as_object_mut().unwrap().remove("arch");
         object.remove("dataset");
+        object.remove("sample_at");
         upgrade_train_json(&mut json);
         let old: TrainConfig = serde_json::from_value(json).unwrap();
         assert!(old.shuffle && old.init_weights.is_none());
         assert_eq!(old.model.arch, cnnu_model::ResNetArch::ResNet18);
         assert_eq!(old.dataset, DatasetKind::Mnist);
+        assert_eq!(old.sample_at, SampleAt::None);
+    }
+
+    #[test]
+    fn sample_at_parses_and_resolves_inside_epochs() {
+        let s: SampleAt = "0,5,12,100".parse().unwrap();
+        assert_eq!(s, SampleAt::Steps(vec![0, 5, 12, 100]));
+        assert_eq!(s.to_string(), "0,5,12,100");
+        // 0 is epoch-000 and 100 an epoch end (50 steps per epoch); 120 is past the end.
+        let s: SampleAt = "0,5,12,100,50,120".parse().unwrap();
+        assert_eq!(s.inner_steps(50, 110), vec![5, 12]);
+        assert!("log:0".parse::<SampleAt>().is_err());
+        assert!("5,x".parse::<SampleAt>().unwrap_err().contains("\"x\""));
+        // log:12 over MNIST's 938 steps per epoch: e^(ln 938 · i/11), rounded (as numpy gives
+        // them); 938 itself is
+        // the epoch end.
+        let log: SampleAt = "log:12".parse().unwrap();
+        assert_eq!(
+            log.inner_steps(938, 3 * 938),
+            vec![1, 2, 3, 6, 12, 22, 42, 78, 145, 270, 504]
+        );
+        assert_eq!(SampleAt::Log(3).inner_steps(100, 300), vec![1, 10]);
     }
 
     #[test]

@@ -178,7 +178,7 @@ pub fn fetch(kind: DatasetKind, cache: &Path, remote: &Remote) -> Result<PathBuf
             extract(&path, inner, &dir)?;
         }
     }
-    crate::atomic::write_atomic(&ready, b"").map_err(io(&ready))?;
+    cnnu_run::atomic::write_atomic(&ready, b"").map_err(io(&ready))?;
     Ok(dir)
 }
 
@@ -193,7 +193,7 @@ fn get_checked(url: &str, md5: &str, path: &Path) -> Result<(), DownloadError> {
             got,
         });
     }
-    crate::atomic::write_atomic(path, &bytes).map_err(|source| DownloadError::Io {
+    cnnu_run::atomic::write_atomic(path, &bytes).map_err(|source| DownloadError::Io {
         path: path.to_path_buf(),
         source,
     })
@@ -268,7 +268,7 @@ fn extract(archive: &Path, inner: &str, dir: &Path) -> Result<(), DownloadError>
             .read_to_end(&mut bytes)
             .map_err(|e| bad(e.to_string()))?;
         let out = dir.join(name);
-        crate::atomic::write_atomic(&out, &bytes)
+        cnnu_run::atomic::write_atomic(&out, &bytes)
             .map_err(|source| DownloadError::Io { path: out, source })?;
         found += 1;
     }

@@ -1,7 +1,6 @@
 //! cnnu's training side: the image datasets, the training loop, per-epoch sampling of the frozen network
 //! into streamed safetensors snapshots, checkpoints and resume.
 
-pub mod atomic;
 pub mod cifar;
 pub mod config;
 pub mod dataset;
@@ -13,10 +12,13 @@ pub mod snapshot;
 pub mod tensor_file;
 pub mod trainer;
 
-pub use config::{ConfigError, DEFAULT_TAPS, OptimizerKind, TrainConfig, ValidTrainConfig};
+pub use cnnu_run::{EpochMetrics, RunDir};
+pub use config::{
+    ConfigError, DEFAULT_TAPS, OptimizerKind, SampleAt, TrainConfig, ValidTrainConfig,
+};
 pub use dataset::{DataSource, DatasetError, DatasetKind, ImageDataset, ImageSplit};
 pub use mnist::{Mnist, MnistError, MnistSplit};
 pub use probe::{ProbeError, probe};
 pub use snapshot::{SnapshotError, SnapshotWriter};
 pub use tensor_file::{NamedTensor, TensorFileError};
-pub use trainer::{EpochMetrics, RunConfig, RunDir, RunOptions, RunSummary, TrainError, train};
+pub use trainer::{RunConfig, RunOptions, RunSummary, TrainError, train};

@@ -12,7 +12,7 @@ use std::fs::{self, File};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::atomic;
+use cnnu_run::atomic;
 
 /// Element type of a snapshot tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

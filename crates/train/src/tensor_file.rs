@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use crate::atomic::write_atomic;
+use cnnu_run::atomic::write_atomic;
 
 /// Errors from safetensors tensor files.
 #[derive(Debug, thiserror::Error)]

@@ -24,12 +24,13 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic;
-use crate::config::{OptimizerKind, TrainConfig, ValidTrainConfig};
+use crate::config::{OptimizerKind, SampleAt, TrainConfig, ValidTrainConfig};
 use crate::dataset::{ImageDataset, ImageSplit};
 use crate::mnist::stratified_subset;
 use crate::probe::to_f32;
 use crate::snapshot::{Dtype, SnapshotError, SnapshotWriter, TensorSpec};
+use cnnu_run::sample::{self, SampleName};
+use cnnu_run::{EpochMetrics, RunDir, atomic, read_metrics, write_metrics};
 
 /// Errors from a training run.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,9 @@ pub enum TrainError {
     /// Writing a snapshot failed.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// `metrics.jsonl` could not be read or written.
+    #[error(transparent)]
+    Metrics(#[from] cnnu_run::MetricsError),
     /// The configuration in a run directory is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -99,75 +103,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     }
 }
 
-/// The files of a run directory.
-#[derive(Debug, Clone)]
-pub struct RunDir {
-    root: PathBuf,
-}
-
-impl RunDir {
-    /// A run directory at `root` (nothing is created yet).
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
-    }
-
-    /// The directory itself.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// `config.json`: every setting, resolved.
-    pub fn config_path(&self) -> PathBuf {
-        self.root.join("config.json")
-    }
-
-    /// `metrics.jsonl`: one line per complete epoch.
-    pub fn metrics_path(&self) -> PathBuf {
-        self.root.join("metrics.jsonl")
-    }
-
-    /// The snapshots directory.
-    pub fn snapshots_dir(&self) -> PathBuf {
-        self.root.join("snapshots")
-    }
-
-    /// `snapshots/epoch-EEE.safetensors`.
-    pub fn snapshot_path(&self, epoch: usize) -> PathBuf {
-        self.snapshots_dir()
-            .join(format!("epoch-{epoch:03}.safetensors"))
-    }
-
-    /// `checkpoints/epoch-EEE/` holding `model.bpk` and `optimizer.bpk`.
-    pub fn checkpoint_dir(&self, epoch: usize) -> PathBuf {
-        self.root
-            .join("checkpoints")
-            .join(format!("epoch-{epoch:03}"))
-    }
-
-    /// `partial/`: files being written, renamed into place when complete.
-    pub fn partial_dir(&self) -> PathBuf {
-        self.root.join("partial")
-    }
-
-    /// The epochs with a complete snapshot, ascending.
-    pub fn snapshot_epochs(&self) -> Vec<usize> {
-        let mut epochs: Vec<usize> = fs::read_dir(self.snapshots_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.strip_prefix("epoch-")?
-                    .strip_suffix(".safetensors")?
-                    .parse()
-                    .ok()
-            })
-            .collect();
-        epochs.sort_unstable();
-        epochs
-    }
-}
-
 /// The resolved settings of a run, as `config.json` holds them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
@@ -183,27 +118,6 @@ pub struct RunConfig {
     pub cnnu_version: String,
 }
 
-/// One line of `metrics.jsonl`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochMetrics {
-    /// The epoch (0 = before training).
-    pub epoch: usize,
-    /// Mean training loss over the epoch (none at epoch 0).
-    pub train_loss: Option<f64>,
-    /// Training accuracy over the epoch (none at epoch 0).
-    pub train_accuracy: Option<f64>,
-    /// Mean cross-entropy on the test set.
-    pub test_loss: f64,
-    /// Accuracy on the test set.
-    pub test_accuracy: f64,
-    /// Training throughput (none at epoch 0).
-    pub images_per_second: Option<f64>,
-    /// Seconds spent on the epoch's training steps.
-    pub train_seconds: f64,
-    /// Seconds spent on the test set and the snapshot.
-    pub eval_seconds: f64,
-}
-
 /// How to run: fresh or resumed, with or without a progress bar.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
@@ -211,39 +125,6 @@ pub struct RunOptions {
     pub resume: bool,
     /// Draw a progress bar (on stderr, only when it is a terminal).
     pub progress: bool,
-}
-
-/// Reads `metrics.jsonl`.
-pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>, TrainError> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(TrainError::Io {
-                path: path.to_path_buf(),
-                source: e,
-            });
-        }
-    };
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| TrainError::Corrupt {
-                path: path.to_path_buf(),
-                problem: format!("line {}: {e}", i + 1),
-            })
-        })
-        .collect()
-}
-
-fn write_metrics(path: &Path, metrics: &[EpochMetrics]) -> Result<(), TrainError> {
-    let mut text = String::new();
-    for m in metrics {
-        text.push_str(&serde_json::to_string(m).expect("metrics serialise"));
-        text.push('\n');
-    }
-    atomic::write_atomic(path, text.as_bytes()).map_err(io_err(path))
 }
 
 /// Reads a run's `config.json`.
@@ -339,7 +220,8 @@ fn evaluate(model: &ResNet, data: &Data, batch: usize, device: &Device) -> (f64,
     )
 }
 
-/// Samples the eval-mode model on the probe set into `snapshots/epoch-EEE.safetensors`.
+/// Samples the eval-mode model on the probe set into a snapshot (`path`, written through
+/// `partial`).
 fn write_snapshot(
     model: &ResNet,
     data: &Data,
@@ -477,7 +359,11 @@ fn load_checkpoint(
 
 /// Removes what a killed run may have left: temporaries, and snapshots or checkpoints of
 /// epochs after the last complete one (they are redone, identically).
-fn clean_incomplete(run: &RunDir, last_complete: usize) -> Result<(), TrainError> {
+fn clean_incomplete(
+    run: &RunDir,
+    last_complete: usize,
+    steps_per_epoch: u64,
+) -> Result<(), TrainError> {
     let partial = run.partial_dir();
     if partial.exists() {
         fs::remove_dir_all(&partial).map_err(io_err(&partial))?;
@@ -497,7 +383,14 @@ fn clean_incomplete(run: &RunDir, last_complete: usize) -> Result<(), TrainError
                 .strip_prefix("epoch-")
                 .and_then(|r| r.get(..3))
                 .and_then(|e| e.parse::<usize>().ok());
-            let stale = name.ends_with(".tmp") || epoch.is_some_and(|e| e > last_complete);
+            // Samples inside the epoch being redone are taken again, identically.
+            let step = match SampleName::parse(&name) {
+                Some(SampleName::Step(s)) => Some(s),
+                _ => None,
+            };
+            let stale = name.ends_with(".tmp")
+                || epoch.is_some_and(|e| e > last_complete)
+                || step.is_some_and(|s| s > last_complete as u64 * steps_per_epoch);
             if stale {
                 let p = entry.path();
                 let result = if p.is_dir() {
@@ -562,7 +455,77 @@ pub struct RunSummary {
     pub resumed_after: Option<usize>,
 }
 
-/// Trains, sampling the frozen network at epoch 0 and after every epoch into `run`.
+/// The metadata every snapshot of a run carries (each adds its epoch and step).
+fn snapshot_metadata(
+    config: &ValidTrainConfig,
+    backend: BackendKind,
+    dataset: &ImageDataset,
+    probe_count: usize,
+) -> BTreeMap<String, String> {
+    let c = config.config();
+    BTreeMap::from([
+        (sample::KEY_FORMAT.to_string(), sample::FORMAT.to_string()),
+        ("seed".to_string(), c.seed.to_string()),
+        ("backend".to_string(), backend.name().to_string()),
+        ("dataset".to_string(), dataset.kind.name().to_string()),
+        (
+            "class_names".to_string(),
+            serde_json::to_string(&dataset.class_names).expect("serialisable"),
+        ),
+        (
+            "model_config".to_string(),
+            serde_json::to_string(&c.model).expect("serialisable"),
+        ),
+        (
+            "taps".to_string(),
+            config.catalogue().names(config.taps()).join(","),
+        ),
+        ("probe_images".to_string(), probe_count.to_string()),
+        (
+            "cnnu_version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+    ])
+}
+
+/// The run's optimizer steps: how many per epoch, and the ones sampled inside epochs.
+#[derive(Debug, Clone)]
+struct Schedule {
+    steps_per_epoch: u64,
+    inner: Vec<u64>,
+}
+
+impl Schedule {
+    /// Resolves `--sample-at` for this many training images; an explicit step past the end of
+    /// training is an error rather than a sample silently missing.
+    fn new(c: &TrainConfig, train_images: usize) -> Result<Self, TrainError> {
+        let steps_per_epoch = train_images.div_ceil(c.batch_size).max(1) as u64;
+        let total = steps_per_epoch * c.epochs as u64;
+        if let SampleAt::Steps(steps) = &c.sample_at
+            && let Some(&late) = steps.iter().find(|&&s| s > total)
+        {
+            return Err(TrainError::Config(crate::config::ConfigError::Invalid {
+                name: "sample-at",
+                problem: format!(
+                    "step {late} is past the end of training ({total} steps: {} epochs of {steps_per_epoch})",
+                    c.epochs
+                ),
+            }));
+        }
+        Ok(Self {
+            steps_per_epoch,
+            inner: c.sample_at.inner_steps(steps_per_epoch, total),
+        })
+    }
+
+    /// Whether the network is sampled after global step `step` (inside an epoch).
+    fn samples_at(&self, step: u64) -> bool {
+        self.inner.binary_search(&step).is_ok()
+    }
+}
+
+/// Trains, sampling the frozen network at step 0, at the `--sample-at` steps and after every
+/// epoch into `run`.
 pub fn train(
     config: &ValidTrainConfig,
     backend: BackendKind,
@@ -615,35 +578,17 @@ pub fn train(
         data_source: data_source.to_string(),
         cnnu_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let metadata_base = BTreeMap::from([
-        ("format".to_string(), "cnnu-snapshot-1".to_string()),
-        ("seed".to_string(), c.seed.to_string()),
-        ("backend".to_string(), backend.name().to_string()),
-        ("dataset".to_string(), dataset.kind.name().to_string()),
-        (
-            "class_names".to_string(),
-            serde_json::to_string(&dataset.class_names).expect("serialisable"),
-        ),
-        (
-            "model_config".to_string(),
-            serde_json::to_string(&c.model).expect("serialisable"),
-        ),
-        (
-            "taps".to_string(),
-            config.catalogue().names(config.taps()).join(","),
-        ),
-        ("probe_images".to_string(), data.probe_count.to_string()),
-        ("cnnu_version".to_string(), run_config.cnnu_version.clone()),
-    ]);
+    let metadata_base = snapshot_metadata(config, backend, dataset, data.probe_count);
+    let schedule = Schedule::new(c, data.train_indices.len())?;
 
     match resumed_after {
         Some(last) => {
-            clean_incomplete(run, last)?;
+            clean_incomplete(run, last, schedule.steps_per_epoch)?;
             (model, optim) = load_checkpoint(model, optim, &run.checkpoint_dir(last))?;
             eprintln!("resuming {} after epoch {last}", run.root().display());
         }
         None => {
-            clean_incomplete(run, 0)?;
+            clean_incomplete(run, 0, schedule.steps_per_epoch)?;
             let json = serde_json::to_string_pretty(&run_config).expect("serialisable");
             atomic::write_atomic(&run.config_path(), json.as_bytes())
                 .map_err(io_err(&run.config_path()))?;
@@ -657,6 +602,7 @@ pub fn train(
         device,
         metadata: metadata_base,
         progress: options.progress,
+        schedule,
     };
     if resumed_after.is_none() {
         let m = session.sample(&model, &optim, 0, TrainPart::default())?;
@@ -709,6 +655,7 @@ struct Session<'a> {
     device: Device,
     metadata: BTreeMap<String, String>,
     progress: bool,
+    schedule: Schedule,
 }
 
 impl Session<'_> {
@@ -731,7 +678,10 @@ impl Session<'_> {
         let bar = crate::progress::epoch_bar(self.progress, epoch, c.epochs, order.len());
         let started = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        for chunk in order.chunks(c.batch_size) {
+        let first_step = (epoch as u64 - 1) * self.schedule.steps_per_epoch;
+        // Time spent sampling inside the epoch is not training time.
+        let mut sampling = 0.0f64;
+        for (i, chunk) in order.chunks(c.batch_size).enumerate() {
             let x = images_tensor(self.data, self.data.train, chunk, &ad);
             let y = labels_tensor(self.data.train, chunk, &ad);
             let logits = model.forward(x);
@@ -740,10 +690,16 @@ impl Session<'_> {
             let loss_value: f32 = loss.clone().into_scalar();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(c.lr, model, grads);
+            let step = first_step + i as u64 + 1;
+            if self.schedule.samples_at(step) {
+                let t = Instant::now();
+                bar.suspend(|| self.sample_step(&model, epoch - 1, step))?;
+                sampling += t.elapsed().as_secs_f64();
+            }
             loss_sum += loss_value as f64 * chunk.len() as f64;
             correct += hits;
             seen += chunk.len();
-            let secs = started.elapsed().as_secs_f64();
+            let secs = started.elapsed().as_secs_f64() - sampling;
             bar.set_position(seen as u64);
             bar.set_message(format!(
                 "loss {:.4} acc {:.3} {:.0} img/s",
@@ -753,7 +709,7 @@ impl Session<'_> {
             ));
         }
         bar.finish_and_clear();
-        let seconds = started.elapsed().as_secs_f64();
+        let seconds = started.elapsed().as_secs_f64() - sampling;
         Ok((
             model,
             TrainPart {
@@ -763,6 +719,25 @@ impl Session<'_> {
                 seconds,
             },
         ))
+    }
+
+    /// The snapshot of the model as it is after global step `step`, inside an epoch (`epochs`
+    /// complete): the probe set only, no test pass and no checkpoint.
+    fn sample_step(&self, model: &ResNet, epochs: usize, step: u64) -> Result<(), TrainError> {
+        let mut metadata = self.metadata.clone();
+        metadata.insert(sample::KEY_EPOCH.into(), epochs.to_string());
+        metadata.insert(sample::KEY_STEP.into(), step.to_string());
+        write_snapshot(
+            &model.valid(),
+            self.data,
+            self.config,
+            &self.device,
+            [
+                &self.run.sample_path(SampleName::Step(step)),
+                &self.run.partial_dir(),
+            ],
+            &metadata,
+        )
     }
 
     /// Test metrics, the snapshot and the checkpoint of the model as it is after `epoch`.
@@ -780,7 +755,11 @@ impl Session<'_> {
         let (test_loss, test_accuracy) =
             evaluate(&eval_model, self.data, c.eval_batch_size, &self.device);
         let mut metadata = self.metadata.clone();
-        metadata.insert("epoch".into(), epoch.to_string());
+        metadata.insert(sample::KEY_EPOCH.into(), epoch.to_string());
+        metadata.insert(
+            sample::KEY_STEP.into(),
+            (epoch as u64 * self.schedule.steps_per_epoch).to_string(),
+        );
         metadata.insert("test_accuracy".into(), test_accuracy.to_string());
         metadata.insert("test_loss".into(), test_loss.to_string());
         write_snapshot(

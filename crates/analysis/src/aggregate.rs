@@ -1,0 +1,724 @@
+//! Several analysed runs of one setup (seeds) summarised: per (layer, sample) the mean, standard
+//! deviation and 95% Student-t interval of every figure, written to `aggregate.csv`/`.json` with
+//! band plots, and the paired change of each early-layer measure from step 0 with its interval:
+//! the figures that say whether training changed a representation by more than seed-to-seed
+//! noise.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use cnnu_run::{RunDir, SampleName};
+
+use crate::figures::{self, Figure};
+use crate::plot::{self, PlotError};
+
+impl From<PlotError> for AggregateError {
+    fn from(e: PlotError) -> Self {
+        AggregateError::Summary(SummaryError::Plot(e))
+    }
+}
+
+/// An I/O error at `path`.
+fn io_error(path: &Path, source: std::io::Error) -> AggregateError {
+    AggregateError::Summary(SummaryError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+use crate::report::is_early;
+use crate::summary::SummaryError;
+
+/// Errors of an aggregation.
+#[derive(Debug, thiserror::Error)]
+pub enum AggregateError {
+    /// Fewer than one run given.
+    #[error("aggregate needs at least one analysed run")]
+    NoRuns,
+    /// A run has not been analysed.
+    #[error("{0}: no analysis/summary.csv (run `cnnu analyze {0}` first)")]
+    NotAnalysed(PathBuf),
+    /// A file that does not parse.
+    #[error("{path}: {problem}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The runs are not of one setup.
+    #[error("{a} and {b} differ in {what}: {va} vs {vb}; only runs of one setup (seeds) aggregate")]
+    Differ {
+        /// The first run.
+        a: PathBuf,
+        /// The other run.
+        b: PathBuf,
+        /// The setting.
+        what: String,
+        /// Its value in the first.
+        va: String,
+        /// Its value in the other.
+        vb: String,
+    },
+    /// Reading, writing or drawing failed.
+    #[error(transparent)]
+    Summary(#[from] SummaryError),
+}
+
+/// The two-sided 95% quantile of Student's t with 1..=30 degrees of freedom.
+const T975: [f64; 30] = [
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+    2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+    2.052, 2.048, 2.045, 2.042,
+];
+
+/// t(0.975, df); beyond 30 the normal quantile with Cornish–Fisher's first correction, which is
+/// within 0.001 of the exact value there.
+pub fn t_quantile_975(df: usize) -> f64 {
+    match df {
+        0 => f64::NAN,
+        1..=30 => T975[df - 1],
+        _ => {
+            let z = 1.959_964;
+            z + (z * z * z + z) / (4.0 * df as f64)
+        }
+    }
+}
+
+/// Mean, sample standard deviation and 95% t-interval of some values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interval {
+    /// Values that went in (NaNs left out).
+    pub n: usize,
+    /// Their mean.
+    pub mean: f64,
+    /// Their standard deviation (n − 1 in the denominator; NaN for one value).
+    pub std: f64,
+    /// mean − t·std/√n.
+    pub low: f64,
+    /// mean + t·std/√n.
+    pub high: f64,
+}
+
+impl Interval {
+    /// The interval of the finite values of `v`.
+    pub fn of(v: impl IntoIterator<Item = f64>) -> Self {
+        let v: Vec<f64> = v.into_iter().filter(|x| x.is_finite()).collect();
+        let n = v.len();
+        let mean = if n == 0 {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / n as f64
+        };
+        let std = if n < 2 {
+            f64::NAN
+        } else {
+            (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+        };
+        let half = t_quantile_975(n.saturating_sub(1)) * std / (n as f64).sqrt();
+        Self {
+            n,
+            mean,
+            std,
+            low: mean - half,
+            high: mean + half,
+        }
+    }
+
+    /// Whether the interval lies wholly above or below zero.
+    pub fn excludes_zero(&self) -> bool {
+        self.low > 0.0 || self.high < 0.0
+    }
+}
+
+/// One run's `summary.csv`, by (layer, sample).
+#[derive(Debug, Clone)]
+struct RunTable {
+    dir: PathBuf,
+    /// (layer, sample) → (step, epoch, figure name → value).
+    rows: BTreeMap<(String, SampleName), Row>,
+    layers: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Row {
+    step: Option<u64>,
+    epoch: usize,
+    values: BTreeMap<String, f64>,
+}
+
+fn read_table(run: &Path) -> Result<RunTable, AggregateError> {
+    let path = RunDir::new(run).analysis_dir().join("summary.csv");
+    let text = fs::read_to_string(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => AggregateError::NotAnalysed(run.to_path_buf()),
+        _ => io_error(&path, e),
+    })?;
+    let corrupt = |problem: String| AggregateError::Corrupt {
+        path: path.clone(),
+        problem,
+    };
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (Some(c_layer), Some(c_epoch)) = (col("layer"), col("epoch")) else {
+        return Err(corrupt("no layer/epoch columns".into()));
+    };
+    let (c_step, c_sample) = (col("step"), col("sample"));
+    let mut table = RunTable {
+        dir: run.to_path_buf(),
+        rows: BTreeMap::new(),
+        layers: Vec::new(),
+    };
+    for (i, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let cells: Vec<&str> = line.split(',').collect();
+        if cells.len() != header.len() {
+            return Err(corrupt(format!("line {}: {} cells", i + 2, cells.len())));
+        }
+        let epoch: usize = cells[c_epoch]
+            .parse()
+            .map_err(|_| corrupt(format!("line {}: epoch {:?}", i + 2, cells[c_epoch])))?;
+        let step = c_step.and_then(|c| cells[c].parse().ok());
+        // Summaries from before step sampling name no sample: their rows are epoch samples.
+        let sample = c_sample
+            .and_then(|c| SampleName::from_stem(cells[c]))
+            .unwrap_or(SampleName::Epoch(epoch));
+        let layer = cells[c_layer].to_string();
+        let values = figures::aggregated()
+            .filter_map(|f| {
+                let v = cells.get(col(f.name)?)?.parse::<f64>().ok()?;
+                Some((f.name.to_string(), v))
+            })
+            .collect();
+        if !table.layers.contains(&layer) {
+            table.layers.push(layer.clone());
+        }
+        table.rows.insert(
+            (layer, sample),
+            Row {
+                step,
+                epoch,
+                values,
+            },
+        );
+    }
+    Ok(table)
+}
+
+/// The settings that make runs one setup, from `config.json` (the seed is left out on purpose).
+fn setup(run: &Path) -> Result<Vec<(&'static str, String)>, AggregateError> {
+    let path = RunDir::new(run).config_path();
+    let text = fs::read_to_string(&path).map_err(|e| io_error(&path, e))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| AggregateError::Corrupt {
+            path: path.clone(),
+            problem: e.to_string(),
+        })?;
+    let t = &json["train"];
+    Ok([
+        "dataset",
+        "model",
+        "probe_limit",
+        "taps",
+        "sample_at",
+        "train_limit",
+        "batch_size",
+    ]
+    .into_iter()
+    .map(|k| (k, t.get(k).map_or("default".into(), |v| v.to_string())))
+    .collect())
+}
+
+/// Refuses runs of different setups, saying what differs.
+fn check_same_setup(tables: &[RunTable]) -> Result<(), AggregateError> {
+    let first = &tables[0];
+    let s0 = setup(&first.dir)?;
+    for t in &tables[1..] {
+        let differ = |what: String, va: String, vb: String| AggregateError::Differ {
+            a: first.dir.clone(),
+            b: t.dir.clone(),
+            what,
+            va,
+            vb,
+        };
+        for ((k, a), (_, b)) in s0.iter().zip(setup(&t.dir)?) {
+            if *a != b {
+                return Err(differ((*k).to_string(), a.clone(), b));
+            }
+        }
+        let keys = |t: &RunTable| t.rows.keys().map(|(_, s)| s.stem()).collect::<Vec<_>>();
+        let (ka, kb) = (dedup(keys(first)), dedup(keys(t)));
+        if ka != kb {
+            return Err(differ("samples".into(), ka.join(" "), kb.join(" ")));
+        }
+        if first.layers != t.layers {
+            return Err(differ(
+                "analysed layers".into(),
+                first.layers.join(","),
+                t.layers.join(","),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn dedup(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// One (layer, sample) over the runs.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AggregateRow {
+    /// The layer.
+    pub layer: String,
+    /// The sample's stem (`epoch-001`, `step-0000040`).
+    pub sample: String,
+    /// Optimizer steps done (none for runs from before step sampling).
+    pub step: Option<u64>,
+    /// Whole epochs completed.
+    pub epoch: usize,
+    /// Runs with this row.
+    pub n_runs: usize,
+    /// Figure name → its interval over the runs.
+    #[serde(skip)]
+    pub figures: BTreeMap<String, Interval>,
+}
+
+/// Several runs summarised.
+#[derive(Debug, Clone)]
+pub struct Aggregate {
+    /// The runs.
+    pub runs: Vec<PathBuf>,
+    /// The layers in analysis order.
+    pub layers: Vec<String>,
+    /// One row per (layer, sample), samples in training order.
+    pub rows: Vec<AggregateRow>,
+    /// Per early-layer measure: the paired change from the first sample to each later one,
+    /// averaged over the early layers within each run, then over runs.
+    pub early_changes: Vec<EarlyChange>,
+}
+
+/// The change of one measure in the early layers, from the first sample, over the runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EarlyChange {
+    /// The figure.
+    pub figure: &'static str,
+    /// (sample, its step, the interval of the per-run change from the first sample).
+    pub by_sample: Vec<(SampleName, Option<u64>, Interval)>,
+}
+
+impl EarlyChange {
+    /// The change at the last sample.
+    pub fn at_end(&self) -> Option<&Interval> {
+        self.by_sample.last().map(|(_, _, i)| i)
+    }
+
+    /// The first sample from which on the interval excludes zero at every later sample.
+    pub fn settled_from(&self) -> Option<(SampleName, Option<u64>)> {
+        let mut from = None;
+        for (s, step, i) in &self.by_sample {
+            match (i.excludes_zero(), from) {
+                (true, None) => from = Some((*s, *step)),
+                (false, _) => from = None,
+                _ => {}
+            }
+        }
+        from
+    }
+}
+
+/// The measures the answer reads in the early layers.
+pub const EARLY_MEASURES: [&str; 6] = [
+    "knn_agreement",
+    "silhouette_true",
+    "subspace_cos_mean",
+    "purity_with_noise",
+    "nc1",
+    "probe_acc",
+];
+
+/// Reads and summarises analysed runs of one setup.
+pub fn aggregate(runs: &[PathBuf]) -> Result<Aggregate, AggregateError> {
+    if runs.is_empty() {
+        return Err(AggregateError::NoRuns);
+    }
+    let tables = runs
+        .iter()
+        .map(|r| read_table(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_same_setup(&tables)?;
+    let first = &tables[0];
+    let mut samples: Vec<(SampleName, Option<u64>, usize)> = first
+        .rows
+        .iter()
+        .map(|((_, s), r)| (*s, r.step, r.epoch))
+        .collect();
+    samples.sort_by_key(|&(s, step, epoch)| {
+        (epoch, step.unwrap_or(0), matches!(s, SampleName::Epoch(_)))
+    });
+    samples.dedup();
+    let mut rows = Vec::new();
+    for &(sample, step, epoch) in &samples {
+        for layer in &first.layers {
+            let key = (layer.clone(), sample);
+            let found: Vec<&Row> = tables.iter().filter_map(|t| t.rows.get(&key)).collect();
+            let figures = figures::aggregated()
+                .map(|f| {
+                    let v = found.iter().filter_map(|r| r.values.get(f.name).copied());
+                    (f.name.to_string(), Interval::of(v))
+                })
+                .collect();
+            rows.push(AggregateRow {
+                layer: layer.clone(),
+                sample: sample.stem(),
+                step,
+                epoch,
+                n_runs: found.len(),
+                figures,
+            });
+        }
+    }
+    let early_changes = EARLY_MEASURES
+        .iter()
+        .filter_map(|&name| figures::figure(name))
+        .map(|f| early_change(&tables, &samples, f))
+        .collect();
+    Ok(Aggregate {
+        runs: runs.to_vec(),
+        layers: first.layers.clone(),
+        rows,
+        early_changes,
+    })
+}
+
+/// Per run, the early layers' mean of `f` at each sample minus at the first; over runs.
+fn early_change(
+    tables: &[RunTable],
+    samples: &[(SampleName, Option<u64>, usize)],
+    f: &Figure,
+) -> EarlyChange {
+    let early_mean = |t: &RunTable, s: SampleName| -> f64 {
+        let v: Vec<f64> = t
+            .layers
+            .iter()
+            .filter(|l| is_early(l))
+            .filter_map(|l| t.rows.get(&(l.clone(), s))?.values.get(f.name).copied())
+            .filter(|v| v.is_finite())
+            .collect();
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let Some(&(s0, _, _)) = samples.first() else {
+        return EarlyChange {
+            figure: f.name,
+            by_sample: Vec::new(),
+        };
+    };
+    let by_sample = samples[1..]
+        .iter()
+        .map(|&(s, step, _)| {
+            let deltas = tables.iter().map(|t| early_mean(t, s) - early_mean(t, s0));
+            (s, step, Interval::of(deltas))
+        })
+        .collect();
+    EarlyChange {
+        figure: f.name,
+        by_sample,
+    }
+}
+
+fn cell(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v}")
+    } else {
+        String::new()
+    }
+}
+
+/// `aggregate.csv`: per (layer, sample) `n_runs` and, for every figure F, `F_mean`, `F_std`,
+/// `F_ci_low`, `F_ci_high`.
+pub fn csv(agg: &Aggregate) -> String {
+    let mut out = String::from("layer,sample,step,epoch,n_runs");
+    for f in figures::aggregated() {
+        for s in ["mean", "std", "ci_low", "ci_high"] {
+            out.push_str(&format!(",{}_{s}", f.name));
+        }
+    }
+    out.push('\n');
+    for r in &agg.rows {
+        out.push_str(&format!(
+            "{},{},{},{},{}",
+            r.layer,
+            r.sample,
+            r.step.map_or(String::new(), |s| s.to_string()),
+            r.epoch,
+            r.n_runs
+        ));
+        for f in figures::aggregated() {
+            let i = r.figures[f.name];
+            for v in [i.mean, i.std, i.low, i.high] {
+                out.push(',');
+                out.push_str(&cell(v));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The rows as JSON objects with the same keys as the CSV (NaN as null).
+pub fn json(agg: &Aggregate) -> serde_json::Value {
+    let num = |v: f64| {
+        serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number)
+    };
+    let rows = agg
+        .rows
+        .iter()
+        .map(|r| {
+            let mut o = serde_json::to_value(r).expect("rows serialise");
+            let obj = o.as_object_mut().expect("an object");
+            for (name, i) in &r.figures {
+                obj.insert(format!("{name}_mean"), num(i.mean));
+                obj.insert(format!("{name}_std"), num(i.std));
+                obj.insert(format!("{name}_ci_low"), num(i.low));
+                obj.insert(format!("{name}_ci_high"), num(i.high));
+            }
+            o
+        })
+        .collect();
+    serde_json::json!({
+        "runs": agg.runs,
+        "interval": "95% Student t over runs: mean ± t(0.975, n−1)·std/√n",
+        "rows": serde_json::Value::Array(rows),
+    })
+}
+
+/// The axis of the aggregate's samples: steps when every row has one.
+fn axis(agg: &Aggregate) -> (bool, bool) {
+    let by_step = agg.rows.iter().all(|r| r.step.is_some());
+    let log = by_step && agg.rows.iter().any(|r| r.sample.starts_with("step-"));
+    (by_step, log)
+}
+
+/// Writes `aggregate.csv`, `aggregate.json` and `plots/F.png` (one line per layer, its 95%
+/// band shaded) into `dir`.
+pub fn write_aggregate(dir: &Path, agg: &Aggregate) -> Result<(), AggregateError> {
+    let plots = dir.join("plots");
+    fs::create_dir_all(&plots).map_err(|e| io_error(&plots, e))?;
+    let write = |name: &str, bytes: &[u8]| {
+        cnnu_run::atomic::write_atomic(&dir.join(name), bytes)
+            .map_err(|e| io_error(&dir.join(name), e))
+    };
+    write("aggregate.csv", csv(agg).as_bytes())?;
+    let json = serde_json::to_vec_pretty(&json(agg)).expect("serialisable");
+    write("aggregate.json", &json)?;
+    let (by_step, log) = axis(agg);
+    let x_title = match (by_step, log) {
+        (true, true) => "optimizer step (log scale; step 0 at the left edge)",
+        (true, false) => "optimizer step",
+        _ => "epoch",
+    };
+    for f in figures::plotted() {
+        let series: Vec<plot::Band> = agg
+            .layers
+            .iter()
+            .map(|l| {
+                let pts = agg
+                    .rows
+                    .iter()
+                    .filter(|r| &r.layer == l)
+                    .map(|r| {
+                        let x = if by_step {
+                            r.step.unwrap_or(0) as f64
+                        } else {
+                            r.epoch as f64
+                        };
+                        let i = r.figures[f.name];
+                        let (lo, hi) = if i.low.is_finite() {
+                            (i.low, i.high)
+                        } else {
+                            (i.mean, i.mean)
+                        };
+                        (x, i.mean, lo, hi)
+                    })
+                    .collect();
+                (l.clone(), pts)
+            })
+            .collect();
+        plot::lines_with_bands(
+            &plots.join(format!("{}.png", f.name)),
+            &format!("{} over {} runs, 95% t-interval", f.name, agg.runs.len()),
+            x_title,
+            f.name,
+            &series,
+            plot::Axes {
+                log_x: log,
+                log_y: false,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// The answer to the research question over seeds, from the paired early-layer changes.
+pub fn answer(agg: &Aggregate) -> String {
+    let n = agg.runs.len();
+    if n < 2 {
+        return "One run: an interval over seeds needs at least two.".into();
+    }
+    let mut parts = Vec::new();
+    for c in &agg.early_changes {
+        let Some(end) = c.at_end() else { continue };
+        if !end.mean.is_finite() {
+            continue;
+        }
+        let verdict = if end.excludes_zero() {
+            let from = c.settled_from().map_or(String::new(), |(s, step)| {
+                let at = step.map_or(s.label(), |st| format!("step {st}"));
+                format!(", outside the interval from {at} on")
+            });
+            format!("larger than its interval{from}")
+        } else {
+            "within its interval: not distinguishable from seed-to-seed noise".into()
+        };
+        parts.push(format!(
+            "{} {:+.3} (95% CI {:+.3} … {:+.3}): {verdict}",
+            c.figure, end.mean, end.low, end.high
+        ));
+    }
+    if parts.is_empty() {
+        return "No early layers were analysed, so the question cannot be answered.".into();
+    }
+    format!(
+        "**Over {n} seeds, did training change the early layers (stem and layer1) by more than seed-to-seed \
+         noise?** Change from the first sample to the last, mean over seeds of each seed's early-layer average, \
+         with its 95% Student-t interval over seeds: {}.",
+        parts.join("; ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_matches_a_hand_worked_example() {
+        // 1, 2, 3, 6: mean 3, squared deviations 4+1+0+9 = 14, var 14/3, std 2.1602;
+        // half-width t(0.975, 3) · std / 2 = 3.182 · 2.1602 / 2 = 3.4369.
+        let i = Interval::of([1.0, 2.0, 3.0, 6.0, f64::NAN]);
+        assert_eq!(i.n, 4);
+        assert!((i.mean - 3.0).abs() < 1e-12);
+        assert!((i.std - (14.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        let half = 3.182 * (14.0f64 / 3.0).sqrt() / 2.0;
+        assert!((i.high - (3.0 + half)).abs() < 1e-12 && (i.low - (3.0 - half)).abs() < 1e-12);
+        assert!((half - 3.4369).abs() < 1e-4);
+        assert!(!i.excludes_zero());
+        let one = Interval::of([0.5]);
+        assert!(one.std.is_nan() && one.low.is_nan() && one.mean == 0.5);
+        // Large df: the exact t(0.975, 60) is 2.0003, t(0.975, 120) is 1.9799.
+        assert!((t_quantile_975(60) - 2.0003).abs() < 1e-3);
+        assert!((t_quantile_975(120) - 1.9799).abs() < 1e-3);
+    }
+
+    fn fake_run(dir: &Path, seed: u64, knn: [f64; 3], taps: &str) -> PathBuf {
+        let run = dir.join(format!("s{seed}"));
+        fs::create_dir_all(run.join("analysis")).unwrap();
+        let config = serde_json::json!({"train": {"seed": seed, "dataset": "Mnist", "taps": taps,
+            "probe_limit": 500, "sample_at": {"Log": 3}}});
+        fs::write(run.join("config.json"), config.to_string()).unwrap();
+        let mut csv =
+            String::from("epoch,step,sample,layer,knn_agreement,cka_vs_prev,seconds_svd\n");
+        for (i, (sample, step, epoch)) in [
+            ("epoch-000", 0, 0),
+            ("step-0000010", 10, 0),
+            ("epoch-001", 100, 1),
+        ]
+        .iter()
+        .enumerate()
+        {
+            for (layer, off) in [("conv1", 0.0), ("layer4", 0.5)] {
+                let prev = if i == 0 { String::new() } else { "0.9".into() };
+                csv.push_str(&format!(
+                    "{epoch},{step},{sample},{layer},{},{prev},1.5\n",
+                    knn[i] + off
+                ));
+            }
+        }
+        fs::write(run.join("analysis/summary.csv"), csv).unwrap();
+        run
+    }
+
+    #[test]
+    fn three_runs_give_means_intervals_and_the_early_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = vec![
+            fake_run(dir.path(), 0, [0.1, 0.2, 0.30], "conv1,layer4"),
+            fake_run(dir.path(), 1, [0.1, 0.3, 0.40], "conv1,layer4"),
+            fake_run(dir.path(), 2, [0.1, 0.4, 0.35], "conv1,layer4"),
+        ];
+        let agg = aggregate(&runs).unwrap();
+        assert_eq!(agg.rows.len(), 6);
+        let row = |layer: &str, sample: &str| {
+            agg.rows
+                .iter()
+                .find(|r| r.layer == layer && r.sample == sample)
+                .unwrap()
+        };
+        let r = row("conv1", "step-0000010");
+        assert_eq!((r.n_runs, r.step, r.epoch), (3, Some(10), 0));
+        // 0.2, 0.3, 0.4: mean 0.3, std 0.1, half-width 4.303 · 0.1 / √3.
+        let i = r.figures["knn_agreement"];
+        let half = 4.303 * 0.1 / 3f64.sqrt();
+        assert!((i.mean - 0.3).abs() < 1e-12 && (i.std - 0.1).abs() < 1e-12);
+        assert!((i.high - 0.3 - half).abs() < 1e-12);
+        assert!(
+            row("conv1", "epoch-000").figures["cka_vs_prev"]
+                .mean
+                .is_nan()
+        );
+        // Only conv1 is early: its change 0.2, 0.3, 0.25 at the end: CI 0.25 ± 4.303·0.05/√3,
+        // above zero, and already at step 10 (0.1, 0.2, 0.3: 0.2 ± 0.248 is not).
+        let c = agg
+            .early_changes
+            .iter()
+            .find(|c| c.figure == "knn_agreement")
+            .unwrap();
+        let end = c.at_end().unwrap();
+        assert!((end.mean - 0.25).abs() < 1e-12 && end.excludes_zero());
+        assert_eq!(c.settled_from(), Some((SampleName::Epoch(1), Some(100))));
+        assert!(!c.by_sample[0].2.excludes_zero());
+        let text = answer(&agg);
+        assert!(
+            text.contains("knn_agreement +0.250") && text.contains("from step 100 on"),
+            "{text}"
+        );
+
+        let out = dir.path().join("agg");
+        write_aggregate(&out, &agg).unwrap();
+        let csv = fs::read_to_string(out.join("aggregate.csv")).unwrap();
+        let header = csv.lines().next().unwrap();
+        assert!(header.starts_with("layer,sample,step,epoch,n_runs,"));
+        assert!(header.contains(
+            "knn_agreement_mean,knn_agreement_std,knn_agreement_ci_low,knn_agreement_ci_high"
+        ));
+        assert!(!header.contains("seconds"), "timings are not aggregated");
+        assert!(out.join("plots/knn_agreement.png").is_file());
+    }
+
+    #[test]
+    fn runs_of_different_setups_are_refused_with_what_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = fake_run(dir.path(), 0, [0.1, 0.2, 0.3], "conv1,layer4");
+        let b = fake_run(dir.path(), 1, [0.1, 0.2, 0.3], "conv1,layer2");
+        let e = aggregate(&[a, b]).unwrap_err().to_string();
+        assert!(e.contains("taps") && e.contains("conv1,layer2"), "{e}");
+        let c = dir.path().join("none");
+        fs::create_dir_all(&c).unwrap();
+        let e = aggregate(&[c]).unwrap_err();
+        assert!(matches!(e, AggregateError::NotAnalysed(_)), "{e}");
+    }
+}

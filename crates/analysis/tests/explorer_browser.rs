@@ -1,0 +1,235 @@
+//! The explorer in a real browser: headless Chromium loads a page around the fragment and dumps
+//! its DOM, whose root must say `data-ready="true"` and carry no `data-error`; with `#test` the
+//! script also hovers the first point and clicks the first heatmap cell with real events.
+//! Without Chromium the tests fail (install Debian's `chromium`) unless `CNNU_SKIP_BROWSER=1`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cnnu_analysis::explorer::{
+    EmbeddingView, ExplorerData, ExplorerHeatmap, ExplorerSample, ProbeImages, explorer_html,
+};
+
+const POINTS: usize = 300;
+const SIDE: usize = 28;
+const CLASSES: usize = 10;
+/// Far above the 5 s of virtual time; only a hung browser gets near it.
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A deterministic value in [0, 1) per seed, so the data needs no random number crate.
+fn unit(seed: usize) -> f64 {
+    // splitmix64's finaliser.
+    let mut x = (seed as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((x ^ (x >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn labels() -> Vec<i64> {
+    (0..POINTS).map(|i| (i % CLASSES) as i64).collect()
+}
+
+/// Each class a blob on a circle, tighter at later samples, as training would make them.
+fn view(layer: usize, sample: usize) -> EmbeddingView {
+    let spread = 3.0 / (1.0 + sample as f64 + layer as f64);
+    let coords = (0..POINTS)
+        .map(|i| {
+            let angle = (i % CLASSES) as f64 * std::f64::consts::TAU / CLASSES as f64;
+            let jitter = |axis: usize| spread * (unit(i * 7 + axis + 100 * sample) - 0.5);
+            [
+                10.0 * angle.cos() + jitter(0),
+                10.0 * angle.sin() + jitter(1),
+            ]
+        })
+        .collect();
+    EmbeddingView {
+        indices: (0..POINTS).collect(),
+        coords,
+        clusters: (0..POINTS)
+            .map(|i| if i % 7 == 0 { -1 } else { (i % CLASSES) as i64 })
+            .collect(),
+        predictions: (0..POINTS)
+            .map(|i| ((i + usize::from(i % 5 == 0)) % CLASSES) as i64)
+            .collect(),
+    }
+}
+
+/// Grey 28 × 28 images, a bright square whose place tells the class.
+fn images() -> ProbeImages {
+    let mut pixels = vec![0u8; POINTS * SIDE * SIDE];
+    for (i, image) in pixels.chunks_mut(SIDE * SIDE).enumerate() {
+        let corner = 2 + 2 * (i % CLASSES);
+        for y in corner..corner + 6 {
+            for x in corner..corner + 6 {
+                image[y * SIDE + x] = 255;
+            }
+        }
+    }
+    ProbeImages {
+        channels: 1,
+        height: SIDE,
+        width: SIDE,
+        pixels,
+    }
+}
+
+/// Two layers, three samples; the first layer's first sample has no embedding (so clicking
+/// the first heatmap cell shows the "no embedding" note) and one heatmap value is missing.
+fn data() -> ExplorerData {
+    let layers = ["conv1", "layer1.0"];
+    let samples = [(0, 0.0), (40, 0.5), (80, 1.0)];
+    ExplorerData {
+        labels: labels(),
+        class_names: Some((0..CLASSES).map(|c| format!("digit {c}")).collect()),
+        images: Some(images()),
+        samples: samples
+            .iter()
+            .map(|&(step, epoch)| ExplorerSample {
+                label: format!("step {step}"),
+                step,
+                epoch,
+            })
+            .collect(),
+        layers: layers.iter().map(|l| l.to_string()).collect(),
+        views: (0..layers.len())
+            .map(|l| {
+                (0..samples.len())
+                    .map(|s| ((l, s) != (0, 0)).then(|| view(l, s)))
+                    .collect()
+            })
+            .collect(),
+        heatmaps: vec![ExplorerHeatmap {
+            name: "purity".into(),
+            values: vec![
+                vec![Some(0.2), Some(0.5), None],
+                vec![Some(0.3), Some(0.6), Some(0.9)],
+            ],
+            range: Some((0.0, 1.0)),
+        }],
+    }
+}
+
+/// The Chromium to drive, or none when the tests are to be skipped.
+fn browser() -> Option<PathBuf> {
+    if std::env::var("CNNU_SKIP_BROWSER").is_ok_and(|v| v == "1") {
+        eprintln!("CNNU_SKIP_BROWSER=1: skipped the explorer's browser test");
+        return None;
+    }
+    let found = std::env::var_os("CNNU_CHROMIUM")
+        .map(PathBuf::from)
+        .or_else(|| Some(PathBuf::from("/usr/bin/chromium")).filter(|p| p.is_file()))
+        .or_else(|| {
+            ["chromium", "chromium-browser", "google-chrome"]
+                .iter()
+                .find_map(|name| on_path(name))
+        });
+    Some(found.expect(
+        "no Chromium found for the explorer's browser test: install Debian's `chromium` \
+         package (apt-get install chromium), point CNNU_CHROMIUM at a binary, \
+         or set CNNU_SKIP_BROWSER=1 to skip",
+    ))
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The page around the fragment, written into `dir`.
+fn write_page(dir: &Path) -> PathBuf {
+    let fragment = explorer_html(&data());
+    eprintln!("explorer fragment: {} bytes", fragment.len());
+    let page = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>explorer</title></head>\n\
+         <body>\n{fragment}</body></html>\n"
+    );
+    let path = dir.join("page.html");
+    std::fs::write(&path, page).unwrap();
+    path
+}
+
+/// The DOM after Chromium ran the page's scripts, and its stderr for failure messages.
+fn dump_dom(chromium: &Path, dir: &Path, url: &str) -> (String, String) {
+    let (out, err) = (dir.join("dom.html"), dir.join("stderr.txt"));
+    let mut child = Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu"])
+        .args(["--virtual-time-budget=5000", "--dump-dom"])
+        // A profile of its own, so parallel tests and a running browser do not collide.
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .args(["--no-first-run", "--disable-dev-shm-usage", url])
+        .stdin(Stdio::null())
+        // Files, not pipes: the dump is larger than a pipe's buffer.
+        .stdout(File::create(&out).unwrap())
+        .stderr(File::create(&err).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromium.display()));
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > BROWSER_TIMEOUT {
+            child.kill().ok();
+            panic!("{} ran past {BROWSER_TIMEOUT:?}", chromium.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    (read(&out), read(&err))
+}
+
+/// The explorer root's start tag in the dumped DOM.
+fn root_tag(dom: &str) -> &str {
+    let start = dom
+        .find("<div id=\"explorer\"")
+        .expect("the explorer root in the DOM");
+    let len = dom[start..].find('>').expect("the root's start tag ends");
+    &dom[start..start + len + 1]
+}
+
+fn attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!(" {name}=\"");
+    let start = tag.find(&key)? + key.len();
+    Some(&tag[start..start + tag[start..].find('"')?])
+}
+
+/// Loads the page (with `hash` appended to its URL) and returns the root's start tag, after
+/// checking that the explorer got ready without a script error.
+fn run_page(hash: &str) -> Option<String> {
+    let chromium = browser()?;
+    let dir = tempfile::tempdir().unwrap();
+    let page = write_page(dir.path());
+    let url = format!("file://{}{hash}", page.display());
+    let (dom, stderr) = dump_dom(&chromium, dir.path(), &url);
+    let tail: String = stderr.lines().rev().take(20).collect::<Vec<_>>().join("\n");
+    assert!(
+        !dom.is_empty(),
+        "Chromium dumped no DOM; its stderr ends:\n{tail}"
+    );
+    let tag = root_tag(&dom).to_string();
+    assert_eq!(
+        attribute(&tag, "data-error"),
+        None,
+        "the explorer's script failed: {tag}"
+    );
+    assert_eq!(
+        attribute(&tag, "data-ready"),
+        Some("true"),
+        "not ready: {tag}"
+    );
+    Some(tag)
+}
+
+#[test]
+fn the_explorer_draws_in_chromium_without_errors() {
+    if let Some(tag) = run_page("") {
+        assert_eq!(attribute(&tag, "data-tested"), None, "{tag}");
+    }
+}
+
+#[test]
+fn the_explorer_answers_a_hover_and_a_heatmap_click() {
+    if let Some(tag) = run_page("#test") {
+        assert_eq!(attribute(&tag, "data-tested"), Some("hover,click"), "{tag}");
+    }
+}
