@@ -11,6 +11,7 @@ pub mod pipeline;
 pub mod plot;
 pub mod reduce;
 pub mod report;
+pub mod rng;
 pub mod scores;
 pub mod source;
 pub mod summary;
