@@ -1,6 +1,8 @@
 //! The analysis steps after the SVD, at the probe-set sizes of the study (N = 2000 and 10 000,
 //! ~240 scores): HDBSCAN on both routes (so the choice of the dense route is visible) and the
-//! clustering-free measures. Run with `cargo bench --bench analysis`.
+//! clustering-free measures; and the representation-dynamics measures (reduce, centred Gram,
+//! CKA, class subspaces, NC1, probe) at MNIST-layer sizes. Run with `cargo bench --bench
+//! analysis` (`-- dynamics` for the last group alone).
 //!
 //! Reference, measured side by side on this 2-core machine (load ~5): scikit-learn's
 //! HDBSCAN(min_cluster_size=25) took 1.1 s at N = 2000 and 33 s at N = 10 000 on data of this
@@ -9,7 +11,12 @@
 use std::hint::black_box;
 
 use cnnu::analysis::cluster::{HdbscanParams, Route, hdbscan_with};
+use cnnu::analysis::dynamics::{
+    CenteredGram, Hsic, class_subspace_alignment, linear_cka, linear_probe, nc1,
+};
 use cnnu::analysis::metrics::{knn_agreement, silhouette_true};
+use cnnu::analysis::reduce::{Method, Solver, reduce};
+use cnnu::analysis::rng::SplitMix64;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const DIM: usize = 240;
@@ -79,5 +86,79 @@ fn measures(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, clustering, measures);
+/// `n × d` standard normals, row-major.
+fn normal_matrix(rng: &mut SplitMix64, n: usize, d: usize) -> Vec<f32> {
+    (0..n * d).map(|_| rng.normal() as f32).collect()
+}
+
+/// Ten classes of `n / 10` samples (interleaved), each in its own random 40-dimensional subspace
+/// plus a little noise: real layers sit between this and pure noise.
+fn low_rank(rng: &mut SplitMix64, n: usize, d: usize) -> Vec<f32> {
+    let basis = normal_matrix(rng, 400, d);
+    let mut out = vec![0f32; n * d];
+    for i in 0..n {
+        let c = (i % 10) * 40;
+        for t in 0..40 {
+            let w = rng.normal() as f32;
+            for j in 0..d {
+                out[i * d + j] += w * basis[(c + t) * d + j];
+            }
+        }
+        for j in 0..d {
+            out[i * d + j] += 0.05 * rng.normal() as f32;
+        }
+    }
+    out
+}
+
+/// The dynamics measures at the study's probe-set size (N = 2000, ten classes) and two layer
+/// widths: d = 512 (the samples outnumber the features, so the reduction forms no sample Gram
+/// matrix) and d = 12 544 (conv1 of MNIST, where it does and the Gram matrix is reused).
+fn dynamics(c: &mut Criterion) {
+    let n = 2000;
+    let labels: Vec<i64> = (0..n as i64).map(|i| i % 10).collect();
+    let mut rng = SplitMix64::new(14);
+    let mut group = c.benchmark_group("dynamics_n2000");
+    group.sample_size(10);
+    for d in [512usize, 12_544] {
+        let random = normal_matrix(&mut rng, n, d);
+        let structured = low_rank(&mut rng, n, d);
+        for (name, x) in [("random", &random), ("low_rank", &structured)] {
+            let id = format!("{name}_d{d}");
+            let red = reduce(x, n, d, Method::Pca, 0.9, None, Solver::Auto).unwrap();
+            group.bench_function(format!("reduce_{id}"), |b| {
+                b.iter(|| reduce(black_box(x), n, d, Method::Pca, 0.9, None, Solver::Auto).unwrap())
+            });
+            group.bench_function(format!("gram_from_features_{id}"), |b| {
+                b.iter(|| CenteredGram::from_features(black_box(x), n, d).unwrap())
+            });
+            if let Some(g) = red.sample_gram.as_deref() {
+                group.bench_function(format!("gram_from_gram_{id}"), |b| {
+                    b.iter(|| CenteredGram::from_gram(black_box(g), n).unwrap())
+                });
+            }
+            let gram = CenteredGram::from_features(x, n, d).unwrap();
+            group.bench_function(format!("cka_unbiased_{id}"), |b| {
+                b.iter(|| linear_cka(black_box(&gram), &gram, Hsic::Unbiased).unwrap())
+            });
+            group.bench_function(format!("subspace_alignment_{id}"), |b| {
+                b.iter(|| class_subspace_alignment(black_box(x), n, d, &labels, 0.9).unwrap())
+            });
+            group.bench_function(format!("nc1_{id}"), |b| {
+                b.iter(|| nc1(black_box(x), n, d, &labels).unwrap())
+            });
+            // At most 250 scores, about what the study's layers keep (~240).
+            let k = red.k_used.min(250);
+            let scores: Vec<f32> = (0..n)
+                .flat_map(|i| red.scores[i * red.k_used..i * red.k_used + k].to_vec())
+                .collect();
+            group.bench_function(format!("probe_k{k}_{id}"), |b| {
+                b.iter(|| linear_probe(black_box(&scores), n, k, &labels, 0).unwrap())
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, clustering, measures, dynamics);
 criterion_main!(benches);

@@ -13,7 +13,7 @@ use cnnu_model::{BackendKind, ResNetArch, ResNetConfig};
 use cnnu_train::tensor_file::{self, NamedTensor};
 use cnnu_train::trainer::read_run_config;
 use cnnu_train::{
-    DatasetKind, ImageDataset, OptimizerKind, RunDir, RunOptions, RunSummary, TrainConfig,
+    DatasetKind, ImageDataset, OptimizerKind, RunDir, RunOptions, RunSummary, SampleAt, TrainConfig,
 };
 
 /// cnnu: study how a CNN's internal representations change while it learns.
@@ -284,6 +284,11 @@ pub struct TrainArgs {
     /// Taps to record every epoch.
     #[arg(long, default_value = cnnu_train::DEFAULT_TAPS)]
     pub taps: String,
+    /// Also sample inside epochs, at these global optimizer steps (`0,5,12,100`) or at N steps
+    /// spaced logarithmically over the first epoch (`log:N`); step 0 and every epoch end are
+    /// always sampled [default: none; `cnnu study`: log:12].
+    #[arg(long, value_name = "SPEC")]
+    pub sample_at: Option<SampleAt>,
     /// The run directory (`cnnu study` defaults to runs/study, or runs/quick with --quick).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -330,6 +335,7 @@ impl TrainArgs {
             .with_taps(self.taps.clone())
             .with_init_weights(self.init_weights.clone())
             .with_shuffle(self.shuffle == Switch::On)
+            .with_sample_at(self.sample_at.clone().unwrap_or_default())
     }
 }
 
