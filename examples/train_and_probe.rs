@@ -1,5 +1,6 @@
-//! The whole study in one command: train a ResNet on MNIST, sample the frozen network every
-//! epoch, analyse every (epoch, layer), and write RUN/report.html and RUN/report.md.
+//! The whole study in one command: train a ResNet on MNIST once per seed, sample the frozen
+//! network at step 0, inside the first epoch and at every epoch end, analyse every (sample,
+//! layer), aggregate over seeds, and write OUT/report.html and OUT/report.md.
 //!
 //! `cargo run --release --example train_and_probe -- [--quick] [--data-dir DIR] [cnnu study options]`
 //! It is `cnnu study` under another name: both call `cnnu::study::run`.
@@ -14,12 +15,12 @@ struct Args {
     #[arg(long)]
     backend: Option<String>,
     #[command(flatten)]
-    study: cnnu::study::StudyArgs,
+    study: cnnu::cli::StudyArgs,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    match cnnu::cli::study(args.backend.as_deref(), &args.study) {
+    match cnnu::commands::study(args.backend.as_deref(), &args.study) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

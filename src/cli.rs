@@ -1,20 +1,16 @@
-//! The `cnnu` command line: argument definitions and the code behind each subcommand.
+//! The `cnnu` command line's arguments (clap types) and their conversion into the validated
+//! configurations the library takes; the code behind each subcommand is in [`crate::commands`].
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use cnnu_analysis::dynamics::Hsic;
 use cnnu_analysis::pipeline::{AnalysisParams, ValidAnalysisParams};
 use cnnu_analysis::reduce::{FilterClass, Method, Solver};
-use cnnu_analysis::summary::{RunAnalysis, analyze_run};
-use cnnu_model::{BackendKind, ResNetArch, ResNetConfig};
-use cnnu_train::tensor_file::{self, NamedTensor};
-use cnnu_train::trainer::read_run_config;
-use cnnu_train::{
-    DatasetKind, ImageDataset, OptimizerKind, RunDir, RunOptions, RunSummary, SampleAt, TrainConfig,
-};
+use cnnu_model::{ResNetArch, ResNetConfig};
+use cnnu_train::{DatasetKind, OptimizerKind, SampleAt, TrainConfig};
 
 /// cnnu: study how a CNN's internal representations change while it learns.
 #[derive(Debug, Parser)]
@@ -46,14 +42,19 @@ pub enum Command {
     Backends,
     /// Run the model in eval mode on a tensor of images and write the selected taps.
     Probe(ProbeArgs),
-    /// Train on MNIST, sampling the frozen network before training and after every epoch.
-    Train(TrainArgs),
+    /// Train, sampling the frozen network at step 0, at --sample-at steps and after every epoch.
+    Train(TrainCommand),
     /// The seed's pipeline on one layer of a snapshot or .mat file: filter, reduce, cluster, purity.
     Reduce(ReduceArgs),
-    /// Analyse every (epoch, layer) of a run's snapshots into RUN/analysis/.
+    /// Analyse every (sample, layer) of a run's snapshots into RUN/analysis/.
     Analyze(AnalyzeArgs),
-    /// The whole study: train, sample every epoch, analyse, write RUN/report.html and report.md.
-    Study(crate::study::StudyArgs),
+    /// Analysed runs of one setup (seeds) summarised: mean, std and 95% t-interval per figure.
+    Aggregate(AggregateArgs),
+    /// Two runs' representations of the same probe images compared: cross-run CKA with a
+    /// permutation null, per layer and common sample.
+    Compare(CompareArgs),
+    /// The whole study: train one run per seed, analyse, aggregate, write OUT/report.html.
+    Study(StudyArgs),
     /// Write a run's model at an epoch with torchvision keys, for PyTorch's `load_state_dict`.
     Export(ExportArgs),
 }
@@ -133,6 +134,53 @@ pub enum Switch {
     Off,
 }
 
+/// `pca` centres the columns; `svd` does not (like a truncated SVD).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MethodArg {
+    /// Centred: principal components.
+    Pca,
+    /// Uncentred truncated SVD.
+    Svd,
+}
+
+impl MethodArg {
+    /// The analysis method it names.
+    pub fn method(self) -> Method {
+        match self {
+            MethodArg::Pca => Method::Pca,
+            MethodArg::Svd => Method::Svd,
+        }
+    }
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            MethodArg::Pca => "pca",
+            MethodArg::Svd => "svd",
+        }
+    }
+}
+
+/// The SVD route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SolverArg {
+    /// Gram when the samples are fewer than the features, else randomized.
+    Auto,
+    /// The n × n Gram matrix's eigenvectors.
+    Gram,
+    /// Randomized block Lanczos on the data.
+    Randomized,
+}
+
+/// The HSIC estimator of CKA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HsicArg {
+    /// Kornblith et al.'s biased estimator.
+    Biased,
+    /// Song et al.'s unbiased estimator.
+    Unbiased,
+}
+
 /// The analysis options shared by `reduce`, `analyze` and `study`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AnalysisArgs {
@@ -154,9 +202,9 @@ pub struct AnalysisArgs {
     /// Pass at most this many scores to clustering.
     #[arg(long)]
     pub max_k: Option<usize>,
-    /// SVD route: auto, gram or randomized.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "gram", "randomized"])]
-    pub solver: String,
+    /// SVD route.
+    #[arg(long, value_enum, default_value_t = SolverArg::Auto)]
+    pub solver: SolverArg,
     /// Also embed with t-SNE and draw it.
     #[arg(long)]
     pub tsne: bool,
@@ -165,26 +213,26 @@ pub struct AnalysisArgs {
     pub labels_var: String,
     /// HSIC estimator of the cross-epoch CKA (runs): biased (Kornblith et al.) or unbiased
     /// (Song et al.; less sensitive to the number of samples).
-    #[arg(long, default_value = "biased", value_parser = ["biased", "unbiased"])]
-    pub hsic: String,
+    #[arg(long, value_enum, default_value_t = HsicArg::Biased)]
+    pub hsic: HsicArg,
 }
 
 impl AnalysisArgs {
     /// The pipeline settings these options describe, with `method`.
-    pub fn params(&self, method: Method) -> Result<ValidAnalysisParams> {
+    pub fn params(&self, method: MethodArg) -> Result<ValidAnalysisParams> {
         let filter_class = match self.filter_class.as_str() {
             "all" => FilterClass::All,
             c => FilterClass::Class(c.parse().with_context(|| {
                 format!("--filter-class must be a class number or `all`, got `{c}`")
             })?),
         };
-        let solver = match self.solver.as_str() {
-            "gram" => Solver::Gram,
-            "randomized" => Solver::Randomized,
-            _ => Solver::Auto,
+        let solver = match self.solver {
+            SolverArg::Gram => Solver::Gram,
+            SolverArg::Randomized => Solver::Randomized,
+            SolverArg::Auto => Solver::Auto,
         };
         Ok(AnalysisParams {
-            method,
+            method: method.method(),
             energy: self.energy,
             act_threshold: self.act_threshold,
             filter_class,
@@ -193,7 +241,10 @@ impl AnalysisArgs {
             max_k: self.max_k,
             solver,
             tsne: self.tsne,
-            hsic: self.hsic.parse()?,
+            hsic: match self.hsic {
+                HsicArg::Biased => Hsic::Biased,
+                HsicArg::Unbiased => Hsic::Unbiased,
+            },
             ..AnalysisParams::default()
         }
         .check()?)
@@ -204,8 +255,8 @@ impl AnalysisArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReduceArgs {
     /// `pca` centres the columns; `svd` does not (like a truncated SVD).
-    #[arg(value_parser = ["pca", "svd"])]
-    pub method: String,
+    #[arg(value_enum)]
+    pub method: MethodArg,
     /// A cnnu snapshot (.safetensors) or a MATLAB v5 .mat file.
     pub file: PathBuf,
     /// The layer (tap or variable name).
@@ -229,9 +280,9 @@ pub struct AnalyzeArgs {
     /// Layers to analyse [default: every tap in the snapshots].
     #[arg(long, value_delimiter = ',')]
     pub layers: Option<Vec<String>>,
-    /// pca (centred, the default) or svd.
-    #[arg(long, default_value = "pca", value_parser = ["pca", "svd"])]
-    pub method: String,
+    /// pca (centred) or svd.
+    #[arg(long, value_enum, default_value_t = MethodArg::Pca)]
+    pub method: MethodArg,
     /// Shared analysis options.
     #[command(flatten)]
     pub analysis: AnalysisArgs,
@@ -240,7 +291,8 @@ pub struct AnalyzeArgs {
     pub jobs: usize,
 }
 
-/// Options of `cnnu train`.
+/// The training options `cnnu train` and `cnnu study` share (each adds the seed, taps and
+/// sample steps with its own defaults).
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
     /// The dataset.
@@ -251,7 +303,7 @@ pub struct TrainArgs {
     /// else, for MNIST, the download cache.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Epochs to train [default: 3; on --resume, the run's own].
+    /// Epochs to train [default: `train` 3, `study` 1 (--quick 2); on --resume, the run's own].
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Images per training step.
@@ -266,29 +318,18 @@ pub struct TrainArgs {
     /// SGD momentum.
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f64,
-    /// Seed of the initial weights and the shuffles.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Train on a class-stratified subset of this many images.
     #[arg(long)]
     pub train_limit: Option<usize>,
     /// Evaluate on the first N test images instead of all 10 000.
     #[arg(long)]
     pub test_limit: Option<usize>,
-    /// Sample the first N test images every epoch [default: 2000; `study --quick`: 500].
+    /// Sample the first N test images [default: `train` 2000, `study` 1000 (--quick 500)].
     #[arg(long)]
     pub probe_limit: Option<usize>,
     /// Images per forward pass when evaluating and sampling.
     #[arg(long, default_value_t = 250)]
     pub eval_batch_size: usize,
-    /// Taps to record every epoch.
-    #[arg(long, default_value = cnnu_train::DEFAULT_TAPS)]
-    pub taps: String,
-    /// Also sample inside epochs, at these global optimizer steps (`0,5,12,100`) or at N steps
-    /// spaced logarithmically over the first epoch (`log:N`); step 0 and every epoch end are
-    /// always sampled [default: none; `cnnu study`: log:12].
-    #[arg(long, value_name = "SPEC")]
-    pub sample_at: Option<SampleAt>,
     /// The run directory (`cnnu study` defaults to runs/study, or runs/quick with --quick).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -309,11 +350,26 @@ pub struct TrainArgs {
     pub resume: Option<String>,
 }
 
+/// What one training run records, where the commands' defaults differ.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recording {
+    /// Seed of the initial weights and the shuffles.
+    pub seed: u64,
+    /// The tap spec.
+    pub taps: String,
+    /// The samples inside epochs.
+    pub sample_at: SampleAt,
+    /// Epochs when --epochs is not given.
+    pub default_epochs: usize,
+    /// Probe images when --probe-limit is not given.
+    pub default_probe: usize,
+}
+
 impl TrainArgs {
-    /// The training configuration these options describe.
-    pub fn to_config(&self) -> TrainConfig {
+    /// The training configuration these options describe, recording as `rec` says.
+    pub fn to_config(&self, rec: &Recording) -> TrainConfig {
         TrainConfig::new()
-            .with_epochs(self.epochs.unwrap_or(3))
+            .with_epochs(self.epochs.unwrap_or(rec.default_epochs))
             .with_batch_size(self.batch_size)
             .with_lr(self.lr)
             .with_optimizer(match self.optimizer {
@@ -327,32 +383,177 @@ impl TrainArgs {
                     .with_in_channels(self.dataset.kind().image_dims()[0]),
             )
             .with_momentum(self.momentum)
-            .with_seed(self.seed)
+            .with_seed(rec.seed)
             .with_train_limit(self.train_limit)
             .with_test_limit(self.test_limit)
-            .with_probe_limit(self.probe_limit.unwrap_or(2000))
+            .with_probe_limit(self.probe_limit.unwrap_or(rec.default_probe))
             .with_eval_batch_size(self.eval_batch_size)
-            .with_taps(self.taps.clone())
+            .with_taps(rec.taps.clone())
             .with_init_weights(self.init_weights.clone())
             .with_shuffle(self.shuffle == Switch::On)
-            .with_sample_at(self.sample_at.clone().unwrap_or_default())
+            .with_sample_at(rec.sample_at.clone())
     }
 }
 
-/// `cnnu export`: a checkpoint's model as torchvision weights.
-fn export(args: &ExportArgs) -> Result<()> {
-    let run = RunDir::new(&args.run);
-    let (epoch, model) = cnnu_train::trainer::load_epoch_model(&run, args.epoch)?;
-    let tmp = cnnu_run::atomic::temp_path(&args.out);
-    model.save_torchvision(&tmp)?;
-    cnnu_run::atomic::commit(&tmp, &args.out)
-        .with_context(|| format!("{}: cannot write", args.out.display()))?;
-    eprintln!(
-        "cnnu export: {} epoch {epoch} -> {}",
-        run.root().display(),
-        args.out.display()
-    );
-    Ok(())
+/// Options of `cnnu train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainCommand {
+    /// The shared training options.
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Seed of the initial weights and the shuffles.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Taps to record: names, patterns (`layer1.*`, `*.conv1`), `all`, `leaves`.
+    #[arg(long, default_value = cnnu_train::DEFAULT_TAPS)]
+    pub taps: String,
+    /// Also sample inside epochs: at these global optimizer steps (`0,5,12,100`) or at N
+    /// steps spaced logarithmically over the first epoch (`log:N`); step 0 and every epoch end
+    /// are always sampled.
+    #[arg(long, value_name = "SPEC", default_value = "none")]
+    pub sample_at: SampleAt,
+}
+
+impl TrainCommand {
+    /// The training configuration of `cnnu train`.
+    pub fn to_config(&self) -> TrainConfig {
+        self.train.to_config(&Recording {
+            seed: self.seed,
+            taps: self.taps.clone(),
+            sample_at: self.sample_at.clone(),
+            default_epochs: 3,
+            default_probe: 2000,
+        })
+    }
+}
+
+/// Options of `cnnu aggregate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AggregateArgs {
+    /// Analysed run directories of one setup (different seeds).
+    #[arg(required = true, num_args = 1..)]
+    pub runs: Vec<PathBuf>,
+    /// Where aggregate.csv, aggregate.json and the band plots go.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Options of `cnnu compare`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompareArgs {
+    /// The first run.
+    pub run_a: PathBuf,
+    /// The second run (same probe images).
+    pub run_b: PathBuf,
+    /// Where compare.csv, compare.json and cka-layers.png go.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Permutations of the null (at least 99).
+    #[arg(long, default_value_t = cnnu_analysis::compare::DEFAULT_PERMUTATIONS)]
+    pub permutations: usize,
+    /// Seed of the permutations.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Layers to compare [default: every tap both runs recorded].
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Option<Vec<String>>,
+}
+
+/// Options of `cnnu study` (and of the `train_and_probe` example).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StudyArgs {
+    /// Every shared `cnnu train` option.
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Every analysis option of `cnnu analyze`.
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
+    /// Seeds, one run each (OUT/seed-S/ when more than one) [default: 0,1,2; --quick: 0].
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Option<Vec<u64>>,
+    /// Taps to record.
+    #[arg(long, default_value = crate::study::STUDY_TAPS)]
+    pub taps: String,
+    /// Samples inside epochs, as for `cnnu train` [default: log:12; --quick: log:4].
+    #[arg(long, value_name = "SPEC")]
+    pub sample_at: Option<SampleAt>,
+    /// A small slice for smoke tests: one seed, 2000 training images, 2 epochs, 500 probe
+    /// images, 2000 test images.
+    #[arg(long)]
+    pub quick: bool,
+    /// Layers to analyse [default: every tap sampled].
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Option<Vec<String>>,
+    /// pca (centred) or svd.
+    #[arg(long, value_enum, default_value_t = MethodArg::Pca)]
+    pub method: MethodArg,
+    /// Layers analysed at once.
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
+}
+
+impl StudyArgs {
+    /// The options with `--quick` and the study's defaults applied.
+    pub fn resolved(&self) -> StudyArgs {
+        let mut a = self.clone();
+        if a.train.out.is_none() && a.train.resume.is_none() {
+            a.train.out = Some(PathBuf::from(if a.quick {
+                "runs/quick"
+            } else {
+                "runs/study"
+            }));
+        }
+        if a.quick {
+            a.train.train_limit.get_or_insert(2000);
+            a.train.epochs.get_or_insert(2);
+            a.train.test_limit.get_or_insert(2000);
+            // An explicit option wins over --quick, whatever its value.
+            a.train.probe_limit.get_or_insert(500);
+            a.seeds.get_or_insert_with(|| vec![0]);
+            a.sample_at.get_or_insert(SampleAt::Log(4));
+        }
+        a.train.epochs.get_or_insert(1);
+        a.train.probe_limit.get_or_insert(1000);
+        a.seeds.get_or_insert_with(|| vec![0, 1, 2]);
+        a.sample_at.get_or_insert(SampleAt::Log(12));
+        // The report's t-SNE grid and explorer need the embeddings.
+        a.analysis.tsne = true;
+        a
+    }
+
+    /// The study these options describe, validated.
+    pub fn plan(&self, backend: Option<&str>) -> Result<crate::study::StudyPlan> {
+        let a = self.resolved();
+        let seeds = a.seeds.clone().unwrap_or_default();
+        let Some(&first) = seeds.first() else {
+            anyhow::bail!("--seeds needs at least one seed");
+        };
+        let rec = Recording {
+            seed: first,
+            taps: a.taps.clone(),
+            sample_at: a.sample_at.clone().unwrap_or_default(),
+            default_epochs: 1,
+            default_probe: 1000,
+        };
+        let out = match (&a.train.resume, &a.train.out) {
+            (Some(r), _) if !r.is_empty() => PathBuf::from(r),
+            (_, Some(o)) => o.clone(),
+            _ => anyhow::bail!("a bare --resume needs --out OUT"),
+        };
+        Ok(crate::study::StudyPlan {
+            train: a.train.to_config(&rec).validate()?,
+            seeds,
+            backend: crate::commands::resolve_backend(backend)?,
+            data_dir: a.train.data_dir.clone(),
+            out,
+            resume: a.train.resume.is_some(),
+            analysis: a.analysis.params(a.method)?,
+            method: a.method.name(),
+            layers: a.layers.clone(),
+            jobs: a.jobs,
+            labels_var: a.analysis.labels_var.clone(),
+        })
+    }
 }
 
 /// Options of `cnnu probe`.
@@ -380,263 +581,4 @@ pub struct ProbeArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
-}
-
-/// Resolves `--backend` to a compiled-in backend.
-pub fn resolve_backend(name: Option<&str>) -> Result<BackendKind> {
-    match name {
-        Some(n) => Ok(n.parse::<BackendKind>()?.ensure_compiled()?),
-        None => BackendKind::default_compiled()
-            .context("this binary was built without any backend; enable one of the features flex, ndarray, wgpu, vulkan, cuda"),
-    }
-}
-
-/// Runs a parsed command line.
-pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Layers { size, model } => layers(size, model),
-        Command::Backends => backends(),
-        Command::Probe(args) => probe(cli.backend.as_deref(), args),
-        Command::Train(args) => train(cli.backend.as_deref(), &args).map(|_| ()),
-        Command::Reduce(args) => reduce(&args),
-        Command::Analyze(args) => analyze(&args).map(|_| ()),
-        Command::Study(args) => study(cli.backend.as_deref(), &args),
-        Command::Export(args) => export(&args),
-    }
-}
-
-fn layers(size: usize, model: ModelArg) -> Result<()> {
-    if size == 0 {
-        bail!("--size must be at least 1");
-    }
-    let config = ResNetConfig::new().with_arch(model.arch());
-    let catalogue = config.arch.catalogue();
-    let width = catalogue
-        .taps()
-        .iter()
-        .map(|t| t.name.len())
-        .max()
-        .unwrap_or(0);
-    for tap in catalogue.taps() {
-        let mut shape = vec![1];
-        shape.extend(tap.sample_shape(config.in_channels, config.num_classes, [size, size]));
-        println!("{:<width$}  {:?}", tap.name, shape);
-    }
-    Ok(())
-}
-
-fn backends() -> Result<()> {
-    for kind in BackendKind::ALL {
-        if !kind.is_compiled() {
-            println!(
-                "{:<8} not compiled in (enable the `{}` feature)",
-                kind.name(),
-                kind.name()
-            );
-            continue;
-        }
-        match std::panic::catch_unwind(|| kind.device()) {
-            Ok(Ok(device)) => println!("{:<8} {device:?}", kind.name()),
-            Ok(Err(e)) => println!("{:<8} {e}", kind.name()),
-            Err(_) => println!("{:<8} compiled in, but no device found", kind.name()),
-        }
-    }
-    Ok(())
-}
-
-fn probe(backend: Option<&str>, args: ProbeArgs) -> Result<()> {
-    let kind = resolve_backend(backend)?;
-    let device = kind.device()?;
-    let config = ResNetConfig::of_torchvision_file(&args.weights)?;
-    if let Some(model) = args.model
-        && model.arch() != config.arch
-    {
-        bail!(
-            "--model {} but {} holds {} weights",
-            model.arch().name(),
-            args.weights.display(),
-            config.arch.name()
-        );
-    }
-    let catalogue = config.arch.catalogue();
-    let taps = catalogue.parse(&args.taps).context("--taps")?;
-    let (shape, input) = tensor_file::read_f32(&args.input, &args.input_key)?;
-    let model = config.init(&device)?.load_torchvision(&args.weights)?;
-    let (_, outputs) =
-        cnnu_train::probe(&model, &input, &shape, &taps, args.batch_size, &device)
-            .with_context(|| format!("{}: tensor `{}`", args.input.display(), args.input_key))?;
-    let metadata = HashMap::from([
-        ("taps".to_string(), catalogue.spec(&taps)),
-        ("model".to_string(), config.arch.name().to_string()),
-        ("weights".to_string(), args.weights.display().to_string()),
-        ("backend".to_string(), kind.name().to_string()),
-        (
-            "cnnu_version".to_string(),
-            env!("CARGO_PKG_VERSION").to_string(),
-        ),
-    ]);
-    let n_taps = outputs.len();
-    let outputs: Vec<NamedTensor> = outputs;
-    tensor_file::write_f32(&args.out, &outputs, Some(metadata))?;
-    eprintln!(
-        "wrote {n_taps} taps for {} images to {}",
-        shape[0],
-        args.out.display()
-    );
-    Ok(())
-}
-
-/// `cnnu train`: a fresh run into `--out`, or `--resume` of an existing one.
-pub fn train(backend: Option<&str>, args: &TrainArgs) -> Result<(RunDir, RunSummary)> {
-    // A bare --resume on a run killed before its config.json was written has nothing to
-    // resume: it starts the run the other options describe.
-    let resume_dir = match args.resume.as_deref() {
-        Some("") => {
-            let out = args
-                .out
-                .clone()
-                .context("a bare --resume needs --out RUN")?;
-            RunDir::new(&out).config_path().is_file().then_some(out)
-        }
-        Some(dir) => Some(PathBuf::from(dir)),
-        None => None,
-    };
-    let (run, config, kind, resume) = match resume_dir {
-        Some(dir) => {
-            let run = RunDir::new(dir);
-            let saved = read_run_config(&run)?;
-            let mut config = saved.train;
-            if let Some(epochs) = args.epochs {
-                config.epochs = epochs;
-            }
-            let kind = match backend {
-                Some(_) => resolve_backend(backend)?,
-                None => saved.backend.ensure_compiled()?,
-            };
-            (run, config, kind, true)
-        }
-        None => {
-            let out = args.out.clone().context("--out RUN is required")?;
-            (
-                RunDir::new(out),
-                args.to_config(),
-                resolve_backend(backend)?,
-                false,
-            )
-        }
-    };
-    let config = config.validate()?;
-    let c = config.config();
-    let (dataset, source) = ImageDataset::load(c.dataset, args.data_dir.as_deref())?;
-    eprintln!(
-        "cnnu train: {} on {kind}, {}, {} epochs, {} from {source}",
-        run.root().display(),
-        c.model.arch.name(),
-        c.epochs,
-        c.dataset.title(),
-    );
-    let summary = cnnu_train::train(
-        &config,
-        kind,
-        &dataset,
-        &source.to_string(),
-        &run,
-        RunOptions {
-            resume,
-            progress: true,
-        },
-    )?;
-    Ok((run, summary))
-}
-
-fn method(name: &str) -> Method {
-    if name == "svd" {
-        Method::Svd
-    } else {
-        Method::Pca
-    }
-}
-
-/// `cnnu reduce`: one layer of one file.
-pub fn reduce(args: &ReduceArgs) -> Result<()> {
-    let params = args.analysis.params(method(&args.method))?;
-    let started = std::time::Instant::now();
-    let acts = cnnu_analysis::source::load(&args.file, &args.layer, &args.analysis.labels_var)?;
-    let report = cnnu_analysis::pipeline::analyze(&acts, &params, started.elapsed().as_secs_f64())?;
-    if let Some(dir) = &args.out {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create", dir.display()))?;
-        let json = serde_json::to_vec_pretty(&report).context("report serialises")?;
-        let path = dir.join("report.json");
-        std::fs::write(&path, json).with_context(|| format!("{}: cannot write", path.display()))?;
-        if let Some(e) = &report.embedding {
-            let labels: Vec<i64> = e.indices.iter().map(|&i| report.labels[i]).collect();
-            let clusters: Vec<i64> = e
-                .indices
-                .iter()
-                .map(|&i| report.cluster_labels[i])
-                .collect();
-            let title = format!(
-                "{} · {}{}",
-                args.file
-                    .file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default(),
-                report.layer,
-                report
-                    .epoch
-                    .map_or(String::new(), |e| format!(" · epoch {e}"))
-            );
-            cnnu_analysis::plot::scatter(
-                &dir.join("tsne-labels.png"),
-                &format!("{title} · by label"),
-                &e.coords,
-                &labels,
-                cnnu_analysis::plot::Legend::Classes(report.class_names.as_deref()),
-            )?;
-            cnnu_analysis::plot::scatter(
-                &dir.join("tsne-clusters.png"),
-                &format!("{title} · by cluster"),
-                &e.coords,
-                &clusters,
-                cnnu_analysis::plot::Legend::Clusters,
-            )?;
-        }
-    }
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).context("report serialises")?
-        );
-    } else {
-        println!("{}", report.summary_text());
-    }
-    Ok(())
-}
-
-/// `cnnu analyze`: every (epoch, layer) of a run.
-pub fn analyze(args: &AnalyzeArgs) -> Result<RunAnalysis> {
-    let params = args.analysis.params(method(&args.method))?;
-    let analysis = analyze_run(
-        &args.run,
-        args.layers.as_deref(),
-        &params,
-        args.jobs,
-        &args.analysis.labels_var,
-    )?;
-    eprintln!(
-        "analysed {} (epoch, layer) pairs; summary in {}",
-        analysis.reports.len(),
-        analysis.dir.join("summary.csv").display()
-    );
-    Ok(analysis)
-}
-
-/// `cnnu study`: prints the summary table and where the report is.
-pub fn study(backend: Option<&str>, args: &crate::study::StudyArgs) -> Result<()> {
-    let outcome = crate::study::run(backend, args)?;
-    println!("{}", outcome.table);
-    println!("report: {}", outcome.report.html.display());
-    println!("        {}", outcome.report.md.display());
-    Ok(())
 }

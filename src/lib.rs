@@ -2,11 +2,15 @@
 //!
 //! This crate ties the members together: [`kernels`] (the CPU convolution and optimizer Burn
 //! lacks), [`model`] (ResNet-18/34 with named taps), [`train`]
-//! (MNIST training and per-epoch sampling) and [`analysis`] (reduce, cluster, purity), and
-//! holds the command-line interface shared by the `cnnu` binary and the examples.
+//! (datasets, training, sampling) and [`analysis`] (reduce, cluster, purity, aggregate,
+//! compare, report); it holds the study as a library call ([`study::run`]) and the command line
+//! shared by the `cnnu` binary and the examples ([`cli`] for the arguments, [`commands`] for
+//! the work).
 
 pub mod cli;
+pub mod commands;
 pub mod study;
+pub mod training;
 
 pub use cnnu_analysis as analysis;
 pub use cnnu_kernels as kernels;

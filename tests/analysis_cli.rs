@@ -1,4 +1,8 @@
-//! `cnnu reduce`, `cnnu analyze` and `cnnu study` end to end.
+//! `cnnu reduce`, `cnnu analyze`, `cnnu study`, `cnnu aggregate` and `cnnu compare` end to
+//! end; the study's report is loaded in headless Chromium.
+
+#[path = "../crates/analysis/tests/browser/mod.rs"]
+mod browser;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -128,6 +132,10 @@ fn study_trains_analyses_and_reports() {
         "--min-cluster-size",
         "10",
         "--tsne",
+        "--seeds",
+        "0",
+        "--sample-at",
+        "none",
         "--out",
         run.to_str().unwrap(),
     ]);
@@ -141,6 +149,15 @@ fn study_trains_analyses_and_reports() {
         stdout.contains("report:") && stdout.contains("conv1"),
         "{stdout}"
     );
+    // The explorer in a real browser: ready, no script error, hover and click answered.
+    let html_path = run.join("report.html");
+    if let Some(tag) = browser::check_explorer(&html_path, "#test") {
+        assert_eq!(
+            browser::attribute(&tag, "data-tested"),
+            Some("hover,click"),
+            "{tag}"
+        );
+    }
     let csv = std::fs::read_to_string(run.join("analysis/summary.csv")).unwrap();
     assert_eq!(
         csv.lines().count(),
@@ -179,6 +196,135 @@ fn study_trains_analyses_and_reports() {
             && md.contains("](report-images/heatmap-cka_vs_final.png)"),
         "the answer uses the representation measures and shows their heatmaps"
     );
+}
+
+/// Two seeds sampled inside the epoch: one run each, aggregated with intervals over seeds into
+/// the study's report; `cnnu aggregate` and `cnnu compare` on the runs it left.
+#[test]
+fn a_study_over_two_seeds_aggregates_and_the_runs_compare() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("study");
+    let mnist = mnist_dir();
+    let out = cnnu(&[
+        "study",
+        "--data-dir",
+        &mnist,
+        "--epochs",
+        "1",
+        "--train-limit",
+        "128",
+        "--test-limit",
+        "100",
+        "--probe-limit",
+        "120",
+        "--batch-size",
+        "32",
+        "--taps",
+        "conv1,layer2",
+        "--min-cluster-size",
+        "10",
+        "--seeds",
+        "0,1",
+        "--sample-at",
+        "2",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Samples: epoch-000 (step 0), step 2, epoch-001 (step 4), two layers.
+    for seed in ["seed-0", "seed-1"] {
+        let csv = std::fs::read_to_string(out_dir.join(seed).join("analysis/summary.csv")).unwrap();
+        let samples: Vec<&str> = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(2).unwrap())
+            .collect();
+        assert_eq!(
+            samples,
+            [
+                "epoch-000",
+                "epoch-000",
+                "step-0000002",
+                "step-0000002",
+                "epoch-001",
+                "epoch-001"
+            ],
+            "{csv}"
+        );
+        assert!(csv.starts_with("epoch,step,sample,layer,"));
+        assert!(csv.contains("\n0,2,step-0000002,conv1,"), "{csv}");
+        assert!(out_dir.join(seed).join("report.html").is_file());
+    }
+    let agg = std::fs::read_to_string(out_dir.join("aggregate/aggregate.csv")).unwrap();
+    assert_eq!(agg.lines().count(), 1 + 3 * 2, "{agg}");
+    assert!(
+        agg.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("conv1,epoch-000,0,0,2,"),
+        "{agg}"
+    );
+    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(
+        md.contains("Over 2 seeds") && md.contains("seed-1/report.html"),
+        "{md}"
+    );
+    assert!(md.contains("](report-images/knn_agreement.png)"), "{md}");
+
+    // The same aggregate by hand, and the two runs compared (the same run with itself: CKA 1).
+    let (a, b) = (out_dir.join("seed-0"), out_dir.join("seed-1"));
+    let again = dir.path().join("again");
+    let out = cnnu(&[
+        "aggregate",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(again.join("aggregate.csv")).unwrap(),
+        agg
+    );
+    let cmp = dir.path().join("cmp");
+    let out = cnnu(&[
+        "compare",
+        a.to_str().unwrap(),
+        a.to_str().unwrap(),
+        "--out",
+        cmp.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = std::fs::read_to_string(cmp.join("compare.csv")).unwrap();
+    for line in csv.lines().skip(1) {
+        let cka: f64 = line.split(',').nth(5).unwrap().parse().unwrap();
+        assert!((cka - 1.0).abs() < 1e-9, "{line}");
+    }
+    let out = cnnu(&[
+        "compare",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--out",
+        cmp.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(cmp.join("cka-layers.png").is_file());
 }
 
 /// A run whose epoch 1 is epoch 0 scaled by 3 and whose epoch 2 is unrelated noise: CKA is

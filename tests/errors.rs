@@ -459,6 +459,23 @@ fn setup(id: &str, dir: &Path) -> Option<Command> {
             );
             cnnu(reduce(&snap, "conv1", &[]))
         }
+        "sample-at-past-end" => {
+            let mut args = train_args(&shared().join("data/mnist"), &out);
+            args.extend(["--sample-at", "5"].map(String::from));
+            cnnu(args)
+        }
+        "snapshot-format-newer" => {
+            fs::create_dir_all(out.join("snapshots")).unwrap();
+            let labels: Vec<u8> = [0i64, 1].iter().flat_map(|l| l.to_le_bytes()).collect();
+            let view = safetensors::tensor::TensorView::new(Dtype::I64, vec![2], &labels).unwrap();
+            let meta = std::collections::HashMap::from([
+                ("format".to_string(), "cnnu-snapshot-9".to_string()),
+                ("epoch".to_string(), "0".to_string()),
+            ]);
+            let bytes = safetensors::tensor::serialize([("labels", view)], Some(meta)).unwrap();
+            fs::write(out.join("snapshots/epoch-000.safetensors"), bytes).unwrap();
+            cnnu(["analyze", &s(&out)].map(String::from).to_vec())
+        }
         "analyze-no-snapshots" => {
             fs::create_dir_all(&out).unwrap();
             cnnu(["analyze", &s(&out)].map(String::from).to_vec())

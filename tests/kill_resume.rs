@@ -1,7 +1,7 @@
 //! A run killed with SIGKILL at arbitrary moments loses no completed epoch, never leaves a
 //! half-written snapshot under its final name, and once resumed ends with exactly the
 //! snapshots of an uninterrupted run, also when the kill lands in the middle of a snapshot
-//! write or a checkpoint write.
+//! write or a checkpoint write, or inside an epoch after one of its step samples.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -36,6 +36,9 @@ fn train(out: &Path, resume: bool) -> Child {
         "conv1,layer2",
         "--seed",
         "3",
+        // 5 steps per epoch: 2, 3 inside epoch 1, 7 inside epoch 2, 5 is epoch 1's end.
+        "--sample-at",
+        "2,3,5,7",
         "--out",
         out.to_str().unwrap(),
     ];
@@ -72,7 +75,8 @@ fn check_invariants(run: &Path) {
         let entry = entry.unwrap();
         let name = entry.file_name().to_string_lossy().into_owned();
         assert!(
-            name.starts_with("epoch-") && name.ends_with(".safetensors"),
+            (name.starts_with("epoch-") || name.starts_with("step-"))
+                && name.ends_with(".safetensors"),
             "stray file {name}"
         );
         let bytes = std::fs::read(entry.path()).unwrap();
@@ -125,12 +129,73 @@ fn sigkill_at_any_moment_then_resume_gives_the_uninterrupted_run() {
     assert!(kills >= 2, "the test killed the run only {kills} times");
     check_invariants(&killed);
     assert_eq!(learning_lines(&killed), learning_lines(&reference));
-    for epoch in 0..=2 {
-        let name = format!("snapshots/epoch-{epoch:03}.safetensors");
-        let a = std::fs::read(reference.join(&name)).unwrap();
-        let b = std::fs::read(killed.join(&name)).unwrap();
-        assert!(a == b, "{name} differs after kills and resumes");
+    same_snapshots(&reference, &killed);
+}
+
+/// The snapshots the uninterrupted run has: epochs 0..=2 and the steps inside them.
+const SNAPSHOTS: [&str; 6] = [
+    "epoch-000",
+    "step-0000002",
+    "step-0000003",
+    "epoch-001",
+    "step-0000007",
+    "epoch-002",
+];
+
+/// Both runs hold exactly [`SNAPSHOTS`], byte for byte equal.
+fn same_snapshots(reference: &Path, run: &Path) {
+    let names = |dir: &Path| {
+        let mut n: Vec<String> = std::fs::read_dir(dir.join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    let mut want: Vec<String> = SNAPSHOTS
+        .iter()
+        .map(|s| format!("{s}.safetensors"))
+        .collect();
+    want.sort();
+    assert_eq!(names(reference), want);
+    assert_eq!(names(run), want);
+    for name in &want {
+        let a = std::fs::read(reference.join("snapshots").join(name)).unwrap();
+        let b = std::fs::read(run.join("snapshots").join(name)).unwrap();
+        assert!(a == b, "{name} differs after the kills and resumes");
     }
+}
+
+#[test]
+fn a_kill_inside_an_epoch_after_a_step_sample_then_resume_gives_the_same_snapshots() {
+    let root = tempfile::tempdir().unwrap();
+    let (reference, killed) = (root.path().join("reference"), root.path().join("killed"));
+    assert!(train(&reference, false).wait().unwrap().success());
+    let meta = |name: &str| {
+        let bytes = std::fs::read(reference.join("snapshots").join(name)).unwrap();
+        let (_, m) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let m = m.metadata().clone().unwrap();
+        (m["epoch"].clone(), m["step"].clone())
+    };
+    assert_eq!(meta("step-0000007.safetensors"), ("1".into(), "7".into()));
+    assert_eq!(meta("epoch-002.safetensors"), ("2".into(), "10".into()));
+    let mut child = train(&killed, false);
+    let step7 = killed.join("snapshots/step-0000007.safetensors");
+    let started = std::time::Instant::now();
+    while !step7.is_file() && started.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(step7.is_file(), "step 7 was never sampled");
+    assert!(
+        !killed.join("snapshots/epoch-002.safetensors").exists(),
+        "killed inside epoch 2"
+    );
+    check_invariants(&killed);
+    assert!(train(&killed, true).wait().unwrap().success());
+    assert_eq!(learning_lines(&killed), learning_lines(&reference));
+    same_snapshots(&reference, &killed);
 }
 
 /// What a kill is aimed at: the temporary that exists only while that write is under way.
@@ -227,14 +292,6 @@ fn sigkill_during_a_snapshot_write_or_a_checkpoint_write_then_resume_loses_nothi
             learning_lines(&reference),
             "{target:?}"
         );
-        for epoch in 0..=2 {
-            let name = format!("snapshots/epoch-{epoch:03}.safetensors");
-            let a = std::fs::read(reference.join(&name)).unwrap();
-            let b = std::fs::read(run.join(&name)).unwrap();
-            assert!(
-                a == b,
-                "{target:?}: {name} differs after the kill and resume"
-            );
-        }
+        same_snapshots(&reference, &run);
     }
 }

@@ -19,7 +19,7 @@ fn one_line(e: &anyhow::Error) -> String {
 
 fn main() -> std::process::ExitCode {
     let cli = cnnu::cli::Cli::parse();
-    match cnnu::cli::run(cli) {
+    match cnnu::commands::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));

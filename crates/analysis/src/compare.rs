@@ -853,6 +853,7 @@ mod tests {
     fn place_prefers_metadata_and_falls_back_to_the_name() {
         let info = |epoch, step| source::SnapshotInfo {
             indices: None,
+            predictions: None,
             epoch,
             step,
         };

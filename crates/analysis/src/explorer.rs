@@ -3,8 +3,15 @@
 //! training, sees that layer's t-SNE scatter coloured by label or cluster, hovers a point to
 //! see its probe image, and clicks a cell of a heatmap to jump to its layer and sample.
 
+use std::path::Path;
+
 use base64::Engine as _;
 use serde::{Serialize, Serializer};
+
+use crate::figures;
+use crate::pipeline::LayerReport;
+use crate::source::{self, SourceError};
+use crate::summary::{SummaryError, layer_order, sample_name, sample_order};
 
 /// The explorer's script, run once the fragment's markup and data are in the page.
 const EXPLORER_JS: &str = include_str!("explorer.js");
@@ -183,6 +190,104 @@ fn frame(coords: &[[f64; 2]]) -> ([f64; 2], f64) {
 fn grid_position(v: f64, mid: f64, extent: f64) -> Option<u16> {
     v.is_finite()
         .then(|| (((v - mid) / extent + 0.5) * GRID).round().clamp(0.0, GRID) as u16)
+}
+
+impl ExplorerData {
+    /// The explorer's data for an analysed run: every report's embedding, the predictions and
+    /// probe images from the run's files, the heatmap figures of the table.
+    pub fn of_run(run: &Path, reports: &[LayerReport]) -> Result<Self, SummaryError> {
+        let layers: Vec<String> = layer_order(reports).into_iter().map(String::from).collect();
+        let samples = sample_order(reports);
+        let find = |l: &str, s| reports.iter().find(|r| r.layer == l && sample_name(r) == s);
+        // Predictions are per sample, the same for every layer: read once per snapshot.
+        let mut predictions = Vec::with_capacity(samples.len());
+        for &s in &samples {
+            let path = cnnu_run::RunDir::new(run).sample_path(s);
+            let p = match source::snapshot_info(&path) {
+                Ok(info) => info.predictions,
+                Err(SourceError::Io { .. }) => None,
+                Err(e) => return Err(e.into()),
+            };
+            predictions.push(p);
+        }
+        let views = layers
+            .iter()
+            .map(|l| {
+                samples
+                    .iter()
+                    .zip(&predictions)
+                    .map(|(&s, p)| find(l, s).and_then(|r| view(r, p.as_deref())))
+                    .collect()
+            })
+            .collect();
+        let heatmaps = figures::heatmaps()
+            .map(|f| ExplorerHeatmap {
+                name: f.name.to_string(),
+                values: layers
+                    .iter()
+                    .map(|l| {
+                        samples
+                            .iter()
+                            .map(|&s| find(l, s).and_then(f.read))
+                            .collect()
+                    })
+                    .collect(),
+                range: f.heatmap.and_then(figures::Range::bounds),
+            })
+            .collect();
+        let images =
+            source::probe_images(run)?.and_then(|source::ProbePixels { shape, pixels }| {
+                // The probe set of the analysis must be the one the images are of.
+                let n = reports.first().map_or(0, |r| r.labels.len());
+                (shape[0] >= n).then(|| ProbeImages {
+                    channels: shape[1],
+                    height: shape[2],
+                    width: shape[3],
+                    pixels: pixels[..n * shape[1] * shape[2] * shape[3]].to_vec(),
+                })
+            });
+        Ok(ExplorerData {
+            labels: reports
+                .first()
+                .map(|r| r.labels.clone())
+                .unwrap_or_default(),
+            class_names: reports.first().and_then(|r| r.class_names.clone()),
+            images,
+            samples: samples
+                .iter()
+                .map(|&s| {
+                    let r = layers.first().and_then(|l| find(l, s));
+                    ExplorerSample {
+                        label: s.label(),
+                        step: r.and_then(|r| r.step).unwrap_or(0),
+                        epoch: r.and_then(|r| r.epoch).unwrap_or(0) as f64,
+                    }
+                })
+                .collect(),
+            layers,
+            views,
+            heatmaps,
+        })
+    }
+}
+
+/// A report's embedding as the explorer draws it (none without an embedding).
+fn view(r: &LayerReport, predictions: Option<&[i64]>) -> Option<EmbeddingView> {
+    let e = r.embedding.as_ref()?;
+    Some(EmbeddingView {
+        indices: e.indices.clone(),
+        coords: e
+            .coords
+            .iter()
+            .map(|c| [c[0] as f64, c[1] as f64])
+            .collect(),
+        clusters: e.indices.iter().map(|&i| r.cluster_labels[i]).collect(),
+        predictions: e
+            .indices
+            .iter()
+            .map(|&i| predictions.and_then(|p| p.get(i).copied()).unwrap_or(-1))
+            .collect(),
+    })
 }
 
 #[cfg(test)]

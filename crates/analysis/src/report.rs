@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 
+use crate::explorer::{ExplorerData, explorer_html};
 use crate::figures;
 use crate::pipeline::LayerReport;
 use crate::plot;
@@ -303,6 +304,8 @@ enum Block {
     Image(String, String),
     /// Rows of (layer, one optional image per column) under column titles.
     Grid(Vec<String>, Vec<(String, Vec<Option<String>>)>),
+    /// Ready HTML (the explorer) and what the Markdown says in its place.
+    Html(String, String),
 }
 
 /// Writes `RUN/report.html` and `RUN/report.md` (PNGs under `RUN/report-images/`) from the run's
@@ -334,6 +337,16 @@ pub fn write_report(
     doc.extend(accuracy_section(accuracy));
     doc.extend(figures_section(reports, &copied));
     doc.extend(tsne_section(reports, &copied));
+    if reports.iter().any(|r| r.embedding.is_some()) {
+        let data = ExplorerData::of_run(run, reports)?;
+        doc.push(Block::Heading("Explorer".into()));
+        doc.push(Block::Html(
+            explorer_html(&data),
+            "The interactive explorer (t-SNE per layer with a slider over the samples, probe images on \
+             hover, clickable heatmaps) is in report.html."
+                .into(),
+        ));
+    }
     let paths = ReportPaths {
         html: run.join("report.html"),
         md: run.join("report.md"),
@@ -341,6 +354,93 @@ pub fn write_report(
     write_atomic(&paths.md, render_markdown(title, &doc).as_bytes())?;
     write_atomic(&paths.html, render_html(title, &doc, &images)?.as_bytes())?;
     Ok(paths)
+}
+
+/// Writes the report of several seeds' runs into `dir` (`report.html`, `report.md`, PNGs
+/// under `dir/report-images/`): the answer with its intervals over seeds, the early-layer
+/// changes against step, the band plots of `agg_dir/plots`, and links to each seed's report.
+pub fn write_aggregate_report(
+    dir: &Path,
+    title: &str,
+    settings: &str,
+    agg: &crate::aggregate::Aggregate,
+    agg_dir: &Path,
+    seeds: &[(String, PathBuf)],
+) -> Result<ReportPaths, SummaryError> {
+    let images = dir.join("report-images");
+    fs::create_dir_all(&images).map_err(io_at(&images))?;
+    let copied = copy_plots(&agg_dir.join("plots"), &images)?;
+    let mut doc = vec![
+        Block::Para(settings.to_string()),
+        Block::Heading("The answer".into()),
+        Block::Para(crate::aggregate::answer(agg)),
+        Block::Heading("Early layers: change from the first sample, over seeds".into()),
+        Block::Para(
+            "Each seed's mean over the early layers (stem and layer1) minus its value at the first sample; mean \
+             over seeds and 95% Student-t interval (t(0.975, n−1)·std/√n). An interval that excludes 0 is a change \
+             larger than seed-to-seed noise."
+                .into(),
+        ),
+    ];
+    doc.push(early_changes_table(agg));
+    doc.push(Block::Heading(
+        "Figures against training, mean and 95% band over seeds".into(),
+    ));
+    for f in figures::plotted() {
+        let name = format!("{}.png", f.name);
+        if copied.contains(&name) {
+            doc.push(Block::Image(
+                name,
+                format!(
+                    "{}: one line per layer, band = 95% interval over seeds",
+                    f.name
+                ),
+            ));
+        }
+    }
+    doc.push(Block::Heading("Each seed's own report".into()));
+    let links = seeds
+        .iter()
+        .map(|(name, path)| {
+            let rel = path.strip_prefix(dir).unwrap_or(path);
+            format!("{name}: {}", rel.display())
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    doc.push(Block::Para(links));
+    let paths = ReportPaths {
+        html: dir.join("report.html"),
+        md: dir.join("report.md"),
+    };
+    write_atomic(&paths.md, render_markdown(title, &doc).as_bytes())?;
+    write_atomic(&paths.html, render_html(title, &doc, &images)?.as_bytes())?;
+    Ok(paths)
+}
+
+/// Rows of (sample, then per early measure: mean change and its interval).
+fn early_changes_table(agg: &crate::aggregate::Aggregate) -> Block {
+    let mut header = vec!["sample".to_string(), "step".to_string()];
+    header.extend(agg.early_changes.iter().map(|c| format!("Δ {}", c.figure)));
+    let n = agg.early_changes.first().map_or(0, |c| c.by_sample.len());
+    let rows = (0..n)
+        .map(|i| {
+            let (s, step, _) = agg.early_changes[0].by_sample[i];
+            let mut row = vec![s.label(), step.map_or("–".into(), |s| s.to_string())];
+            row.extend(agg.early_changes.iter().map(|c| {
+                let iv = c.by_sample[i].2;
+                if iv.mean.is_finite() && iv.low.is_finite() {
+                    let star = if iv.excludes_zero() { " *" } else { "" };
+                    format!("{:+.3} [{:+.3}, {:+.3}]{star}", iv.mean, iv.low, iv.high)
+                } else if iv.mean.is_finite() {
+                    format!("{:+.3}", iv.mean)
+                } else {
+                    "–".into()
+                }
+            }));
+            row
+        })
+        .collect();
+    Block::Table(header, rows)
 }
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> SummaryError + '_ {
@@ -528,6 +628,7 @@ fn render_markdown(title: &str, doc: &[Block]) -> String {
                 md.push('\n');
             }
             Block::Image(name, alt) => md.push_str(&format!("![{alt}](report-images/{name})\n\n")),
+            Block::Html(_, note) => md.push_str(&format!("{note}\n\n")),
             Block::Grid(cols, rows) => {
                 let mut h = vec!["layer".to_string()];
                 h.extend(cols.iter().cloned());
@@ -601,6 +702,7 @@ fn render_html(title: &str, doc: &[Block], images: &Path) -> Result<String, Summ
                 data_uri(images, name)?
             )),
             Block::Grid(cols, rows) => html_grid(&mut html, cols, rows, images)?,
+            Block::Html(fragment, _) => html.push_str(fragment),
         }
     }
     html.push_str("</body></html>\n");

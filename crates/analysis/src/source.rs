@@ -293,6 +293,49 @@ fn load_snapshot(path: &Path, layer: &str, labels_var: &str) -> Result<Activatio
     })
 }
 
+/// The probe images of a run (`RUN/probe-images.safetensors`, u8 [N, C, H, W]), if it has them
+/// (runs from before cnnu wrote them have none).
+pub fn probe_images(run: &Path) -> Result<Option<ProbePixels>, SourceError> {
+    let path = cnnu_run::RunDir::new(run).probe_images_path();
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let map = map_file(&path)?;
+    let st = parse(&path, &map)?;
+    let view = st
+        .tensor(cnnu_run::sample::IMAGES)
+        .map_err(|_| SourceError::MissingLayer {
+            path: path.clone(),
+            layer: cnnu_run::sample::IMAGES.into(),
+            present: st.names().into_iter().map(String::from).collect(),
+        })?;
+    if view.dtype() != Dtype::U8 || view.shape().len() != 4 {
+        return Err(SourceError::BadTensor {
+            path,
+            name: cnnu_run::sample::IMAGES.into(),
+            problem: format!(
+                "{:?} {:?}, expected U8 [N, C, H, W]",
+                view.dtype(),
+                view.shape()
+            ),
+        });
+    }
+    let shape = view.shape();
+    Ok(Some(ProbePixels {
+        shape: [shape[0], shape[1], shape[2], shape[3]],
+        pixels: view.data().to_vec(),
+    }))
+}
+
+/// A run's probe images.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbePixels {
+    /// `[N, C, H, W]`.
+    pub shape: [usize; 4],
+    /// The pixels, row-major in that shape.
+    pub pixels: Vec<u8>,
+}
+
 /// A snapshot's `__metadata__` (empty when it has none or it does not parse).
 fn metadata(bytes: &[u8]) -> std::collections::BTreeMap<String, String> {
     SafeTensors::read_metadata(bytes)
@@ -309,6 +352,8 @@ fn metadata(bytes: &[u8]) -> std::collections::BTreeMap<String, String> {
 pub struct SnapshotInfo {
     /// Each row's image index in the test set (`indices`); none in snapshots without it.
     pub indices: Option<Vec<i64>>,
+    /// The network's predicted class per row (`predictions`); none in snapshots without it.
+    pub predictions: Option<Vec<i64>>,
     /// The `epoch` metadata.
     pub epoch: Option<usize>,
     /// The `step` metadata.
@@ -319,20 +364,23 @@ pub struct SnapshotInfo {
 pub fn snapshot_info(path: &Path) -> Result<SnapshotInfo, SourceError> {
     let map = map_file(path)?;
     let st = parse(path, &map)?;
-    let indices = match st.tensor(cnnu_run::sample::INDICES) {
-        Ok(view) => Some(read_integers(view.dtype(), view.data()).ok_or_else(|| {
-            SourceError::BadTensor {
+    let integers = |name: &str| match st.tensor(name) {
+        Ok(view) => read_integers(view.dtype(), view.data())
+            .map(Some)
+            .ok_or_else(|| SourceError::BadTensor {
                 path: path.to_path_buf(),
-                name: cnnu_run::sample::INDICES.into(),
+                name: name.into(),
                 problem: format!("dtype {:?} does not hold whole numbers", view.dtype()),
-            }
-        })?),
-        Err(_) => None,
+            }),
+        Err(_) => Ok(None),
     };
+    let indices = integers(cnnu_run::sample::INDICES)?;
+    let predictions = integers(cnnu_run::sample::PREDICTIONS)?;
     let metadata = metadata(&map);
     cnnu_run::SnapshotFormat::check(path, &metadata)?;
     Ok(SnapshotInfo {
         indices,
+        predictions,
         epoch: metadata
             .get(cnnu_run::sample::KEY_EPOCH)
             .and_then(|e| e.parse().ok()),

@@ -59,6 +59,12 @@ impl RunDir {
         self.root.join("partial")
     }
 
+    /// `probe-images.safetensors`: the probe set's pixels (u8 [N, C, H, W]), labels and
+    /// indices, written once when the run starts, for the report's explorer.
+    pub fn probe_images_path(&self) -> PathBuf {
+        self.root.join("probe-images.safetensors")
+    }
+
     /// `analysis/`: what `cnnu analyze` writes.
     pub fn analysis_dir(&self) -> PathBuf {
         self.root.join("analysis")

@@ -28,6 +28,8 @@ pub const PREDICTIONS: &str = "predictions";
 pub const INDICES: &str = "indices";
 /// The network's logits, f32 [N, classes]: kept for predictions, not a tap.
 pub const LOGITS: &str = "logits";
+/// The probe images as u8 [N, C, H, W], in `probe-images.safetensors` (not in snapshots).
+pub const IMAGES: &str = "images";
 /// Tensor names that are not taps.
 pub const RESERVED: [&str; 3] = [LABELS, PREDICTIONS, INDICES];
 

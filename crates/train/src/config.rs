@@ -219,6 +219,12 @@ impl ValidTrainConfig {
     pub fn catalogue(&self) -> &Catalogue {
         &self.catalogue
     }
+
+    /// The same settings with another seed (every seed is valid).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.config.seed = seed;
+        self
+    }
 }
 
 impl TrainConfig {

@@ -455,6 +455,40 @@ pub struct RunSummary {
     pub resumed_after: Option<usize>,
 }
 
+/// Writes the probe set's pixels, labels and indices once, for the report's explorer (the
+/// snapshots hold activations only).
+fn write_probe_images(run: &RunDir, data: &Data) -> Result<(), TrainError> {
+    use safetensors::tensor::{Dtype as StDtype, TensorView};
+    let n = data.probe_count;
+    let [c, h, w] = data.test.dims;
+    let pixels = &data.test.images[..n * c * h * w];
+    let labels: Vec<u8> = data.test.labels[..n]
+        .iter()
+        .flat_map(|&l| i64::from(l).to_le_bytes())
+        .collect();
+    let indices: Vec<u8> = (0..n as i64).flat_map(i64::to_le_bytes).collect();
+    let corrupt = |e: safetensors::SafeTensorError| TrainError::Corrupt {
+        path: run.probe_images_path(),
+        problem: e.to_string(),
+    };
+    let views = [
+        (
+            sample::IMAGES,
+            TensorView::new(StDtype::U8, vec![n, c, h, w], pixels).map_err(corrupt)?,
+        ),
+        (
+            sample::LABELS,
+            TensorView::new(StDtype::I64, vec![n], &labels).map_err(corrupt)?,
+        ),
+        (
+            sample::INDICES,
+            TensorView::new(StDtype::I64, vec![n], &indices).map_err(corrupt)?,
+        ),
+    ];
+    let bytes = safetensors::tensor::serialize(views, None).map_err(corrupt)?;
+    atomic::write_atomic(&run.probe_images_path(), &bytes).map_err(io_err(&run.probe_images_path()))
+}
+
 /// The metadata every snapshot of a run carries (each adds its epoch and step).
 fn snapshot_metadata(
     config: &ValidTrainConfig,
@@ -592,6 +626,7 @@ pub fn train(
             let json = serde_json::to_string_pretty(&run_config).expect("serialisable");
             atomic::write_atomic(&run.config_path(), json.as_bytes())
                 .map_err(io_err(&run.config_path()))?;
+            write_probe_images(run, &data)?;
         }
     }
 

@@ -1,0 +1,314 @@
+//! The code behind each `cnnu` subcommand: arguments in (the types of [`crate::cli`]), work
+//! done through the library, results printed.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+use cnnu_analysis::summary::{RunAnalysis, analyze_run};
+use cnnu_model::{BackendKind, ResNetConfig};
+use cnnu_train::tensor_file::{self, NamedTensor};
+use cnnu_train::trainer::read_run_config;
+use cnnu_train::{ImageDataset, RunDir, RunSummary};
+
+use crate::cli::{
+    AggregateArgs, AnalyzeArgs, Cli, Command, CompareArgs, ExportArgs, ModelArg, ProbeArgs,
+    ReduceArgs, StudyArgs, TrainCommand,
+};
+use crate::training::{TrainRequest, train_run};
+
+/// `cnnu export`: a checkpoint's model as torchvision weights.
+fn export(args: &ExportArgs) -> Result<()> {
+    let run = RunDir::new(&args.run);
+    let (epoch, model) = cnnu_train::trainer::load_epoch_model(&run, args.epoch)?;
+    let tmp = cnnu_run::atomic::temp_path(&args.out);
+    model.save_torchvision(&tmp)?;
+    cnnu_run::atomic::commit(&tmp, &args.out)
+        .with_context(|| format!("{}: cannot write", args.out.display()))?;
+    eprintln!(
+        "cnnu export: {} epoch {epoch} -> {}",
+        run.root().display(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Resolves `--backend` to a compiled-in backend.
+pub fn resolve_backend(name: Option<&str>) -> Result<BackendKind> {
+    match name {
+        Some(n) => Ok(n.parse::<BackendKind>()?.ensure_compiled()?),
+        None => BackendKind::default_compiled()
+            .context("this binary was built without any backend; enable one of the features flex, ndarray, wgpu, vulkan, cuda"),
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Layers { size, model } => layers(size, model),
+        Command::Backends => backends(),
+        Command::Probe(args) => probe(cli.backend.as_deref(), args),
+        Command::Train(args) => train(cli.backend.as_deref(), &args).map(|_| ()),
+        Command::Reduce(args) => reduce(&args),
+        Command::Analyze(args) => analyze(&args).map(|_| ()),
+        Command::Aggregate(args) => aggregate(&args),
+        Command::Compare(args) => compare(&args),
+        Command::Study(args) => study(cli.backend.as_deref(), &args),
+        Command::Export(args) => export(&args),
+    }
+}
+
+fn layers(size: usize, model: ModelArg) -> Result<()> {
+    if size == 0 {
+        bail!("--size must be at least 1");
+    }
+    let config = ResNetConfig::new().with_arch(model.arch());
+    let catalogue = config.arch.catalogue();
+    let width = catalogue
+        .taps()
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(0);
+    for tap in catalogue.taps() {
+        let mut shape = vec![1];
+        shape.extend(tap.sample_shape(config.in_channels, config.num_classes, [size, size]));
+        println!("{:<width$}  {:?}", tap.name, shape);
+    }
+    Ok(())
+}
+
+fn backends() -> Result<()> {
+    for kind in BackendKind::ALL {
+        if !kind.is_compiled() {
+            println!(
+                "{:<8} not compiled in (enable the `{}` feature)",
+                kind.name(),
+                kind.name()
+            );
+            continue;
+        }
+        match std::panic::catch_unwind(|| kind.device()) {
+            Ok(Ok(device)) => println!("{:<8} {device:?}", kind.name()),
+            Ok(Err(e)) => println!("{:<8} {e}", kind.name()),
+            Err(_) => println!("{:<8} compiled in, but no device found", kind.name()),
+        }
+    }
+    Ok(())
+}
+
+fn probe(backend: Option<&str>, args: ProbeArgs) -> Result<()> {
+    let kind = resolve_backend(backend)?;
+    let device = kind.device()?;
+    let config = ResNetConfig::of_torchvision_file(&args.weights)?;
+    if let Some(model) = args.model
+        && model.arch() != config.arch
+    {
+        bail!(
+            "--model {} but {} holds {} weights",
+            model.arch().name(),
+            args.weights.display(),
+            config.arch.name()
+        );
+    }
+    let catalogue = config.arch.catalogue();
+    let taps = catalogue.parse(&args.taps).context("--taps")?;
+    let (shape, input) = tensor_file::read_f32(&args.input, &args.input_key)?;
+    let model = config.init(&device)?.load_torchvision(&args.weights)?;
+    let (_, outputs) =
+        cnnu_train::probe(&model, &input, &shape, &taps, args.batch_size, &device)
+            .with_context(|| format!("{}: tensor `{}`", args.input.display(), args.input_key))?;
+    let metadata = HashMap::from([
+        ("taps".to_string(), catalogue.spec(&taps)),
+        ("model".to_string(), config.arch.name().to_string()),
+        ("weights".to_string(), args.weights.display().to_string()),
+        ("backend".to_string(), kind.name().to_string()),
+        (
+            "cnnu_version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+    ]);
+    let n_taps = outputs.len();
+    let outputs: Vec<NamedTensor> = outputs;
+    tensor_file::write_f32(&args.out, &outputs, Some(metadata))?;
+    eprintln!(
+        "wrote {n_taps} taps for {} images to {}",
+        shape[0],
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// `cnnu train`: a fresh run into `--out`, or `--resume` of an existing one.
+pub fn train(backend: Option<&str>, cmd: &TrainCommand) -> Result<(RunDir, RunSummary)> {
+    let args = &cmd.train;
+    // A bare --resume on a run killed before its config.json was written has nothing to
+    // resume: it starts the run the other options describe.
+    let resume_dir = match args.resume.as_deref() {
+        Some("") => {
+            let out = args
+                .out
+                .clone()
+                .context("a bare --resume needs --out RUN")?;
+            RunDir::new(&out).config_path().is_file().then_some(out)
+        }
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => None,
+    };
+    let request = match resume_dir {
+        Some(dir) => {
+            let run = RunDir::new(dir);
+            let saved = read_run_config(&run)?;
+            let mut config = saved.train;
+            if let Some(epochs) = args.epochs {
+                config.epochs = epochs;
+            }
+            let backend = match backend {
+                Some(_) => resolve_backend(backend)?,
+                None => saved.backend.ensure_compiled()?,
+            };
+            TrainRequest {
+                config: config.validate()?,
+                backend,
+                run,
+                resume: true,
+            }
+        }
+        None => TrainRequest {
+            config: cmd.to_config().validate()?,
+            backend: resolve_backend(backend)?,
+            run: RunDir::new(args.out.clone().context("--out RUN is required")?),
+            resume: false,
+        },
+    };
+    let c = request.config.config();
+    let (dataset, source) = ImageDataset::load(c.dataset, args.data_dir.as_deref())?;
+    let summary = train_run(&request, &dataset, &source.to_string())?;
+    Ok((request.run, summary))
+}
+
+/// `cnnu reduce`: one layer of one file.
+pub fn reduce(args: &ReduceArgs) -> Result<()> {
+    let params = args.analysis.params(args.method)?;
+    let started = std::time::Instant::now();
+    let acts = cnnu_analysis::source::load(&args.file, &args.layer, &args.analysis.labels_var)?;
+    let report = cnnu_analysis::pipeline::analyze(&acts, &params, started.elapsed().as_secs_f64())?;
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+        let json = serde_json::to_vec_pretty(&report).context("report serialises")?;
+        let path = dir.join("report.json");
+        std::fs::write(&path, json).with_context(|| format!("{}: cannot write", path.display()))?;
+        if let Some(e) = &report.embedding {
+            let labels: Vec<i64> = e.indices.iter().map(|&i| report.labels[i]).collect();
+            let clusters: Vec<i64> = e
+                .indices
+                .iter()
+                .map(|&i| report.cluster_labels[i])
+                .collect();
+            let title = format!(
+                "{} · {}{}",
+                args.file
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default(),
+                report.layer,
+                report
+                    .epoch
+                    .map_or(String::new(), |e| format!(" · epoch {e}"))
+            );
+            cnnu_analysis::plot::scatter(
+                &dir.join("tsne-labels.png"),
+                &format!("{title} · by label"),
+                &e.coords,
+                &labels,
+                cnnu_analysis::plot::Legend::Classes(report.class_names.as_deref()),
+            )?;
+            cnnu_analysis::plot::scatter(
+                &dir.join("tsne-clusters.png"),
+                &format!("{title} · by cluster"),
+                &e.coords,
+                &clusters,
+                cnnu_analysis::plot::Legend::Clusters,
+            )?;
+        }
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).context("report serialises")?
+        );
+    } else {
+        println!("{}", report.summary_text());
+    }
+    Ok(())
+}
+
+/// `cnnu analyze`: every (epoch, layer) of a run.
+pub fn analyze(args: &AnalyzeArgs) -> Result<RunAnalysis> {
+    let params = args.analysis.params(args.method)?;
+    let analysis = analyze_run(
+        &args.run,
+        args.layers.as_deref(),
+        &params,
+        args.jobs,
+        &args.analysis.labels_var,
+    )?;
+    eprintln!(
+        "analysed {} (sample, layer) pairs; summary in {}",
+        analysis.reports.len(),
+        analysis.dir.join("summary.csv").display()
+    );
+    Ok(analysis)
+}
+
+/// `cnnu aggregate`: analysed runs of one setup summarised into `--out`.
+fn aggregate(args: &AggregateArgs) -> Result<()> {
+    let agg = cnnu_analysis::aggregate::aggregate(&args.runs)?;
+    cnnu_analysis::aggregate::write_aggregate(&args.out, &agg)?;
+    println!("{}", cnnu_analysis::aggregate::answer(&agg));
+    eprintln!(
+        "aggregated {} runs ({} rows); {}",
+        agg.runs.len(),
+        agg.rows.len(),
+        args.out.join("aggregate.csv").display()
+    );
+    Ok(())
+}
+
+/// `cnnu compare`: two runs' representations, CKA against its permutation null.
+fn compare(args: &CompareArgs) -> Result<()> {
+    use cnnu_analysis::compare::{self, CompareParams};
+    let params = CompareParams {
+        permutations: args.permutations,
+        seed: args.seed,
+        layers: args.layers.clone(),
+    }
+    .check()?;
+    let c = compare::compare_runs(&args.run_a, &args.run_b, &params)?;
+    compare::write_compare(&args.out, &c)?;
+    for r in &c.rows {
+        println!(
+            "{:<10} {:<14} cka {:.4}  null mean {:.4}  p95 {:.4}  p {:.3}",
+            r.layer,
+            r.sample,
+            r.test.cka,
+            r.test.cka_null_mean,
+            r.test.cka_null_p95,
+            r.test.p_value
+        );
+    }
+    eprintln!("compare: {}", args.out.join("compare.csv").display());
+    Ok(())
+}
+
+/// `cnnu study`: prints the summary table and where the report is.
+pub fn study(backend: Option<&str>, args: &StudyArgs) -> Result<()> {
+    let plan = args.plan(backend)?;
+    let outcome = crate::study::run(&plan)?;
+    println!("{}", outcome.table);
+    println!("report: {}", outcome.report.html.display());
+    println!("        {}", outcome.report.md.display());
+    Ok(())
+}
