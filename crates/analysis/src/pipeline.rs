@@ -355,18 +355,7 @@ pub fn analyze_layer(
     let sample_gram = red.sample_gram.take();
     let t = Instant::now();
     let gram = if keep_gram {
-        let m = n.min(CKA_MAX_N);
-        let g = match &sample_gram {
-            Some(g) if m == n => CenteredGram::from_gram(g, n),
-            _ => CenteredGram::from_features(&kept[..m * d_kept], m, d_kept),
-        };
-        match g {
-            Ok(g) => Some(g),
-            Err(e) => {
-                undefined_or(e, &layer)?;
-                None
-            }
-        }
+        cka_gram(&kept, n, d_kept, sample_gram.as_deref(), &layer)?
     } else {
         None
     };
@@ -375,19 +364,15 @@ pub fn analyze_layer(
     // The class subspaces and NC1 live in the filtered feature space (the directions the
     // reduce step sees); the probe reads the k scores, as HDBSCAN does.
     let t = Instant::now();
-    let subspace = match &sample_gram {
-        Some(g) => dynamics::class_subspace_alignment_from_gram(g, n, &acts.labels, p.energy),
-        None => dynamics::class_subspace_alignment(&kept, n, d_kept, &acts.labels, p.energy),
-    };
-    drop(sample_gram);
-    let subspace = match subspace {
-        Ok(s) => Some(s),
-        Err(e) => {
-            undefined_or(e, &layer)?;
-            None
-        }
-    };
-    let nc1 = dynamics::nc1(&kept, n, d_kept, &acts.labels).or_else(|e| undefined_or(e, &layer))?;
+    let (subspace, nc1) = class_measures(
+        &kept,
+        n,
+        d_kept,
+        sample_gram,
+        &acts.labels,
+        p.energy,
+        &layer,
+    )?;
     drop(kept);
     let probe = match dynamics::linear_probe(&red.scores, n, red.k_used, &acts.labels, PROBE_SEED) {
         Ok(r) => Some(r),
@@ -398,43 +383,15 @@ pub fn analyze_layer(
     };
     seconds.dynamics = t.elapsed().as_secs_f64();
 
-    let t = Instant::now();
-    let hdb = HdbscanParams::new(p.min_cluster_size)
-        .with_min_samples(p.min_samples.unwrap_or(p.min_cluster_size));
-    let hdb = hdb.validate(n).map_err(|source| AnalysisError::Cluster {
-        layer: layer.clone(),
-        source,
-    })?;
-    let clusters =
-        hdbscan(&red.scores, n, red.k_used, hdb).map_err(|source| AnalysisError::Cluster {
-            layer: layer.clone(),
-            source,
-        })?;
-    seconds.cluster = t.elapsed().as_secs_f64();
-
-    let t = Instant::now();
-    let metrics_err = |source| AnalysisError::Metrics {
-        layer: layer.clone(),
-        source,
-    };
-    let agreement = cluster_agreement(&acts.labels, &clusters).map_err(metrics_err)?;
-    // Both measures are undefined on degenerate inputs (one sample; one class, or one class
-    // per sample): that is a NaN (null in JSON) for this layer, not a failed analysis.
-    let knn = match knn_agreement(
+    let (clusters, agreement, knn, silhouette) = cluster_and_agree(
         &red.scores,
         n,
         red.k_used,
         &acts.labels,
-        p.knn_k.min(n.saturating_sub(1)).max(1),
-    ) {
-        Err(MetricsError::InvalidK { .. }) => f64::NAN,
-        other => other.map_err(metrics_err)?,
-    };
-    let silhouette = match silhouette_true(&red.scores, n, red.k_used, &acts.labels) {
-        Err(MetricsError::InvalidClassCount { .. }) => f64::NAN,
-        other => other.map_err(metrics_err)?,
-    };
-    seconds.metrics = t.elapsed().as_secs_f64();
+        p,
+        &layer,
+        &mut seconds,
+    )?;
 
     let embedding = if p.tsne {
         let t = Instant::now();
@@ -486,6 +443,102 @@ pub fn analyze_layer(
         class_names: acts.class_names.clone(),
     };
     Ok((report, gram))
+}
+
+/// The centred sample Gram matrix for CKA (on the first [`CKA_MAX_N`] samples), from the
+/// Gram solver's matrix when it formed one on all of them; None where CKA is undefined.
+fn cka_gram(
+    kept: &[f32],
+    n: usize,
+    d_kept: usize,
+    sample_gram: Option<&[f64]>,
+    layer: &str,
+) -> Result<Option<CenteredGram>, AnalysisError> {
+    let m = n.min(CKA_MAX_N);
+    let g = match sample_gram {
+        Some(g) if m == n => CenteredGram::from_gram(g, n),
+        _ => CenteredGram::from_features(&kept[..m * d_kept], m, d_kept),
+    };
+    match g {
+        Ok(g) => Ok(Some(g)),
+        Err(e) => undefined_or(e, layer).map(|_| None),
+    }
+}
+
+/// The class subspaces and NC1, in the filtered feature space (the directions the reduce step
+/// sees); the Gram matrix, when there is one, spares the subspaces an n²·d product.
+fn class_measures(
+    kept: &[f32],
+    n: usize,
+    d_kept: usize,
+    sample_gram: Option<Vec<f64>>,
+    labels: &[i64],
+    energy: f64,
+    layer: &str,
+) -> Result<(Option<SubspaceAlignment>, f64), AnalysisError> {
+    let subspace = match &sample_gram {
+        Some(g) => dynamics::class_subspace_alignment_from_gram(g, n, labels, energy),
+        None => dynamics::class_subspace_alignment(kept, n, d_kept, labels, energy),
+    };
+    drop(sample_gram);
+    let subspace = match subspace {
+        Ok(s) => Some(s),
+        Err(e) => {
+            undefined_or(e, layer)?;
+            None
+        }
+    };
+    let nc1 = dynamics::nc1(kept, n, d_kept, labels).or_else(|e| undefined_or(e, layer))?;
+    Ok((subspace, nc1))
+}
+
+/// HDBSCAN on the scores and the clusters' agreement with the labels, then the two measures
+/// that need no clusters (kNN agreement, silhouette of the labels).
+fn cluster_and_agree(
+    scores: &[f32],
+    n: usize,
+    k: usize,
+    labels: &[i64],
+    p: &AnalysisParams,
+    layer: &str,
+    seconds: &mut Seconds,
+) -> Result<(Vec<i64>, ClusterAgreement, f64, f64), AnalysisError> {
+    let t = Instant::now();
+    let cluster_err = |source| AnalysisError::Cluster {
+        layer: layer.to_string(),
+        source,
+    };
+    let hdb = HdbscanParams::new(p.min_cluster_size)
+        .with_min_samples(p.min_samples.unwrap_or(p.min_cluster_size))
+        .validate(n)
+        .map_err(cluster_err)?;
+    let clusters = hdbscan(scores, n, k, hdb).map_err(cluster_err)?;
+    seconds.cluster = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let metrics_err = |source| AnalysisError::Metrics {
+        layer: layer.to_string(),
+        source,
+    };
+    let agreement = cluster_agreement(labels, &clusters).map_err(metrics_err)?;
+    // Both measures are undefined on degenerate inputs (one sample; one class, or one class
+    // per sample): that is a NaN (null in JSON) for this layer, not a failed analysis.
+    let knn = match knn_agreement(
+        scores,
+        n,
+        k,
+        labels,
+        p.knn_k.min(n.saturating_sub(1)).max(1),
+    ) {
+        Err(MetricsError::InvalidK { .. }) => f64::NAN,
+        other => other.map_err(metrics_err)?,
+    };
+    let silhouette = match silhouette_true(scores, n, k, labels) {
+        Err(MetricsError::InvalidClassCount { .. }) => f64::NAN,
+        other => other.map_err(metrics_err)?,
+    };
+    seconds.metrics = t.elapsed().as_secs_f64();
+    Ok((clusters, agreement, knn, silhouette))
 }
 
 /// The clustering in plain words; when HDBSCAN finds nothing it says so, with what to try.

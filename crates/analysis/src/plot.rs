@@ -8,6 +8,7 @@ use std::sync::Once;
 
 use plotters::prelude::*;
 use plotters::style::FontStyle;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 /// Errors from drawing.
 #[derive(Debug, thiserror::Error)]
@@ -336,7 +337,6 @@ pub fn heatmap(
     values: &[Vec<f64>],
     range: Option<(f64, f64)>,
 ) -> Result<(), PlotError> {
-    use plotters::style::text_anchor::{HPos, Pos, VPos};
     font();
     let (rows, cols) = (row_labels.len(), col_labels.len());
     if rows == 0 || cols == 0 {
@@ -351,16 +351,106 @@ pub fn heatmap(
             format!("values are not {rows} rows × {cols} columns, as the labels say"),
         ));
     }
-    let (lo, hi) = match range {
-        Some((a, b)) if a.is_finite() && b.is_finite() && a < b => (a, b),
-        Some((a, b)) => return Err(err(path, format!("invalid colour range [{a}, {b}]"))),
+    let (lo, hi) = colour_range(path, values, range)?;
+    let longest = row_labels
+        .iter()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(0) as i32;
+    let g = Grid::new(rows, cols, longest);
+    let root = BitMapBackend::new(path, (g.width as u32, g.height as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(path, e))?;
+    let draw = |e: &dyn Fn(&Area<'_>) -> Result<(), DrawingAreaErrorKind<BitMapBackendError>>| {
+        e(&root).map_err(|e| err(path, e))
+    };
+    draw(&|a| {
+        a.draw(&Text::new(
+            title.to_string(),
+            (g.width / 2, 20),
+            text(18, &BLACK, HPos::Center, VPos::Center),
+        ))
+    })?;
+    for (r, row) in values.iter().enumerate() {
+        let y0 = TOP + r as i32 * g.cell_h;
+        for (c, &v) in row.iter().enumerate() {
+            let x0 = g.left + c as i32 * CELL_W;
+            draw(&|a| draw_cell(a, (x0, y0), (CELL_W, g.cell_h), v, (lo, hi)))?;
+        }
+        draw(&|a| {
+            a.draw(&Text::new(
+                row_labels[r].clone(),
+                (g.left - 10, y0 + g.cell_h / 2),
+                text(14, &BLACK, HPos::Right, VPos::Center),
+            ))
+        })?;
+    }
+    for (c, label) in col_labels.iter().enumerate() {
+        draw(&|a| {
+            a.draw(&Text::new(
+                label.clone(),
+                (g.left + c as i32 * CELL_W + CELL_W / 2, TOP + g.grid_h + 10),
+                text(14, &BLACK, HPos::Center, VPos::Top),
+            ))
+        })?;
+    }
+    draw(&|a| draw_colour_bar(a, g.left + g.grid_w + 24, g.grid_h, (lo, hi)))?;
+    root.present().map_err(|e| err(path, e))
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+type BitMapBackendError = <BitMapBackend<'static> as DrawingBackend>::ErrorType;
+
+// Sizes chosen so that 6–12 layer rows and 2–14 sample columns stay readable.
+const CELL_W: i32 = 84;
+const TOP: i32 = 56;
+const BOTTOM: i32 = 44;
+const BAR_AREA: i32 = 120;
+
+/// The geometry of a heatmap: cells, the label column, the whole picture.
+struct Grid {
+    cell_h: i32,
+    grid_w: i32,
+    grid_h: i32,
+    left: i32,
+    width: i32,
+    height: i32,
+}
+
+impl Grid {
+    fn new(rows: usize, cols: usize, longest_label: i32) -> Self {
+        let cell_h = (240 / rows as i32).max(40);
+        let label_w = (longest_label * 8 + 24).clamp(70, 260);
+        let grid_w = CELL_W * cols as i32;
+        let grid_h = cell_h * rows as i32;
+        let width = (label_w + grid_w + BAR_AREA).max(480);
+        Self {
+            cell_h,
+            grid_w,
+            grid_h,
+            // A narrow grid (few columns) sits in the middle of the minimum width.
+            left: label_w + (width - label_w - grid_w - BAR_AREA) / 2,
+            width,
+            height: TOP + grid_h + BOTTOM,
+        }
+    }
+}
+
+/// The colour range: the one given, else the data's own (padded when flat).
+fn colour_range(
+    path: &Path,
+    values: &[Vec<f64>],
+    range: Option<(f64, f64)>,
+) -> Result<(f64, f64), PlotError> {
+    match range {
+        Some((a, b)) if a.is_finite() && b.is_finite() && a < b => Ok((a, b)),
+        Some((a, b)) => Err(err(path, format!("invalid colour range [{a}, {b}]"))),
         None => {
             let (mut a, mut b) = (f64::INFINITY, f64::NEG_INFINITY);
             for &v in values.iter().flatten().filter(|v| v.is_finite()) {
                 a = a.min(v);
                 b = b.max(v);
             }
-            if a > b {
+            Ok(if a > b {
                 (0.0, 1.0)
             } else if b - a < 1e-12 {
                 // One value: centre it in a small range rather than divide by zero.
@@ -368,145 +458,104 @@ pub fn heatmap(
                 (a - pad, b + pad)
             } else {
                 (a, b)
-            }
+            })
         }
-    };
-    // Sizes chosen so that 6–12 layer rows and 2–10 epoch columns stay readable.
-    const CELL_W: i32 = 84;
-    const TOP: i32 = 56;
-    const BOTTOM: i32 = 44;
-    const BAR_AREA: i32 = 120;
-    let cell_h = (240 / rows as i32).max(40);
-    let longest = row_labels
-        .iter()
-        .map(|l| l.chars().count())
-        .max()
-        .unwrap_or(0) as i32;
-    let label_w = (longest * 8 + 24).clamp(70, 260);
-    let grid_w = CELL_W * cols as i32;
-    let grid_h = cell_h * rows as i32;
-    let width = (label_w + grid_w + BAR_AREA).max(480);
-    // A narrow grid (few columns) sits in the middle of the minimum width, under the title.
-    let left = label_w + (width - label_w - grid_w - BAR_AREA) / 2;
-    let height = TOP + grid_h + BOTTOM;
-    let root = BitMapBackend::new(path, (width as u32, height as u32)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(path, e))?;
-    let text = |size: u32, colour: &RGBColor, h: HPos, v: VPos| {
-        ("sans-serif", size)
-            .into_font()
-            .color(colour)
-            .pos(Pos::new(h, v))
-    };
-    root.draw(&Text::new(
-        title.to_string(),
-        (width / 2, 20),
-        text(18, &BLACK, HPos::Center, VPos::Center),
-    ))
-    .map_err(|e| err(path, e))?;
+    }
+}
+
+fn text(size: u32, colour: &RGBColor, h: HPos, v: VPos) -> TextStyle<'static> {
+    ("sans-serif", size)
+        .into_font()
+        .color(colour)
+        .pos(Pos::new(h, v))
+}
+
+/// One cell: its colour and value, or a hatched grey "n/a" where there is no value.
+fn draw_cell(
+    a: &Area<'_>,
+    (x0, y0): (i32, i32),
+    (w, h): (i32, i32),
+    v: f64,
+    (lo, hi): (f64, f64),
+) -> Result<(), DrawingAreaErrorKind<BitMapBackendError>> {
+    let (x1, y1) = (x0 + w - 1, y0 + h - 1);
+    let centre = (x0 + w / 2, y0 + h / 2);
+    if v.is_finite() {
+        let t = (v - lo) / (hi - lo);
+        a.draw(&Rectangle::new([(x0, y0), (x1, y1)], viridis(t).filled()))?;
+        // Dark text on the light (yellow-green) end, white on the dark end.
+        let ink = if t.clamp(0.0, 1.0) > 0.6 {
+            BLACK
+        } else {
+            WHITE
+        };
+        return a.draw(&Text::new(
+            format!("{v:.3}"),
+            centre,
+            text(14, &ink, HPos::Center, VPos::Center),
+        ));
+    }
     let nan_fill = RGBColor(224, 224, 224);
-    let hatch = RGBColor(176, 176, 176);
-    for (r, row) in values.iter().enumerate() {
-        let y0 = TOP + r as i32 * cell_h;
-        for (c, &v) in row.iter().enumerate() {
-            let x0 = left + c as i32 * CELL_W;
-            let (x1, y1) = (x0 + CELL_W - 1, y0 + cell_h - 1);
-            let centre = (x0 + CELL_W / 2, y0 + cell_h / 2);
-            if v.is_finite() {
-                let t = (v - lo) / (hi - lo);
-                let fill = viridis(t);
-                root.draw(&Rectangle::new([(x0, y0), (x1, y1)], fill.filled()))
-                    .map_err(|e| err(path, e))?;
-                // Dark text on the light (yellow-green) end, white on the dark end.
-                let ink = if t.clamp(0.0, 1.0) > 0.6 {
-                    BLACK
-                } else {
-                    WHITE
-                };
-                root.draw(&Text::new(
-                    format!("{v:.3}"),
-                    centre,
-                    text(14, &ink, HPos::Center, VPos::Center),
-                ))
-                .map_err(|e| err(path, e))?;
-            } else {
-                root.draw(&Rectangle::new([(x0, y0), (x1, y1)], nan_fill.filled()))
-                    .map_err(|e| err(path, e))?;
-                // Anti-diagonal hatching u + v = t, clipped to the cell by hand.
-                let (w, h) = (x1 - x0, y1 - y0);
-                for t in (8..w + h).step_by(10) {
-                    let (ua, ub) = (t.min(w), t - t.min(h));
-                    let (va, vb) = (t - ua, t.min(h));
-                    root.draw(&PathElement::new(
-                        vec![(x0 + ua, y0 + va), (x0 + ub, y0 + vb)],
-                        hatch.stroke_width(1),
-                    ))
-                    .map_err(|e| err(path, e))?;
-                }
-                let (bx, by) = (22, 10);
-                root.draw(&Rectangle::new(
-                    [
-                        (centre.0 - bx, centre.1 - by),
-                        (centre.0 + bx, centre.1 + by),
-                    ],
-                    nan_fill.filled(),
-                ))
-                .map_err(|e| err(path, e))?;
-                root.draw(&Text::new(
-                    "n/a".to_string(),
-                    centre,
-                    text(14, &RGBColor(90, 90, 90), HPos::Center, VPos::Center),
-                ))
-                .map_err(|e| err(path, e))?;
-            }
-        }
-        root.draw(&Text::new(
-            row_labels[r].clone(),
-            (left - 10, y0 + cell_h / 2),
-            text(14, &BLACK, HPos::Right, VPos::Center),
-        ))
-        .map_err(|e| err(path, e))?;
+    a.draw(&Rectangle::new([(x0, y0), (x1, y1)], nan_fill.filled()))?;
+    // Anti-diagonal hatching u + v = t, clipped to the cell by hand.
+    let (w, h) = (x1 - x0, y1 - y0);
+    for t in (8..w + h).step_by(10) {
+        let (ua, ub) = (t.min(w), t - t.min(h));
+        let (va, vb) = (t - ua, t.min(h));
+        a.draw(&PathElement::new(
+            vec![(x0 + ua, y0 + va), (x0 + ub, y0 + vb)],
+            RGBColor(176, 176, 176).stroke_width(1),
+        ))?;
     }
-    for (c, label) in col_labels.iter().enumerate() {
-        root.draw(&Text::new(
-            label.clone(),
-            (left + c as i32 * CELL_W + CELL_W / 2, TOP + grid_h + 10),
-            text(14, &BLACK, HPos::Center, VPos::Top),
-        ))
-        .map_err(|e| err(path, e))?;
-    }
-    // The colour bar: a vertical gradient beside the grid, `hi` at the top, five ticks.
-    let bx0 = left + grid_w + 24;
+    let (bx, by) = (22, 10);
+    a.draw(&Rectangle::new(
+        [
+            (centre.0 - bx, centre.1 - by),
+            (centre.0 + bx, centre.1 + by),
+        ],
+        nan_fill.filled(),
+    ))?;
+    a.draw(&Text::new(
+        "n/a".to_string(),
+        centre,
+        text(14, &RGBColor(90, 90, 90), HPos::Center, VPos::Center),
+    ))
+}
+
+/// The colour bar: a vertical gradient beside the grid, `hi` at the top, five ticks.
+fn draw_colour_bar(
+    a: &Area<'_>,
+    bx0: i32,
+    grid_h: i32,
+    (lo, hi): (f64, f64),
+) -> Result<(), DrawingAreaErrorKind<BitMapBackendError>> {
     let bx1 = bx0 + 20;
     let steps = grid_h.max(1);
     for s in 0..steps {
         let t = 1.0 - f64::from(s) / f64::from((steps - 1).max(1));
-        root.draw(&Rectangle::new(
+        a.draw(&Rectangle::new(
             [(bx0, TOP + s), (bx1, TOP + s + 1)],
             viridis(t).filled(),
-        ))
-        .map_err(|e| err(path, e))?;
+        ))?;
     }
-    root.draw(&Rectangle::new(
+    a.draw(&Rectangle::new(
         [(bx0, TOP), (bx1, TOP + grid_h)],
         BLACK.stroke_width(1),
-    ))
-    .map_err(|e| err(path, e))?;
+    ))?;
     for k in 0..5 {
         let f = f64::from(k) / 4.0;
         let y = TOP + ((1.0 - f) * f64::from(grid_h - 1)).round() as i32;
-        root.draw(&PathElement::new(
+        a.draw(&PathElement::new(
             vec![(bx1, y), (bx1 + 5, y)],
             BLACK.stroke_width(1),
-        ))
-        .map_err(|e| err(path, e))?;
-        root.draw(&Text::new(
+        ))?;
+        a.draw(&Text::new(
             format!("{:.3}", lo + f * (hi - lo)),
             (bx1 + 8, y),
             text(12, &BLACK, HPos::Left, VPos::Center),
-        ))
-        .map_err(|e| err(path, e))?;
+        ))?;
     }
-    root.present().map_err(|e| err(path, e))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Running the frozen network over a set of images and collecting the selected taps.
 
+use std::ops::Range;
+
 use burn::prelude::*;
-use cnnu_model::{ResNet, TapSet};
+use cnnu_model::{ResNet, TapOutputs, TapSet};
 
 use crate::tensor_file::NamedTensor;
 
@@ -50,32 +52,60 @@ pub fn probe(
     if batch_size == 0 {
         return Err(ProbeError::BatchSize);
     }
-    let model = model.valid();
     let per_image = c * h * w;
     let mut logits = Vec::new();
     let mut outputs: Vec<NamedTensor> = Vec::new();
-    for start in (0..n).step_by(batch_size) {
-        let b = batch_size.min(n - start);
-        let chunk = input[start * per_image..(start + b) * per_image].to_vec();
-        let x = Tensor::<4>::from_data(TensorData::new(chunk, [b, c, h, w]), device);
-        let (y, recorded) = model.forward_taps(x, taps);
-        logits.extend(to_f32(y.into_data()));
-        for (i, (name, t)) in recorded.into_iter().enumerate() {
-            let dims = t.dims();
-            let values = to_f32(t.into_data());
-            if start == 0 {
-                let mut shape = dims;
-                shape[0] = n;
-                outputs.push(NamedTensor {
-                    name,
-                    shape,
-                    values: Vec::new(),
-                });
+    let input_of = |rows: Range<usize>| {
+        let b = rows.len();
+        let chunk = input[rows.start * per_image..rows.end * per_image].to_vec();
+        Tensor::<4>::from_data(TensorData::new(chunk, [b, c, h, w]), device)
+    };
+    forward_batches::<ProbeError>(
+        &model.valid(),
+        n,
+        batch_size,
+        taps,
+        input_of,
+        |start, y, recorded| {
+            logits.extend(to_f32(y.into_data()));
+            for (i, (name, t)) in recorded.into_iter().enumerate() {
+                let dims = t.dims();
+                let values = to_f32(t.into_data());
+                if start == 0 {
+                    let mut shape = dims;
+                    shape[0] = n;
+                    outputs.push(NamedTensor {
+                        name,
+                        shape,
+                        values: Vec::new(),
+                    });
+                }
+                outputs[i].values.extend(values);
             }
-            outputs[i].values.extend(values);
-        }
-    }
+            Ok(())
+        },
+    )?;
     Ok((logits, outputs))
+}
+
+/// The one batched forward pass of the frozen network over `n` images: `input` builds the
+/// batch of rows `start..end`, `sink` takes each batch's first row, logits and recorded taps.
+/// The probe and the trainer's snapshots both go through it; `model` should be in eval mode
+/// on a plain device.
+pub fn forward_batches<E>(
+    model: &ResNet,
+    n: usize,
+    batch: usize,
+    taps: &TapSet,
+    mut input: impl FnMut(Range<usize>) -> Tensor<4>,
+    mut sink: impl FnMut(usize, Tensor<2>, TapOutputs) -> Result<(), E>,
+) -> Result<(), E> {
+    for start in (0..n).step_by(batch.max(1)) {
+        let rows = start..(start + batch).min(n);
+        let (logits, recorded) = model.forward_taps(input(rows), taps);
+        sink(start, logits, recorded)?;
+    }
+    Ok(())
 }
 
 /// The f32 values of a tensor read back from the device (converting if the backend's float

@@ -220,21 +220,12 @@ fn evaluate(model: &ResNet, data: &Data, batch: usize, device: &Device) -> (f64,
     )
 }
 
-/// Samples the eval-mode model on the probe set into a snapshot (`path`, written through
-/// `partial`).
-fn write_snapshot(
-    model: &ResNet,
-    data: &Data,
-    config: &ValidTrainConfig,
-    device: &Device,
-    [path, partial]: [&Path; 2],
-    metadata: &BTreeMap<String, String>,
-) -> Result<(), TrainError> {
+/// The tensors of a snapshot: labels, predictions, indices, logits, then every selected tap
+/// in forward order (the writer's indices 0..4 and 4.. follow this order).
+fn snapshot_specs(config: &ValidTrainConfig, data: &Data) -> Vec<TensorSpec> {
     let (taps, catalogue) = (config.taps(), config.catalogue());
     let model_config = &config.config().model;
-    let batch = config.config().eval_batch_size;
-    let n = data.probe_count;
-    let mut specs: Vec<TensorSpec> = ["labels", "predictions", "indices"]
+    let mut specs: Vec<TensorSpec> = [sample::LABELS, sample::PREDICTIONS, sample::INDICES]
         .into_iter()
         .map(|name| TensorSpec {
             name: name.into(),
@@ -243,11 +234,10 @@ fn write_snapshot(
         })
         .collect();
     specs.push(TensorSpec {
-        name: "logits".into(),
+        name: sample::LOGITS.into(),
         dtype: Dtype::F32,
         sample_shape: vec![model_config.num_classes],
     });
-    let tap_names: Vec<&str> = catalogue.names(taps);
     for tap in catalogue.selected(taps) {
         specs.push(TensorSpec {
             name: tap.name.clone(),
@@ -259,35 +249,56 @@ fn write_snapshot(
             ),
         });
     }
+    specs
+}
+
+/// Samples the eval-mode model on the probe set into a snapshot (`path`, written through
+/// `partial`).
+fn write_snapshot(
+    model: &ResNet,
+    data: &Data,
+    config: &ValidTrainConfig,
+    device: &Device,
+    [path, partial]: [&Path; 2],
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), TrainError> {
+    let (taps, catalogue) = (config.taps(), config.catalogue());
+    let batch = config.config().eval_batch_size;
+    let n = data.probe_count;
+    let specs = snapshot_specs(config, data);
+    let tap_names: Vec<&str> = catalogue.names(taps);
     let tmp = atomic::temp_path_in(partial, path);
     let mut writer = SnapshotWriter::create_in(path, &tmp, n, &specs, metadata)?;
     let first_tap = 4;
     let indices: Vec<usize> = (0..n).collect();
-    for chunk in indices.chunks(batch) {
-        let start = chunk[0];
-        let x = images_tensor(data, data.test, chunk, device);
-        let (logits, recorded) = model.forward_taps(x, taps);
-        let labels: Vec<i64> = chunk.iter().map(|&i| data.test.labels[i] as i64).collect();
-        let predictions: Vec<i64> = logits
-            .clone()
-            .argmax(1)
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec()
-            .expect("i64");
-        writer.write_i64(0, start, &labels)?;
-        writer.write_i64(1, start, &predictions)?;
-        writer.write_i64(
-            2,
-            start,
-            &chunk.iter().map(|&i| i as i64).collect::<Vec<_>>(),
-        )?;
-        writer.write_f32(3, start, &to_f32(logits.into_data()))?;
-        for (k, (name, t)) in recorded.into_iter().enumerate() {
-            debug_assert_eq!(name, tap_names[k]);
-            writer.write_f32(first_tap + k, start, &to_f32(t.into_data()))?;
-        }
-    }
+    crate::probe::forward_batches::<TrainError>(
+        model,
+        n,
+        batch,
+        taps,
+        |rows| images_tensor(data, data.test, &indices[rows], device),
+        |start, logits, recorded| {
+            let chunk = &indices[start..start + logits.dims()[0]];
+            let labels: Vec<i64> = chunk.iter().map(|&i| data.test.labels[i] as i64).collect();
+            let predictions: Vec<i64> = logits
+                .clone()
+                .argmax(1)
+                .into_data()
+                .convert::<i64>()
+                .try_into_vec()
+                .expect("i64");
+            writer.write_i64(0, start, &labels)?;
+            writer.write_i64(1, start, &predictions)?;
+            let rows: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
+            writer.write_i64(2, start, &rows)?;
+            writer.write_f32(3, start, &to_f32(logits.into_data()))?;
+            for (k, (name, t)) in recorded.into_iter().enumerate() {
+                debug_assert_eq!(name, tap_names[k]);
+                writer.write_f32(first_tap + k, start, &to_f32(t.into_data()))?;
+            }
+            Ok(())
+        },
+    )?;
     writer.finish()?;
     Ok(())
 }
