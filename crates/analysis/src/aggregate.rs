@@ -576,7 +576,10 @@ pub fn answer(agg: &Aggregate) -> String {
         if !end.mean.is_finite() {
             continue;
         }
-        let verdict = if end.excludes_zero() {
+        let verdict = if end.mean == 0.0 && end.std == 0.0 {
+            // Purity without clusters is the largest class share, the same at both ends.
+            "no change in any seed (for purity: HDBSCAN found no early-layer clusters)".to_string()
+        } else if end.excludes_zero() {
             let from = c.settled_from().map_or(String::new(), |(s, step)| {
                 let at = step.map_or(s.label(), |st| format!("step {st}"));
                 format!(", outside the interval from {at} on")
