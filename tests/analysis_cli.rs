@@ -108,12 +108,11 @@ fn reduce_errors_name_the_file_and_what_is_there() {
     assert_eq!(err.lines().count(), 1, "one-line error: {err}");
 }
 
-#[test]
-fn study_trains_analyses_and_reports() {
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
+/// `cnnu study` on a small MNIST slice (1 epoch of 128 images, 120 probe images, conv1 and
+/// layer2) into `out`, with `extra` options.
+fn small_study(out: &Path, extra: &[&str]) -> Output {
     let mnist = mnist_dir();
-    let out = cnnu(&[
+    let mut args = vec![
         "study",
         "--data-dir",
         &mnist,
@@ -131,14 +130,18 @@ fn study_trains_analyses_and_reports() {
         "conv1,layer2",
         "--min-cluster-size",
         "10",
-        "--tsne",
-        "--seeds",
-        "0",
-        "--sample-at",
-        "none",
         "--out",
-        run.to_str().unwrap(),
-    ]);
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    cnnu(&args)
+}
+
+#[test]
+fn study_trains_analyses_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = small_study(&run, &["--tsne", "--seeds", "0", "--sample-at", "none"]);
     assert!(
         out.status.success(),
         "{}",
@@ -204,32 +207,7 @@ fn study_trains_analyses_and_reports() {
 fn a_study_over_two_seeds_aggregates_and_the_runs_compare() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("study");
-    let mnist = mnist_dir();
-    let out = cnnu(&[
-        "study",
-        "--data-dir",
-        &mnist,
-        "--epochs",
-        "1",
-        "--train-limit",
-        "128",
-        "--test-limit",
-        "100",
-        "--probe-limit",
-        "120",
-        "--batch-size",
-        "32",
-        "--taps",
-        "conv1,layer2",
-        "--min-cluster-size",
-        "10",
-        "--seeds",
-        "0,1",
-        "--sample-at",
-        "2",
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out = small_study(&out_dir, &["--seeds", "0,1", "--sample-at", "2"]);
     assert!(
         out.status.success(),
         "{}",

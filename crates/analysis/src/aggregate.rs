@@ -21,13 +21,10 @@ impl From<PlotError> for AggregateError {
 
 /// An I/O error at `path`.
 fn io_error(path: &Path, source: std::io::Error) -> AggregateError {
-    AggregateError::Summary(SummaryError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    AggregateError::Summary(io(path)(source))
 }
 use crate::report::is_early;
-use crate::summary::SummaryError;
+use crate::summary::{SampleAxis, SummaryError, io};
 
 /// Errors of an aggregation.
 #[derive(Debug, thiserror::Error)]
@@ -497,11 +494,14 @@ pub fn json(agg: &Aggregate) -> serde_json::Value {
     })
 }
 
-/// The axis of the aggregate's samples: steps when every row has one.
-fn axis(agg: &Aggregate) -> (bool, bool) {
+/// The axis of the aggregate's samples, as a run's summary draws it: steps when every row has
+/// one, logarithmic when some are inside epochs.
+fn axis(agg: &Aggregate) -> SampleAxis {
     let by_step = agg.rows.iter().all(|r| r.step.is_some());
-    let log = by_step && agg.rows.iter().any(|r| r.sample.starts_with("step-"));
-    (by_step, log)
+    SampleAxis {
+        by_step,
+        log: by_step && agg.rows.iter().any(|r| r.sample.starts_with("step-")),
+    }
 }
 
 /// Writes `aggregate.csv`, `aggregate.json` and `plots/F.png` (one line per layer, its 95%
@@ -516,12 +516,7 @@ pub fn write_aggregate(dir: &Path, agg: &Aggregate) -> Result<(), AggregateError
     write("aggregate.csv", csv(agg).as_bytes())?;
     let json = serde_json::to_vec_pretty(&json(agg)).expect("serialisable");
     write("aggregate.json", &json)?;
-    let (by_step, log) = axis(agg);
-    let x_title = match (by_step, log) {
-        (true, true) => "optimizer step (log scale; step 0 at the left edge)",
-        (true, false) => "optimizer step",
-        _ => "epoch",
-    };
+    let axis = axis(agg);
     for f in figures::plotted() {
         let series: Vec<plot::Band> = agg
             .layers
@@ -532,7 +527,7 @@ pub fn write_aggregate(dir: &Path, agg: &Aggregate) -> Result<(), AggregateError
                     .iter()
                     .filter(|r| &r.layer == l)
                     .map(|r| {
-                        let x = if by_step {
+                        let x = if axis.by_step {
                             r.step.unwrap_or(0) as f64
                         } else {
                             r.epoch as f64
@@ -552,13 +547,10 @@ pub fn write_aggregate(dir: &Path, agg: &Aggregate) -> Result<(), AggregateError
         plot::lines_with_bands(
             &plots.join(format!("{}.png", f.name)),
             &format!("{} over {} runs, 95% t-interval", f.name, agg.runs.len()),
-            x_title,
+            axis.title(),
             f.name,
             &series,
-            plot::Axes {
-                log_x: log,
-                log_y: false,
-            },
+            axis.axes(),
         )?;
     }
     Ok(())

@@ -29,7 +29,7 @@ use crate::reduce;
 use crate::rng::SplitMix64;
 use crate::source::{self, SourceError};
 use crate::summary::{self, SummaryError};
-use cnnu_run::SampleName as SnapshotName;
+use cnnu_run::SampleName;
 
 /// The fewest permutations accepted: with 99 the smallest possible p-value is 0.01.
 pub const MIN_PERMUTATIONS: usize = 99;
@@ -420,13 +420,19 @@ pub fn compare_runs(
 /// A layer's centred Gram matrices in run A and run B at one snapshot.
 type Grams = (CenteredGram, CenteredGram);
 
-/// The snapshots both runs took, their probe images checked to match, in training order.
+/// The snapshots both runs took, their probe images checked to match, in run A's training
+/// order (`RunDir::samples`, which places each by its metadata).
 fn common_samples(run_a: &Path, run_b: &Path) -> Result<Vec<Sample>, CompareError> {
-    let in_b: BTreeMap<SnapshotName, PathBuf> = snapshot_files(run_b)?.into_iter().collect();
-    let mut samples = snapshot_files(run_a)?
+    let in_b: BTreeMap<SampleName, PathBuf> = summary::snapshots(run_b)?
         .into_iter()
-        .filter_map(|(name, a)| Some((name, a, in_b.get(&name)?.clone())))
-        .map(|(name, a, b)| sample(name, a, b))
+        .map(|s| (s.name, s.path))
+        .collect();
+    let samples = summary::snapshots(run_a)?
+        .into_iter()
+        .filter_map(|s| {
+            let b = in_b.get(&s.name)?.clone();
+            Some(sample(s, b))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if samples.is_empty() {
         return Err(CompareError::NoCommonSamples {
@@ -434,60 +440,32 @@ fn common_samples(run_a: &Path, run_b: &Path) -> Result<Vec<Sample>, CompareErro
             b: run_b.to_path_buf(),
         });
     }
-    // Steps order every snapshot when all have one; otherwise epochs do (an epoch file and a
-    // step file without metadata cannot be placed against each other).
-    let by_step = samples.iter().all(|s| s.step.is_some());
-    samples.sort_by_key(|s| {
-        let epoch = s.epoch.map(|e| e as u64);
-        if by_step {
-            (s.step, epoch)
-        } else {
-            (epoch, s.step)
-        }
-    });
     Ok(samples)
 }
 
-/// The snapshot pair `a`, `b` named `name`, with its probe images checked to match.
-/// A run's snapshots by name, in training order.
-fn snapshot_files(run: &Path) -> Result<Vec<(SnapshotName, PathBuf)>, SummaryError> {
-    Ok(summary::snapshots(run)?
-        .into_iter()
-        .map(|s| (s.name, s.path))
-        .collect())
-}
-
-fn sample(name: SnapshotName, a: PathBuf, b: PathBuf) -> Result<Sample, CompareError> {
-    let info_a = source::snapshot_info(&a)?;
-    let info_b = source::snapshot_info(&b)?;
-    let (step, epoch) = place(name, &info_a);
-    let ia = info_a
+/// Run A's sample `a` and run B's file of the same name, their probe images checked to match.
+fn sample(a: cnnu_run::SampleFile, b: PathBuf) -> Result<Sample, CompareError> {
+    let ia = source::snapshot_info(&a.path)?
         .indices
-        .ok_or_else(|| CompareError::NoIndices(a.clone()))?;
-    let ib = info_b
+        .ok_or_else(|| CompareError::NoIndices(a.path.clone()))?;
+    let ib = source::snapshot_info(&b)?
         .indices
         .ok_or_else(|| CompareError::NoIndices(b.clone()))?;
     if let Some(detail) = indices_differ(&ia, &ib) {
-        return Err(CompareError::IndicesDiffer { a, b, detail });
+        return Err(CompareError::IndicesDiffer {
+            a: a.path,
+            b,
+            detail,
+        });
     }
     Ok(Sample {
-        name: a
-            .file_stem()
-            .map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
-        step,
-        epoch,
-        a,
+        name: a.name.stem(),
+        step: a.step,
+        epoch: Some(a.epoch),
+        a: a.path,
         b,
         n: ia.len(),
     })
-}
-
-/// Step and epoch of a snapshot: its metadata, else what its file name says.
-fn place(name: SnapshotName, info: &source::SnapshotInfo) -> (Option<u64>, Option<usize>) {
-    match name {
-        SnapshotName::Epoch(e) => (info.step, Some(info.epoch.unwrap_or(e))),
-        SnapshotName::Step(s) => (Some(info.step.unwrap_or(s)), info.epoch),
-    }
 }
 
 /// Where run B's probe images (`b`) first differ from run A's (`a`), in words.
@@ -847,32 +825,6 @@ mod tests {
         let a = normals(6, n * d);
         let err = cka_test(&a, &vec![1.5; n * d], n, d, d, &params(99)).unwrap_err();
         assert!(undefined(&err), "{err}");
-    }
-
-    #[test]
-    fn place_prefers_metadata_and_falls_back_to_the_name() {
-        let info = |epoch, step| source::SnapshotInfo {
-            indices: None,
-            predictions: None,
-            epoch,
-            step,
-        };
-        assert_eq!(
-            place(SnapshotName::Epoch(3), &info(None, None)),
-            (None, Some(3))
-        );
-        assert_eq!(
-            place(SnapshotName::Epoch(3), &info(None, Some(300))),
-            (Some(300), Some(3))
-        );
-        assert_eq!(
-            place(SnapshotName::Step(50), &info(Some(1), None)),
-            (Some(50), Some(1))
-        );
-        assert_eq!(
-            place(SnapshotName::Step(50), &info(None, Some(51))),
-            (Some(51), None)
-        );
     }
 
     // -----------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ use crate::figures;
 use crate::pipeline::LayerReport;
 use crate::plot;
 use crate::summary::{
-    SampleAxis, SummaryError, layer_order, sample_name, sample_order, tsne_stem, write_atomic,
+    SampleAxis, SummaryError, io, layer_order, sample_name, sample_order, tsne_stem, write_atomic,
 };
 use cnnu_run::RunDir;
 
@@ -319,10 +319,7 @@ pub fn write_report(
     analysis_dir: &Path,
 ) -> Result<ReportPaths, SummaryError> {
     let images = run.join("report-images");
-    fs::create_dir_all(&images).map_err(|source| SummaryError::Io {
-        path: images.clone(),
-        source,
-    })?;
+    fs::create_dir_all(&images).map_err(io(&images))?;
     accuracy_plot(&images.join("accuracy.png"), accuracy)?;
     let copied = copy_plots(&analysis_dir.join("plots"), &images)?;
     let mut doc = vec![
@@ -368,7 +365,7 @@ pub fn write_aggregate_report(
     seeds: &[(String, PathBuf)],
 ) -> Result<ReportPaths, SummaryError> {
     let images = dir.join("report-images");
-    fs::create_dir_all(&images).map_err(io_at(&images))?;
+    fs::create_dir_all(&images).map_err(io(&images))?;
     let copied = copy_plots(&agg_dir.join("plots"), &images)?;
     let mut doc = vec![
         Block::Para(settings.to_string()),
@@ -443,13 +440,6 @@ fn early_changes_table(agg: &crate::aggregate::Aggregate) -> Block {
     Block::Table(header, rows)
 }
 
-fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> SummaryError + '_ {
-    move |source| SummaryError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Test accuracy against epoch.
 fn accuracy_plot(png: &Path, accuracy: &[EpochAccuracy]) -> Result<(), SummaryError> {
     let series = vec![(
@@ -485,7 +475,7 @@ fn copy_plots(plots: &Path, images: &Path) -> Result<Vec<String>, SummaryError> 
     names.sort();
     for name in names {
         let dst = images.join(&name);
-        fs::copy(plots.join(&name), &dst).map_err(io_at(&dst))?;
+        fs::copy(plots.join(&name), &dst).map_err(io(&dst))?;
         copied.push(name);
     }
     Ok(copied)
@@ -674,7 +664,7 @@ fn bold(s: &str) -> String {
 /// The PNG `images/name` as a data URI.
 fn data_uri(images: &Path, name: &str) -> Result<String, SummaryError> {
     let path = images.join(name);
-    let bytes = fs::read(&path).map_err(io_at(&path))?;
+    let bytes = fs::read(&path).map_err(io(&path))?;
     Ok(format!(
         "data:image/png;base64,{}",
         base64::engine::general_purpose::STANDARD.encode(bytes)

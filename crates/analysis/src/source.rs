@@ -346,21 +346,17 @@ fn metadata(bytes: &[u8]) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
-/// What a snapshot records besides its layers: which probe images its rows are and where in
-/// training it was taken.
+/// What a snapshot records besides its layers: which probe images its rows are and what the
+/// network predicted for them (where in training it was taken is `cnnu_run::SampleFile`'s).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotInfo {
     /// Each row's image index in the test set (`indices`); none in snapshots without it.
     pub indices: Option<Vec<i64>>,
     /// The network's predicted class per row (`predictions`); none in snapshots without it.
     pub predictions: Option<Vec<i64>>,
-    /// The `epoch` metadata.
-    pub epoch: Option<usize>,
-    /// The `step` metadata.
-    pub step: Option<u64>,
 }
 
-/// Reads a snapshot's `indices` and its epoch and step metadata, and none of its layers.
+/// Reads a snapshot's `indices` and `predictions` (its format checked), and none of its layers.
 pub fn snapshot_info(path: &Path) -> Result<SnapshotInfo, SourceError> {
     let map = map_file(path)?;
     let st = parse(path, &map)?;
@@ -376,17 +372,10 @@ pub fn snapshot_info(path: &Path) -> Result<SnapshotInfo, SourceError> {
     };
     let indices = integers(cnnu_run::sample::INDICES)?;
     let predictions = integers(cnnu_run::sample::PREDICTIONS)?;
-    let metadata = metadata(&map);
-    cnnu_run::SnapshotFormat::check(path, &metadata)?;
+    cnnu_run::SnapshotFormat::check(path, &metadata(&map))?;
     Ok(SnapshotInfo {
         indices,
         predictions,
-        epoch: metadata
-            .get(cnnu_run::sample::KEY_EPOCH)
-            .and_then(|e| e.parse().ok()),
-        step: metadata
-            .get(cnnu_run::sample::KEY_STEP)
-            .and_then(|s| s.parse().ok()),
     })
 }
 

@@ -264,7 +264,8 @@ impl LayerWalk<'_> {
     }
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SummaryError + '_ {
+/// Wraps an I/O error with the file it happened to.
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SummaryError + '_ {
     move |source| SummaryError::Io {
         path: path.to_path_buf(),
         source,

@@ -101,8 +101,7 @@ impl RunDir {
             .into_iter()
             .map(|n| SampleFile::read(&self.sample_path(n), n))
             .collect::<Result<Vec<_>, _>>()?;
-        // Old runs have no steps: their epoch files order by epoch alone, as before.
-        samples.sort_by_key(|s| (s.order_key(), matches!(s.name, SampleName::Epoch(_))));
+        samples.sort_by_key(SampleFile::order_key);
         Ok(samples)
     }
 }

@@ -84,6 +84,17 @@ fn digits(s: &str) -> Option<&str> {
     (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then_some(s)
 }
 
+/// The order of samples in a run: by epochs completed, then by step, the epoch-end sample after
+/// any step sample of the same epoch count (old runs have no steps: their epoch files order by
+/// epoch alone).
+pub fn order_key(name: SampleName, step: Option<u64>, epoch: usize) -> (usize, u64, bool) {
+    (
+        epoch,
+        step.unwrap_or(0),
+        matches!(name, SampleName::Epoch(_)),
+    )
+}
+
 /// A sample's file with where it sits on the training axis.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampleFile {
@@ -124,10 +135,9 @@ impl SampleFile {
         })
     }
 
-    /// The order of samples in a run: by epochs completed, then by step, the epoch-end sample
-    /// after any step sample of the same epoch count.
-    pub fn order_key(&self) -> (usize, u64) {
-        (self.epoch, self.step.unwrap_or(0))
+    /// Its place in the run's training order (see [`order_key`]).
+    pub fn order_key(&self) -> (usize, u64, bool) {
+        order_key(self.name, self.step, self.epoch)
     }
 
     /// A short label for tables and plots: `epoch 2` or `step 40`.
@@ -263,7 +273,10 @@ mod tests {
             r#"{"format":"cnnu-snapshot-1","epoch":"0","step":"40"}"#,
         );
         let s = SampleFile::read(&p, SampleName::Step(40)).unwrap();
-        assert_eq!((s.epoch, s.step, s.order_key()), (0, Some(40), (0, 40)));
+        assert_eq!(
+            (s.epoch, s.step, s.order_key()),
+            (0, Some(40), (0, 40, false))
+        );
         let old = dir.path().join("epoch-002.safetensors");
         write_header(&old, r#"{"epoch":"2"}"#);
         let s = SampleFile::read(&old, SampleName::Epoch(2)).unwrap();
