@@ -129,4 +129,41 @@ mod tests {
                 .is_empty()
         );
     }
+
+    #[test]
+    fn every_f64_reads_back_bit_for_bit() {
+        // Test losses of a real run that serde_json's default (fast) float parser read back one
+        // ulp off, so that a resumed run's metrics differed from an uninterrupted one's.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metrics.jsonl");
+        let losses = [2.2916019035074466, 1.7469338575998943, 0.1 + 0.2];
+        let m: Vec<EpochMetrics> = losses
+            .iter()
+            .enumerate()
+            .map(|(epoch, &test_loss)| EpochMetrics {
+                epoch,
+                train_loss: Some(test_loss / 3.0),
+                train_accuracy: None,
+                test_loss,
+                test_accuracy: 0.1875,
+                images_per_second: None,
+                train_seconds: 0.0,
+                eval_seconds: 7.207384666,
+            })
+            .collect();
+        write_metrics(&p, &m).unwrap();
+        let back = read_metrics(&p).unwrap();
+        for (a, b) in m.iter().zip(&back) {
+            assert_eq!(
+                a.test_loss.to_bits(),
+                b.test_loss.to_bits(),
+                "{}",
+                a.test_loss
+            );
+            assert_eq!(
+                a.train_loss.map(f64::to_bits),
+                b.train_loss.map(f64::to_bits)
+            );
+        }
+    }
 }
