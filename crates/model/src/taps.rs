@@ -173,6 +173,12 @@ impl Catalogue {
         self.matching(|t| t.kind == TapKind::Leaf)
     }
 
+    /// The inputs of every ReLU: the stem's `bn1`, and each block's `bn1` and `add` (its
+    /// `relu` and `relu_1` read them).
+    pub fn relu_inputs(&self) -> TapSet {
+        self.matching(|t| t.name == "bn1" || t.name.ends_with(".bn1") || t.name.ends_with(".add"))
+    }
+
     fn matching(&self, pred: impl Fn(&TapInfo) -> bool) -> TapSet {
         let mut set = TapSet::empty();
         for (i, t) in self.taps.iter().enumerate() {
@@ -376,6 +382,13 @@ mod tests {
             .count();
         assert_eq!(modules, 67);
         assert_eq!(cat.leaves().len(), 52);
+        // The stem's ReLU and two per block, each reading the tap before it.
+        let relu_inputs = cat.relu_inputs();
+        assert_eq!(cat.names(&relu_inputs).len(), 1 + 8 * 2);
+        assert_eq!(
+            cat.names(&relu_inputs)[..3],
+            ["bn1", "layer1.0.bn1", "layer1.0.add"]
+        );
         let mut names: Vec<_> = cat.taps().iter().map(|t| &t.name).collect();
         names.sort();
         names.dedup();

@@ -4,6 +4,9 @@
 //! The optimizers are the ones `cnnu train` builds (`make_optimizer`), the model the one it
 //! trains (batch-wide convolutions, unbiased running variance).
 
+#[path = "../../model/tests/common/relu_ties.rs"]
+mod relu_ties;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -38,6 +41,17 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// Once a ReLU input lies within rounding of zero, the share of the loss the two
+/// trajectories may differ by: measured 2.4e-4 (Adam) and 4.2e-3 (SGD, lr 0.05) at step 2
+/// after one flip at step 0 on an AVX-512 machine. A wrong optimizer convention (no bias
+/// correction, dampened momentum) moves the step-1 loss by far more.
+const FLIPPED_LOSS_SHARE: f32 = 1e-2;
+
+/// Once a ReLU input lies within rounding of zero, how many times PyTorch's
+/// float32-vs-float64 gap the weights after three steps may differ by: measured up to 18x
+/// (Adam) and 38x (SGD).
+const FLIPPED_SPREAD: f64 = 60.0;
+
 fn three_steps(optimizer: OptimizerKind, lr: f64, expected: &str, manifest_key: &str) {
     let device = BackendKind::default_compiled()
         .unwrap()
@@ -66,6 +80,9 @@ fn three_steps(optimizer: OptimizerKind, lr: f64, expected: &str, manifest_key: 
     )
     .unwrap();
     let entry = &manifest[manifest_key];
+    // Whether a ReLU input within rounding of zero has been met, which separates the two
+    // float32 trajectories by more than PyTorch's own float32-vs-float64 gap from then on.
+    let mut tied = false;
     for step in 0..3 {
         let range = step * 64..(step + 1) * 64;
         let x = TensorData::new(
@@ -73,18 +90,27 @@ fn three_steps(optimizer: OptimizerKind, lr: f64, expected: &str, manifest_key: 
             [64, 1, 28, 28],
         );
         let y = TensorData::new(labels[range].to_vec(), [64]);
-        let loss = loss_fn.forward(
-            model.forward(Tensor::from_data(x, &device)),
-            Tensor::from_data(y, &device),
-        );
+        let (logits, relu_inputs) =
+            model.forward_taps(Tensor::from_data(x, &device), &relu_ties::relu_taps(&model));
+        let loss = loss_fn.forward(logits, Tensor::from_data(y, &device));
         let value: f32 = loss.clone().into_scalar();
         let want = entry["losses"][step].as_f64().unwrap() as f32;
-        // The losses drift apart with the weights, as PyTorch's float32 and float64 runs do.
+        // The losses drift apart with the weights, as PyTorch's float32 and float64 runs do,
+        // and further once a ReLU input lies within rounding of zero (see relu_ties).
         let gap = (entry["losses_f64"][step].as_f64().unwrap() as f32 - want).abs();
+        let mut tolerance = (4.0 * gap).max(2e-5);
+        if tied {
+            tolerance = tolerance.max(FLIPPED_LOSS_SHARE * want.abs());
+        }
         assert!(
-            (value - want).abs() <= (4.0 * gap).max(2e-5),
-            "{optimizer:?} step {step}: loss {value} vs torch {want}"
+            (value - want).abs() <= tolerance,
+            "{optimizer:?} step {step}: loss {value} vs torch {want} (ReLU ties so far: {tied})"
         );
+        let ties = relu_ties::relu_ties(&relu_inputs);
+        if !ties.is_empty() {
+            println!("{optimizer:?} step {step}: ReLU inputs within rounding of zero: {ties:?}");
+            tied = true;
+        }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(lr, model, grads);
     }
@@ -107,9 +133,11 @@ fn three_steps(optimizer: OptimizerKind, lr: f64, expected: &str, manifest_key: 
             .fold(0.0f32, f32::max) as f64;
         let gap = entry["max_abs_diff_f32_vs_f64"][name].as_f64().unwrap();
         // PyTorch's own float32 trajectory is `gap` away from float64; ours is another float32
-        // trajectory, so allow a few times that (and 1e-4 where the gap is tiny).
+        // trajectory, so allow a few times that (and 1e-4 where the gap is tiny), and what a
+        // flippable ReLU input spreads to after it.
+        let spread = if tied { FLIPPED_SPREAD } else { 4.0 };
         assert!(
-            diff <= (4.0 * gap).max(1e-4),
+            diff <= (spread * gap).max(1e-4),
             "{optimizer:?} {name}: max |ours − torch| = {diff:e}, f32-vs-f64 gap {gap:e}"
         );
         if diff / gap.max(1e-7) > worst.1 {

@@ -74,3 +74,4 @@ pub fn max_diff_and_scale(
         .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
     (diff, scale)
 }
+pub mod relu_ties;

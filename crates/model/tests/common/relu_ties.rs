@@ -1,0 +1,69 @@
+//! ReLU inputs that float32 rounding can put on either side of zero, for the tests that
+//! compare a training step with PyTorch's (`tests/grads.rs` here, `crates/train/tests/
+//! pytorch_steps.rs` through `#[path]`).
+//!
+//! Two correct float32 implementations sum in different orders (gemm picks its AVX2 or
+//! AVX-512 kernel at run time), so their activations differ by about 1e-6 of each tensor's
+//! largest value. Where a ReLU input is that close to zero, one of them passes the gradient
+//! and the other stops it. On an AVX-512 machine one such input (layer2.1's residual sum,
+//! -0.7195530 + 0.7195546 = 1.6e-6 here, -7.4e-7 in float64) flipped, and every gradient
+//! before it moved by up to 1.1% of its tensor's largest entry; PyTorch in float64 with that
+//! one input pushed to our side gives our gradients to 4.9e-6 of max |g| in every parameter.
+//! The tests therefore hold every parameter after the last such input to PyTorch's float32
+//! accuracy, and the ones before it to what one flip moves.
+
+#![allow(dead_code)]
+
+use cnnu_model::{ResNet, TapOutputs, TapSet, TapTensor};
+
+/// How close to zero, as a share of the tensor's largest |value|, a ReLU input may fall on
+/// either side: twice our train-mode forward's largest error against PyTorch's float64
+/// (1.2e-6 of max at layer2.1's sum, fixture batch 0).
+pub const TIE_BAND: f32 = 2e-6;
+
+/// The taps to record in the forward whose ties [`relu_ties`] reads.
+pub fn relu_taps(model: &ResNet) -> TapSet {
+    model.catalogue().relu_inputs()
+}
+
+/// The ReLU inputs with values inside the band, in forward order: (tap, how many).
+pub fn relu_ties(taps: &TapOutputs) -> Vec<(String, usize)> {
+    taps.0
+        .iter()
+        .filter_map(|(name, t)| {
+            let TapTensor::Spatial(t) = t else {
+                return None;
+            };
+            let v: Vec<f32> = t.clone().into_data().convert::<f32>().try_to_vec().ok()?;
+            let band = TIE_BAND * v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            let n = v.iter().filter(|x| x.abs() < band).count();
+            (n > 0).then(|| (name.clone(), n))
+        })
+        .collect()
+}
+
+/// Whether parameter `name` (torchvision's key) lies before the last tie in forward order,
+/// so that a flip there reaches its gradient: the stem, or a block at or before the tie's.
+pub fn reached_by(name: &str, ties: &[(String, usize)]) -> bool {
+    let Some((last, _)) = ties.last() else {
+        return false;
+    };
+    position(name) <= position(last)
+}
+
+/// (stage, block) of a parameter or tap name: the stem is (0, 0), `layer2.1.*` is (2, 1),
+/// `fc` after every block.
+fn position(name: &str) -> (usize, usize) {
+    let mut parts = name.split('.');
+    match parts.next().and_then(|s| s.strip_prefix("layer")) {
+        Some(stage) => (
+            stage.parse().unwrap_or(usize::MAX),
+            parts
+                .next()
+                .and_then(|b| b.parse().ok())
+                .unwrap_or(usize::MAX),
+        ),
+        None if name.starts_with("fc") => (usize::MAX, usize::MAX),
+        None => (0, 0),
+    }
+}
