@@ -71,14 +71,16 @@ pub struct StudyOutcome {
     pub table: String,
 }
 
-/// Measured on this 2-core machine (flex, 2026-12-02): training ~136 img/s end to end, the
-/// test pass ~700 img/s, sampling the probe set ~950 img/s, and ~2 s per (sample, layer) of
-/// analysis with t-SNE at 1000 probe images (quadratic in the probe count for the Gram
-/// matrices, ~n log n for t-SNE).
-const TRAIN_IMG_PER_S: f64 = 136.0;
-const TEST_IMG_PER_S: f64 = 700.0;
-const SAMPLE_IMG_PER_S: f64 = 950.0;
-const ANALYSIS_S_PER_PAIR_AT_1000: f64 = 2.0;
+/// Measured on the project's 2-core Zen 4 machine (flex, AVX-512, 2026-12-02, the default
+/// 3-seed study alone): training 262–309 img/s end to end, test passes and epoch samples
+/// ~1450 img/s, and ~0.8 s per (sample, layer) of analysis with t-SNE at 1000 probe images,
+/// two layers at once (quadratic in the probe count for the Gram matrices, ~n log n for
+/// t-SNE). A VM without AVX-512 trains at about half that (136 img/s); the study revises its
+/// estimate from its own time after the first seed.
+const TRAIN_IMG_PER_S: f64 = 290.0;
+const TEST_IMG_PER_S: f64 = 1400.0;
+const SAMPLE_IMG_PER_S: f64 = 1400.0;
+const ANALYSIS_S_PER_PAIR_AT_1000: f64 = 0.8;
 
 /// Rough seconds the study takes on this machine's default backend for `train_images`
 /// training images and `layers` analysed layers.
@@ -99,6 +101,17 @@ pub fn expected_seconds(plan: &StudyPlan, train_images: usize, layers: usize) ->
         + samples * probe / SAMPLE_IMG_PER_S
         + samples * layers as f64 * per_pair;
     per_seed * plan.seeds.len() as f64
+}
+
+/// The estimate revised on this machine's own speed once `done` seeds took `elapsed` seconds
+/// (seeds cost the same, so the mean so far times the seeds left).
+fn remaining_words(seed: u64, elapsed: f64, done: usize, left: usize) -> String {
+    let per_seed = elapsed / done as f64;
+    format!(
+        "cnnu study: seed {seed} done, {:.1} min per seed so far; the {left} seed(s) left take about {:.0} min more",
+        per_seed / 60.0,
+        (per_seed * left as f64 / 60.0).max(1.0)
+    )
 }
 
 /// One seed's trained, analysed and reported run.
@@ -130,7 +143,7 @@ pub fn run(plan: &StudyPlan) -> Result<StudyOutcome> {
         (expected_seconds(plan, train_images, layers) / 60.0).max(1.0)
     );
     let mut runs = Vec::with_capacity(plan.seeds.len());
-    for &seed in &plan.seeds {
+    for (done, &seed) in plan.seeds.iter().enumerate() {
         runs.push(run_seed(
             plan,
             seed,
@@ -138,6 +151,13 @@ pub fn run(plan: &StudyPlan) -> Result<StudyOutcome> {
             &source.to_string(),
             train_images,
         )?);
+        let left = plan.seeds.len() - done - 1;
+        if left > 0 {
+            eprintln!(
+                "{}",
+                remaining_words(seed, started.elapsed().as_secs_f64(), done + 1, left)
+            );
+        }
     }
     if let [one] = runs.as_slice() {
         return Ok(StudyOutcome {
@@ -317,6 +337,17 @@ mod tests {
     }
 
     #[test]
+    fn the_estimate_is_revised_on_the_seeds_done() {
+        // Two seeds in 20 min: 10 min each, so the one left takes 10 more.
+        let words = super::remaining_words(1, 1200.0, 2, 1);
+        assert!(words.contains("10.0 min per seed"), "{words}");
+        assert!(
+            words.contains("the 1 seed(s) left take about 10 min more"),
+            "{words}"
+        );
+    }
+
+    #[test]
     fn an_explicit_probe_limit_wins_over_quick_even_at_the_default_value() {
         assert_eq!(resolved(&["--quick"]).train.probe_limit, Some(500));
         let explicit = resolved(&["--quick", "--probe-limit", "1000"]);
@@ -325,9 +356,9 @@ mod tests {
     }
 
     #[test]
-    fn the_default_study_is_three_seeds_one_epoch_sampled_logarithmically() {
+    fn the_default_study_is_four_seeds_one_epoch_sampled_logarithmically() {
         let d = resolved(&[]);
-        assert_eq!(d.seeds, Some(vec![0, 1, 2]));
+        assert_eq!(d.seeds, Some(vec![0, 1, 2, 3]));
         assert_eq!(d.train.epochs, Some(1));
         assert_eq!(d.sample_at, Some(cnnu_train::SampleAt::Log(12)));
         assert_eq!(d.taps, super::STUDY_TAPS);
@@ -340,8 +371,9 @@ mod tests {
             plan.run_dir(2),
             std::path::PathBuf::from("runs/study/seed-2")
         );
-        // Full MNIST, 3 seeds: 3 × (60 000 / 136 s of training + test passes + 13 samples).
+        // Full MNIST, 4 seeds: 4 × (60 000 / 290 s of training + 2 test passes + 13 samples
+        // + 78 analysed pairs) = 4 × (207 + 14 + 9 + 62) s, about 19.5 min.
         let eta = super::expected_seconds(&plan, 60_000, 6);
-        assert!((1300.0..2400.0).contains(&eta), "{eta}");
+        assert!((1100.0..1250.0).contains(&eta), "{eta}");
     }
 }

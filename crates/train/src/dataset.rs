@@ -311,9 +311,53 @@ impl From<mnist::MnistSplit> for ImageSplit {
     }
 }
 
+/// A deterministic class-stratified subset of `n` indices: each class gets its share of `n`
+/// in proportion to its frequency (largest remainders break ties, lower labels first), taken
+/// as the first images of that class in file order; returned in file order.
+pub fn stratified_subset(labels: &[u8], n: usize) -> Vec<usize> {
+    if n >= labels.len() {
+        return (0..labels.len()).collect();
+    }
+    let classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
+    let mut counts = vec![0usize; classes];
+    for &l in labels {
+        counts[l as usize] += 1;
+    }
+    let total = labels.len();
+    let mut quota: Vec<usize> = counts.iter().map(|&c| c * n / total).collect();
+    let mut remainders: Vec<(usize, usize)> = counts
+        .iter()
+        .enumerate()
+        .map(|(d, &c)| (c * n % total, d))
+        .collect();
+    remainders.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let short = n - quota.iter().sum::<usize>();
+    for &(_, d) in remainders.iter().take(short) {
+        quota[d] += 1;
+    }
+    let mut taken = vec![0usize; classes];
+    let mut out = Vec::with_capacity(n);
+    for (i, &l) in labels.iter().enumerate() {
+        let d = l as usize;
+        if taken[d] < quota[d] {
+            taken[d] += 1;
+            out.push(i);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stratified_subset_of_labels_past_nine_by_hand() {
+        // Counts 0:1, 5:2, 11:3 of 6; shares of 3 are 0.5, 1, 1.5: floors 0, 1, 1, and the one
+        // left goes to the largest remainder, a tie between 0 and 11 that the lower label wins.
+        // The first image of each class in file order: indices 1, 3 and 0.
+        assert_eq!(stratified_subset(&[11, 0, 11, 5, 11, 5], 3), vec![0, 1, 3]);
+    }
 
     #[test]
     fn mnist_normalisation_is_the_idx_readers_bit_for_bit() {

@@ -1,5 +1,5 @@
 //! MNIST from the four official idx files (gzip-compressed or raw): validated reading,
-//! torchvision's normalisation, deterministic stratified subsets, and where to find the files.
+//! torchvision's normalisation and where to find the files.
 //!
 //! The idx reader is written here rather than taken from burn-dataset because that one panics
 //! on a bad file and trusts the header's counts; a researcher's truncated download must give
@@ -342,39 +342,4 @@ impl Mnist {
             test: MnistSplit::read(dir, Split::Test)?,
         })
     }
-}
-
-/// A deterministic class-stratified subset of `n` indices: each class gets its share of `n`
-/// in proportion to its frequency (largest remainders break ties, lower digits first), taken
-/// as the first images of that class in file order; returned in file order.
-pub fn stratified_subset(labels: &[u8], n: usize) -> Vec<usize> {
-    if n >= labels.len() {
-        return (0..labels.len()).collect();
-    }
-    let mut counts = [0usize; 10];
-    for &l in labels {
-        counts[l as usize] += 1;
-    }
-    let total = labels.len();
-    let mut quota: Vec<usize> = counts.iter().map(|&c| c * n / total).collect();
-    let mut remainders: Vec<(usize, usize)> = counts
-        .iter()
-        .enumerate()
-        .map(|(d, &c)| (c * n % total, d))
-        .collect();
-    remainders.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let short = n - quota.iter().sum::<usize>();
-    for &(_, d) in remainders.iter().take(short) {
-        quota[d] += 1;
-    }
-    let mut taken = [0usize; 10];
-    let mut out = Vec::with_capacity(n);
-    for (i, &l) in labels.iter().enumerate() {
-        let d = l as usize;
-        if taken[d] < quota[d] {
-            taken[d] += 1;
-            out.push(i);
-        }
-    }
-    out
 }

@@ -25,8 +25,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{OptimizerKind, SampleAt, TrainConfig, ValidTrainConfig};
-use crate::dataset::{ImageDataset, ImageSplit};
-use crate::mnist::stratified_subset;
+use crate::dataset::{ImageDataset, ImageSplit, stratified_subset};
 use crate::probe::to_f32;
 use crate::snapshot::{Dtype, SnapshotError, SnapshotWriter, TensorSpec};
 use cnnu_run::sample::{self, SampleName};

@@ -4,7 +4,8 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use cnnu_train::mnist::{Mnist, MnistError, MnistSplit, Split, normalize, stratified_subset};
+use cnnu_train::dataset::stratified_subset;
+use cnnu_train::mnist::{Mnist, MnistError, MnistSplit, Split, normalize};
 
 fn shared() -> PathBuf {
     std::env::var("CNNU_SHARED_DIR")
