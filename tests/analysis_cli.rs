@@ -154,9 +154,10 @@ fn study_trains_analyses_and_reports() {
     );
     // The explorer in a real browser: ready, no script error, hover and click answered.
     let html_path = run.join("report.html");
-    if let Some(tag) = browser::check_explorer(&html_path, "#test") {
+    if let Some(drawn) = browser::check_explorer(&html_path, "#test") {
+        let tag = &drawn.tag;
         assert_eq!(
-            browser::attribute(&tag, "data-tested"),
+            browser::attribute(tag, "data-tested"),
             Some("hover,click"),
             "{tag}"
         );
@@ -235,7 +236,20 @@ fn a_study_over_two_seeds_aggregates_and_the_runs_compare() {
         );
         assert!(csv.starts_with("epoch,step,sample,layer,"));
         assert!(csv.contains("\n0,2,step-0000002,conv1,"), "{csv}");
-        assert!(out_dir.join(seed).join("report.html").is_file());
+        // report.md links every t-SNE picture; report.html, beside its explorer, inlines the
+        // first and last samples' only: every image of the Markdown but the two (layers) of step 2.
+        let md = std::fs::read_to_string(out_dir.join(seed).join("report.md")).unwrap();
+        let html = std::fs::read_to_string(out_dir.join(seed).join("report.html")).unwrap();
+        assert!(
+            md.contains("](report-images/tsne-conv1-step-0000002-labels.png)"),
+            "{md}"
+        );
+        assert!(html.contains("The first and the last sample; the explorer below"));
+        assert_eq!(
+            html.matches("src=\"data:image/png;base64,").count(),
+            md.matches("](report-images/").count() - 2,
+            "{md}"
+        );
     }
     let agg = std::fs::read_to_string(out_dir.join("aggregate/aggregate.csv")).unwrap();
     assert_eq!(agg.lines().count(), 1 + 3 * 2, "{agg}");

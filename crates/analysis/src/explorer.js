@@ -118,9 +118,15 @@
 
   function showSampleLabel() {
     var s = data.samples[state.sample];
-    ui.sampleLabel.textContent = s
-      ? s.label + ' (step ' + s.step + ', epoch ' + formatNumber(s.epoch) + ')'
-      : 'no samples';
+    ui.sampleLabel.textContent = s ? s.label + sampleDetail(s) : 'no samples';
+  }
+
+  // What the label does not say already: an epoch sample's step, a step sample's epoch
+  // (`epoch` counts the epochs completed, so a step sample lies in the next one).
+  function sampleDetail(s) {
+    if (s.step === 0) return ' (before training)';
+    if (s.label.indexOf('step') === 0) return ' (in epoch ' + formatNumber(s.epoch + 1) + ')';
+    return ' (step ' + s.step + ')';
   }
 
   // ---- scatter ----

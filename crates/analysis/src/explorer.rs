@@ -60,7 +60,7 @@ pub struct ExplorerSample {
     pub label: String,
     /// The optimiser step.
     pub step: u64,
-    /// The epoch, fractional between epoch ends.
+    /// Whole epochs completed at that step.
     pub epoch: f64,
 }
 

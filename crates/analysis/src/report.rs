@@ -15,7 +15,7 @@ use crate::plot;
 use crate::summary::{
     SampleAxis, SummaryError, io, layer_order, sample_name, sample_order, tsne_stem, write_atomic,
 };
-use cnnu_run::RunDir;
+use cnnu_run::{RunDir, SampleName};
 
 /// Test accuracy (and loss) of one epoch, from the run's `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq)]
@@ -304,8 +304,12 @@ enum Block {
     Image(String, String),
     /// Rows of (layer, one optional image per column) under column titles.
     Grid(Vec<String>, Vec<(String, Vec<Option<String>>)>),
-    /// Ready HTML (the explorer) and what the Markdown says in its place.
-    Html(String, String),
+    /// Ready HTML (the explorer); nothing in Markdown.
+    Html(String),
+    /// One block in report.html, another in report.md.
+    Apart(Box<Block>, Box<Block>),
+    /// Several blocks in a row.
+    Group(Vec<Block>),
 }
 
 /// Writes `RUN/report.html` and `RUN/report.md` (PNGs under `RUN/report-images/`) from the run's
@@ -333,15 +337,18 @@ pub fn write_report(
     }
     doc.extend(accuracy_section(accuracy));
     doc.extend(figures_section(reports, &copied));
-    doc.extend(tsne_section(reports, &copied));
-    if reports.iter().any(|r| r.embedding.is_some()) {
+    let explorer = reports.iter().any(|r| r.embedding.is_some());
+    doc.extend(tsne_section(reports, &copied, explorer));
+    if explorer {
         let data = ExplorerData::of_run(run, reports)?;
         doc.push(Block::Heading("Explorer".into()));
-        doc.push(Block::Html(
-            explorer_html(&data),
-            "The interactive explorer (t-SNE per layer with a slider over the samples, probe images on \
-             hover, clickable heatmaps) is in report.html."
-                .into(),
+        doc.push(Block::Apart(
+            Box::new(Block::Html(explorer_html(&data))),
+            Box::new(Block::Para(
+                "The interactive explorer (t-SNE per layer with a slider over the samples, probe images \
+                 on hover, clickable heatmaps) is in report.html."
+                    .into(),
+            )),
         ));
     }
     let paths = ReportPaths {
@@ -574,9 +581,37 @@ fn figures_section(reports: &[LayerReport], copied: &[String]) -> Vec<Block> {
     doc
 }
 
-/// The grid of t-SNE scatters, one row per layer, one column per sample.
-fn tsne_section(reports: &[LayerReport], copied: &[String]) -> Vec<Block> {
+/// The grid of t-SNE scatters, one row per layer, one column per sample. With the `explorer`
+/// beside it, report.html draws only the first and last samples' columns: the explorer shows
+/// every sample's map, and the full grid would be most of the file (about 80 of its 110 PNGs at
+/// 13 samples × 6 layers); report.md, whose images are links, keeps every column.
+fn tsne_section(reports: &[LayerReport], copied: &[String], explorer: bool) -> Vec<Block> {
     let samples = sample_order(reports);
+    let all = tsne_grid(reports, copied, &samples);
+    if !all.1.iter().any(|(_, c)| c.iter().any(Option::is_some)) {
+        return Vec::new();
+    }
+    let all = Block::Grid(all.0, all.1);
+    let heading = Block::Heading("t-SNE of the scores, coloured by label".into());
+    if !explorer || samples.len() <= 2 {
+        return vec![heading, all];
+    }
+    let (cols, rows) = tsne_grid(reports, copied, &[samples[0], samples[samples.len() - 1]]);
+    let ends = Block::Group(vec![
+        Block::Para(
+            "The first and the last sample; the explorer below has every sample's map.".into(),
+        ),
+        Block::Grid(cols, rows),
+    ]);
+    vec![heading, Block::Apart(Box::new(ends), Box::new(all))]
+}
+
+/// Column titles and one row per layer of `samples`' t-SNE pictures (None where one is
+/// missing).
+type GridCells = (Vec<String>, Vec<(String, Vec<Option<String>>)>);
+
+/// [`GridCells`] of `samples`.
+fn tsne_grid(reports: &[LayerReport], copied: &[String], samples: &[SampleName]) -> GridCells {
     let cols: Vec<String> = samples.iter().map(|s| s.label()).collect();
     let rows: Vec<(String, Vec<Option<String>>)> = layer_order(reports)
         .iter()
@@ -591,53 +626,54 @@ fn tsne_section(reports: &[LayerReport], copied: &[String]) -> Vec<Block> {
             (l.to_string(), cells)
         })
         .collect();
-    if !rows.iter().any(|(_, c)| c.iter().any(Option::is_some)) {
-        return Vec::new();
-    }
-    vec![
-        Block::Heading("t-SNE of the scores, coloured by label".into()),
-        Block::Grid(cols, rows),
-    ]
+    (cols, rows)
 }
 
 /// The document as Markdown, images as links into `report-images/`.
 fn render_markdown(title: &str, doc: &[Block]) -> String {
     let mut md = format!("# {title}\n\n");
+    for b in doc {
+        md_block(&mut md, b);
+    }
+    md
+}
+
+/// One block as Markdown onto `md`.
+fn md_block(md: &mut String, b: &Block) {
     let table_head = |md: &mut String, h: &[String]| {
         let _ = write!(md, "| {} |\n|{}\n", h.join(" | "), " --- |".repeat(h.len()));
     };
-    for b in doc {
-        match b {
-            Block::Heading(h) => md.push_str(&format!("## {h}\n\n")),
-            Block::Para(p) => md.push_str(&format!("{p}\n\n")),
-            Block::Table(h, rows) => {
-                table_head(&mut md, h);
-                for r in rows {
-                    md.push_str(&format!("| {} |\n", r.join(" | ")));
-                }
-                md.push('\n');
+    match b {
+        Block::Heading(h) => md.push_str(&format!("## {h}\n\n")),
+        Block::Para(p) => md.push_str(&format!("{p}\n\n")),
+        Block::Table(h, rows) => {
+            table_head(md, h);
+            for r in rows {
+                md.push_str(&format!("| {} |\n", r.join(" | ")));
             }
-            Block::Image(name, alt) => md.push_str(&format!("![{alt}](report-images/{name})\n\n")),
-            Block::Html(_, note) => md.push_str(&format!("{note}\n\n")),
-            Block::Grid(cols, rows) => {
-                let mut h = vec!["layer".to_string()];
-                h.extend(cols.iter().cloned());
-                table_head(&mut md, &h);
-                for (l, cells) in rows {
-                    let cells: Vec<String> = cells
-                        .iter()
-                        .map(|c| {
-                            c.as_ref()
-                                .map_or("–".into(), |n| format!("![{l}](report-images/{n})"))
-                        })
-                        .collect();
-                    md.push_str(&format!("| {l} | {} |\n", cells.join(" | ")));
-                }
-                md.push('\n');
+            md.push('\n');
+        }
+        Block::Image(name, alt) => md.push_str(&format!("![{alt}](report-images/{name})\n\n")),
+        Block::Html(_) => {}
+        Block::Apart(_, in_md) => md_block(md, in_md),
+        Block::Group(blocks) => blocks.iter().for_each(|b| md_block(md, b)),
+        Block::Grid(cols, rows) => {
+            let mut h = vec!["layer".to_string()];
+            h.extend(cols.iter().cloned());
+            table_head(md, &h);
+            for (l, cells) in rows {
+                let cells: Vec<String> = cells
+                    .iter()
+                    .map(|c| {
+                        c.as_ref()
+                            .map_or("–".into(), |n| format!("![{l}](report-images/{n})"))
+                    })
+                    .collect();
+                md.push_str(&format!("| {l} | {} |\n", cells.join(" | ")));
             }
+            md.push('\n');
         }
     }
-    md
 }
 
 /// `s` with the characters HTML gives a meaning escaped.
@@ -682,21 +718,33 @@ fn render_html(title: &str, doc: &[Block], images: &Path) -> Result<String, Summ
         t = esc(title)
     );
     for b in doc {
-        match b {
-            Block::Heading(h) => html.push_str(&format!("<h2>{}</h2>\n", esc(h))),
-            Block::Para(p) => html.push_str(&format!("<p>{}</p>\n", bold(p))),
-            Block::Table(h, rows) => html_table(&mut html, h, rows),
-            Block::Image(name, alt) => html.push_str(&format!(
-                "<p><img alt=\"{}\" src=\"{}\"></p>\n",
-                esc(alt),
-                data_uri(images, name)?
-            )),
-            Block::Grid(cols, rows) => html_grid(&mut html, cols, rows, images)?,
-            Block::Html(fragment, _) => html.push_str(fragment),
-        }
+        html_block(&mut html, b, images)?;
     }
     html.push_str("</body></html>\n");
     Ok(html)
+}
+
+/// One block as HTML onto `html`, images from `images` inlined.
+fn html_block(html: &mut String, b: &Block, images: &Path) -> Result<(), SummaryError> {
+    match b {
+        Block::Heading(h) => html.push_str(&format!("<h2>{}</h2>\n", esc(h))),
+        Block::Para(p) => html.push_str(&format!("<p>{}</p>\n", bold(p))),
+        Block::Table(h, rows) => html_table(html, h, rows),
+        Block::Image(name, alt) => html.push_str(&format!(
+            "<p><img alt=\"{}\" src=\"{}\"></p>\n",
+            esc(alt),
+            data_uri(images, name)?
+        )),
+        Block::Grid(cols, rows) => html_grid(html, cols, rows, images)?,
+        Block::Html(fragment) => html.push_str(fragment),
+        Block::Apart(in_html, _) => html_block(html, in_html, images)?,
+        Block::Group(blocks) => {
+            for b in blocks {
+                html_block(html, b, images)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn html_table(html: &mut String, header: &[String], rows: &[Vec<String>]) {

@@ -76,15 +76,20 @@ fn images() -> ProbeImages {
 /// the first heatmap cell shows the "no embedding" note) and one heatmap value is missing.
 fn data() -> ExplorerData {
     let layers = ["conv1", "layer1.0"];
-    let samples = [(0, 0.0), (40, 0.5), (80, 1.0)];
+    // Step 0, a step inside the first epoch, the end of that epoch (80 steps).
+    let samples = [
+        ("epoch 0", 0, 0.0),
+        ("step 40", 40, 0.0),
+        ("epoch 1", 80, 1.0),
+    ];
     ExplorerData {
         labels: labels(),
         class_names: Some((0..CLASSES).map(|c| format!("digit {c}")).collect()),
         images: Some(images()),
         samples: samples
             .iter()
-            .map(|&(step, epoch)| ExplorerSample {
-                label: format!("step {step}"),
+            .map(|&(label, step, epoch)| ExplorerSample {
+                label: label.into(),
                 step,
                 epoch,
             })
@@ -123,7 +128,7 @@ fn write_page(dir: &Path) -> PathBuf {
 
 /// Loads the page (with `hash` appended to its URL) and returns the root's start tag, after
 /// checking that the explorer got ready without a script error.
-fn run_page(hash: &str) -> Option<String> {
+fn run_page(hash: &str) -> Option<browser::Drawn> {
     let dir = tempfile::tempdir().unwrap();
     let page = write_page(dir.path());
     browser::check_explorer(&page, hash)
@@ -131,18 +136,24 @@ fn run_page(hash: &str) -> Option<String> {
 
 #[test]
 fn the_explorer_draws_in_chromium_without_errors() {
-    if let Some(tag) = run_page("") {
-        assert_eq!(browser::attribute(&tag, "data-tested"), None, "{tag}");
+    if let Some(drawn) = run_page("") {
+        let tag = &drawn.tag;
+        assert_eq!(browser::attribute(tag, "data-tested"), None, "{tag}");
+        // It opens at the last sample; the label adds what the sample's name does not say.
+        assert_eq!(drawn.sample_label(), Some("epoch 1 (step 80)"));
     }
 }
 
 #[test]
 fn the_explorer_answers_a_hover_and_a_heatmap_click() {
-    if let Some(tag) = run_page("#test") {
+    if let Some(drawn) = run_page("#test") {
+        let tag = &drawn.tag;
         assert_eq!(
-            browser::attribute(&tag, "data-tested"),
+            browser::attribute(tag, "data-tested"),
             Some("hover,click"),
             "{tag}"
         );
+        // The self-test clicked the first heatmap cell: layer 0 at step 0.
+        assert_eq!(drawn.sample_label(), Some("epoch 0 (before training)"));
     }
 }

@@ -80,9 +80,26 @@ pub fn attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
     Some(&tag[start..start + tag[start..].find('"')?])
 }
 
-/// Loads `page` (with `hash` appended to its URL) and returns the explorer root's start tag,
-/// after checking that the explorer got ready without a script error; None when skipped.
-pub fn check_explorer(page: &Path, hash: &str) -> Option<String> {
+/// A page the explorer drew: its root's start tag and the whole DOM after the script ran.
+pub struct Drawn {
+    /// The `<div id="explorer" ...>` start tag.
+    pub tag: String,
+    /// The page as Chromium left it.
+    pub dom: String,
+}
+
+impl Drawn {
+    /// The text the explorer shows beside its sample slider.
+    pub fn sample_label(&self) -> Option<&str> {
+        let open = "<span class=\"ex-sample-label\">";
+        let start = self.dom.find(open)? + open.len();
+        Some(&self.dom[start..start + self.dom[start..].find('<')?])
+    }
+}
+
+/// Loads `page` (with `hash` appended to its URL) and returns what the explorer drew, after
+/// checking that it got ready without a script error; None when skipped.
+pub fn check_explorer(page: &Path, hash: &str) -> Option<Drawn> {
     let chromium = browser()?;
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}{hash}", page.display());
@@ -103,5 +120,5 @@ pub fn check_explorer(page: &Path, hash: &str) -> Option<String> {
         Some("true"),
         "not ready: {tag}"
     );
-    Some(tag)
+    Some(Drawn { tag, dom })
 }
