@@ -249,15 +249,19 @@ impl Conv2dPlan {
         )
     }
 
-    /// Indices into the weight `[O, C, kh, kw]` of the live weight `[O, K']`, in its order.
-    fn live_indices(&self) -> impl Iterator<Item = usize> + '_ {
-        let s = &self.shape;
-        let [kh, kw] = s.kernel;
-        (0..s.out_channels * s.in_channels).flat_map(move |oc| {
-            self.rows
-                .iter()
-                .flat_map(move |r| self.cols.iter().map(move |c| (oc * kh + r.k) * kw + c.k))
-        })
+    /// Offsets of the live taps inside one `[kh, kw]` kernel, rows then columns: the order of
+    /// `K'` within each input channel.
+    fn live_offsets(&self) -> Vec<usize> {
+        let kw = self.shape.kernel[1];
+        self.rows
+            .iter()
+            .flat_map(|r| self.cols.iter().map(move |c| r.k * kw + c.k))
+            .collect()
+    }
+
+    /// Weights in one `[kh, kw]` kernel.
+    fn kernel_len(&self) -> usize {
+        self.shape.kernel[0] * self.shape.kernel[1]
     }
 
     fn all_taps_live(&self) -> bool {
@@ -267,11 +271,17 @@ impl Conv2dPlan {
     /// The weight restricted to the live taps, `[O, K']`.
     fn live_weight(&self, weight: &[f32]) -> Result<Vec<f32>, ConvError> {
         self.check("weight", weight.len(), self.weight_len())?;
-        Ok(if self.all_taps_live() {
-            weight.to_vec()
-        } else {
-            self.live_indices().map(|i| weight[i]).collect()
-        })
+        if self.all_taps_live() {
+            return Ok(weight.to_vec());
+        }
+        // One kernel at a time with its few live offsets: a flat iterator over every
+        // (channel, tap) index took 19% of an inference forward at batch 64 (perf, layer4).
+        let taps = self.live_offsets();
+        let mut live = Vec::with_capacity(weight.len() / self.kernel_len() * taps.len());
+        for kernel in weight.chunks_exact(self.kernel_len()) {
+            live.extend(taps.iter().map(|&t| kernel[t]));
+        }
+        Ok(live)
     }
 
     /// A `[O, K']` gradient spread back to `[O, C, kh, kw]`, zero at the taps that only ever
@@ -280,9 +290,19 @@ impl Conv2dPlan {
         if self.all_taps_live() {
             return live.to_vec();
         }
+        let taps = self.live_offsets();
         let mut full = vec![0.0f32; self.weight_len()];
-        for (i, &v) in self.live_indices().zip(live) {
-            full[i] = v;
+        if taps.is_empty() {
+            // Every tap reads padding only: the gradient is zero.
+            return full;
+        }
+        for (kernel, values) in full
+            .chunks_exact_mut(self.kernel_len())
+            .zip(live.chunks_exact(taps.len()))
+        {
+            for (&t, &v) in taps.iter().zip(values) {
+                kernel[t] = v;
+            }
         }
         full
     }
