@@ -587,11 +587,11 @@ fn figures_section(reports: &[LayerReport], copied: &[String]) -> Vec<Block> {
 /// 13 samples × 6 layers); report.md, whose images are links, keeps every column.
 fn tsne_section(reports: &[LayerReport], copied: &[String], explorer: bool) -> Vec<Block> {
     let samples = sample_order(reports);
-    let all = tsne_grid(reports, copied, &samples);
-    if !all.1.iter().any(|(_, c)| c.iter().any(Option::is_some)) {
+    let (cols, rows) = tsne_grid(reports, copied, &samples);
+    if !rows.iter().any(|(_, c)| c.iter().any(Option::is_some)) {
         return Vec::new();
     }
-    let all = Block::Grid(all.0, all.1);
+    let all = Block::Grid(cols, rows);
     let heading = Block::Heading("t-SNE of the scores, coloured by label".into());
     if !explorer || samples.len() <= 2 {
         return vec![heading, all];

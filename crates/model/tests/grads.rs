@@ -103,7 +103,7 @@ fn one_train_step_matches_pytorch_loss_gradients_and_running_stats() {
     let device = device().autodiff();
     let model = model(&device);
     let (x, y) = batch(64, &device);
-    let (logits, relu_inputs) = model.forward_taps(x, &relu_ties::relu_taps(&model));
+    let (logits, relu_inputs) = model.forward_taps(x, &model.catalogue().relu_inputs());
     let loss = CrossEntropyLossConfig::new()
         .init(&device)
         .forward(logits, y);

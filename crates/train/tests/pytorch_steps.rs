@@ -90,8 +90,10 @@ fn three_steps(optimizer: OptimizerKind, lr: f64, expected: &str, manifest_key: 
             [64, 1, 28, 28],
         );
         let y = TensorData::new(labels[range].to_vec(), [64]);
-        let (logits, relu_inputs) =
-            model.forward_taps(Tensor::from_data(x, &device), &relu_ties::relu_taps(&model));
+        let (logits, relu_inputs) = model.forward_taps(
+            Tensor::from_data(x, &device),
+            &model.catalogue().relu_inputs(),
+        );
         let loss = loss_fn.forward(logits, Tensor::from_data(y, &device));
         let value: f32 = loss.clone().into_scalar();
         let want = entry["losses"][step].as_f64().unwrap() as f32;

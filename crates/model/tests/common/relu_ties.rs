@@ -14,19 +14,15 @@
 
 #![allow(dead_code)]
 
-use cnnu_model::{ResNet, TapOutputs, TapSet, TapTensor};
+use cnnu_model::{TapOutputs, TapTensor};
 
 /// How close to zero, as a share of the tensor's largest |value|, a ReLU input may fall on
 /// either side: twice our train-mode forward's largest error against PyTorch's float64
 /// (1.2e-6 of max at layer2.1's sum, fixture batch 0).
 pub const TIE_BAND: f32 = 2e-6;
 
-/// The taps to record in the forward whose ties [`relu_ties`] reads.
-pub fn relu_taps(model: &ResNet) -> TapSet {
-    model.catalogue().relu_inputs()
-}
-
-/// The ReLU inputs with values inside the band, in forward order: (tap, how many).
+/// The ReLU inputs (taps recorded with `Catalogue::relu_inputs`) with values inside the band,
+/// in forward order: (tap, how many).
 pub fn relu_ties(taps: &TapOutputs) -> Vec<(String, usize)> {
     taps.0
         .iter()
