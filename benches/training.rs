@@ -39,7 +39,7 @@ fn batch(split: &MnistSplit, n: usize, device: &Device) -> (Tensor<4>, Tensor<1,
 
 fn training(c: &mut Criterion) {
     let split = test_split();
-    let device = BackendKind::default_compiled().unwrap().device().unwrap();
+    let device = BackendKind::from_env().unwrap().device().unwrap();
     let ad = device.clone().autodiff();
     let mut group = c.benchmark_group("train_batch64");
     group.sample_size(10).throughput(Throughput::Elements(64));
@@ -105,7 +105,7 @@ fn training(c: &mut Criterion) {
 
 fn probing(c: &mut Criterion) {
     let split = test_split();
-    let device = BackendKind::default_compiled().unwrap().device().unwrap();
+    let device = BackendKind::from_env().unwrap().device().unwrap();
     let model = ResNetConfig::new().init(&device).unwrap().valid();
     let taps = model.catalogue().parse(DEFAULT_TAPS).unwrap();
     let mut group = c.benchmark_group("probe");

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use cnnu_analysis::dynamics::Hsic;
 use cnnu_analysis::pipeline::{AnalysisParams, ValidAnalysisParams};
 use cnnu_analysis::reduce::{FilterClass, Method, Solver};
-use cnnu_model::{ResNetArch, ResNetConfig};
+use cnnu_model::{BackendKind, ResNetArch, ResNetConfig};
 use cnnu_train::{DatasetKind, OptimizerKind, SampleAt, TrainConfig};
 
 /// cnnu: study how a CNN's internal representations change while it learns.
@@ -17,7 +17,7 @@ use cnnu_train::{DatasetKind, OptimizerKind, SampleAt, TrainConfig};
 #[command(name = "cnnu", version, about)]
 pub struct Cli {
     /// Backend to run on (flex, ndarray, wgpu, vulkan, cuda); default: the first compiled in.
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(long, global = true, value_name = "NAME", env = cnnu_model::BACKEND_ENV)]
     pub backend: Option<String>,
     /// What to do.
     #[command(subcommand)]
@@ -546,7 +546,7 @@ impl StudyArgs {
         Ok(crate::study::StudyPlan {
             train: a.train.to_config(&rec).validate()?,
             seeds,
-            backend: crate::commands::resolve_backend(backend)?,
+            backend: BackendKind::resolve(backend)?,
             data_dir: a.train.data_dir.clone(),
             out,
             resume: a.train.resume.is_some(),

@@ -34,15 +34,6 @@ fn export(args: &ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// Resolves `--backend` to a compiled-in backend.
-pub fn resolve_backend(name: Option<&str>) -> Result<BackendKind> {
-    match name {
-        Some(n) => Ok(n.parse::<BackendKind>()?.ensure_compiled()?),
-        None => BackendKind::default_compiled()
-            .context("this binary was built without any backend; enable one of the features flex, ndarray, wgpu, vulkan, cuda"),
-    }
-}
-
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -99,7 +90,7 @@ fn backends() -> Result<()> {
 }
 
 fn probe(backend: Option<&str>, args: ProbeArgs) -> Result<()> {
-    let kind = resolve_backend(backend)?;
+    let kind = BackendKind::resolve(backend)?;
     let device = kind.device()?;
     let config = ResNetConfig::of_torchvision_file(&args.weights)?;
     if let Some(model) = args.model
@@ -165,7 +156,7 @@ pub fn train(backend: Option<&str>, cmd: &TrainCommand) -> Result<(RunDir, RunSu
                 config.epochs = epochs;
             }
             let backend = match backend {
-                Some(_) => resolve_backend(backend)?,
+                Some(_) => BackendKind::resolve(backend)?,
                 None => saved.backend.ensure_compiled()?,
             };
             TrainRequest {
@@ -177,7 +168,7 @@ pub fn train(backend: Option<&str>, cmd: &TrainCommand) -> Result<(RunDir, RunSu
         }
         None => TrainRequest {
             config: cmd.to_config().validate()?,
-            backend: resolve_backend(backend)?,
+            backend: BackendKind::resolve(backend)?,
             run: RunDir::new(args.out.clone().context("--out RUN is required")?),
             resume: false,
         },

@@ -386,6 +386,14 @@ fn setup(id: &str, dir: &Path) -> Option<Command> {
             fs::write(&w, b"PK\x03\x04 this is a zip, not safetensors").unwrap();
             cnnu(probe_args(&w, &dir.join("o.safetensors")))
         }
+        "backend-env-unknown" => {
+            let mut c = cnnu(probe_args(
+                &shared().join("fixtures/resnet18_parity/weights_final.safetensors"),
+                &dir.join("o.safetensors"),
+            ));
+            c.env(cnnu::model::BACKEND_ENV, "tpu");
+            c
+        }
         "init-weights-missing-key" => {
             let w = dir.join("w.safetensors");
             weights_with(&w, |t| t.retain(|(n, ..)| n != "fc.bias"));

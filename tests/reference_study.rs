@@ -30,7 +30,7 @@ fn epoch_zero_reproduces_the_reference_study() {
         .collect();
     assert_eq!(rows.len(), 4, "conv1, relu, layer1, layer2 at epoch 0");
 
-    let device = BackendKind::default_compiled().unwrap().device().unwrap();
+    let device = BackendKind::from_env().unwrap().device().unwrap();
     let model = ResNetConfig::new()
         .init(&device)
         .unwrap()

@@ -9,6 +9,9 @@ use std::str::FromStr;
 
 use burn::tensor::Device;
 
+/// The environment variable that names the backend when `--backend` is not given.
+pub const BACKEND_ENV: &str = "CNNU_BACKEND";
+
 /// A Burn backend cnnu can be built with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -31,6 +34,11 @@ pub enum BackendError {
     /// A name that is no backend at all.
     #[error("unknown backend `{0}`; known backends: flex, ndarray, wgpu, vulkan, cuda")]
     Unknown(String),
+    /// A binary built with no backend feature at all.
+    #[error(
+        "this binary was built without any backend; enable one of the features flex, ndarray, wgpu, vulkan, cuda"
+    )]
+    NoneCompiled,
     /// A real backend that this binary was built without.
     #[error(
         "backend `{name}` is not compiled into this binary; rebuild with `--features {name}` \
@@ -84,6 +92,21 @@ impl BackendKind {
     /// The backend used when none is named: the first compiled in (flex in a default build).
     pub fn default_compiled() -> Option<BackendKind> {
         Self::compiled().into_iter().next()
+    }
+
+    /// The backend `name` names (checked to be compiled in), or the first compiled in when
+    /// `None`.
+    pub fn resolve(name: Option<&str>) -> Result<Self, BackendError> {
+        match name {
+            Some(n) => n.parse::<BackendKind>()?.ensure_compiled(),
+            None => Self::default_compiled().ok_or(BackendError::NoneCompiled),
+        }
+    }
+
+    /// The backend named by the `CNNU_BACKEND` environment variable ([`BACKEND_ENV`]), else
+    /// the first compiled in: how `cnnu --backend` and the test suites pick one.
+    pub fn from_env() -> Result<Self, BackendError> {
+        Self::resolve(std::env::var(BACKEND_ENV).ok().as_deref())
     }
 
     /// Checks that the backend is compiled in.

@@ -3,11 +3,12 @@
 //! safetensors) weights.
 
 pub mod backend;
+pub mod formula;
 pub mod resnet;
 pub mod taps;
 pub mod weights;
 
-pub use backend::{BackendError, BackendKind};
+pub use backend::{BACKEND_ENV, BackendError, BackendKind};
 pub use resnet::{BasicBlock, ModelError, ResNet, ResNetArch, ResNetConfig, TapOutputs, TapTensor};
 pub use taps::{Catalogue, TapError, TapInfo, TapKind, TapSet};
 pub use weights::WeightsError;

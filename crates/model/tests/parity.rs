@@ -5,20 +5,8 @@ mod common;
 
 use burn::prelude::*;
 use cnnu_model::{ResNet, ResNetConfig};
+use common::torch_names::our_name;
 use common::{device, max_diff_and_scale, parity_dir, read_all};
-
-/// Our tap name for a fixture key. PyTorch hooks on a block's shared ReLU fire twice: the
-/// fixture's `layer1.0.relu` is the last call (our `layer1.0.relu_1`) and `layer1.0.relu#0`
-/// the first (our `layer1.0.relu`, torchvision FX's name for it).
-fn our_name(key: &str) -> String {
-    if let Some(first) = key.strip_suffix("#0") {
-        first.to_string()
-    } else if key.starts_with("layer") && key.ends_with(".relu") {
-        format!("{key}_1")
-    } else {
-        key.to_string()
-    }
-}
 
 fn load(weights: &str) -> ResNet {
     ResNetConfig::new()

@@ -1,50 +1,16 @@
 //! Parity with PyTorch for ResNet-34 on 3x32x32 input: `shared/fixtures/resnet34_cifar_parity`
-//! (see its README). Its weights are a SplitMix64 formula, evaluated here into a
+//! (see its README). Its weights are a SplitMix64 formula (`cnnu_model::formula`), evaluated into a
 //! torchvision-keyed safetensors file and loaded like any PyTorch checkpoint; every one of the
 //! 149 taps must then match within 1e-4 of its max |value|.
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use burn::prelude::*;
-use cnnu_model::{ResNetArch, ResNetConfig};
+use cnnu_model::{ResNetArch, ResNetConfig, formula};
 use common::{device, max_diff_and_scale, read_all, shared_dir};
 
 fn fixture_dir() -> std::path::PathBuf {
     shared_dir().join("fixtures/resnet34_cifar_parity")
-}
-
-/// The README's uniform draw for element `j` of tensor `t`.
-fn uniform(t: u64, j: u64) -> f64 {
-    let mut z =
-        (t.wrapping_shl(32).wrapping_add(j).wrapping_add(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 * 2f64.powi(-53)
-}
-
-/// Tensor `t` of the state dict, by the README's table.
-fn tensor_values(t: u64, name: &str, shape: &[usize]) -> Vec<f32> {
-    let n: usize = shape.iter().product();
-    let fan_in: usize = shape.iter().skip(1).product();
-    let is_bn_weight = name.ends_with(".weight") && shape.len() == 1;
-    (0..n as u64)
-        .map(|j| {
-            let s = 3f64.sqrt() * (2.0 * uniform(t, j) - 1.0);
-            let v = if name.ends_with("running_var") {
-                1.0 + 0.5 * s * s
-            } else if is_bn_weight {
-                1.0 + 0.1 * s
-            } else if name.ends_with(".weight") {
-                s * (2.0 / fan_in as f64).sqrt()
-            } else {
-                0.1 * s
-            };
-            v as f32
-        })
-        .collect()
 }
 
 fn manifest() -> serde_json::Value {
@@ -52,50 +18,29 @@ fn manifest() -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// The formula's weights as a torchvision-keyed safetensors file, checked against the
-/// manifest's per-tensor sums first.
+/// The formula's weights (`cnnu_model::formula`) as a torchvision-keyed safetensors file,
+/// checked against the manifest's per-tensor sums first.
 fn write_weights(manifest: &serde_json::Value, path: &std::path::Path) {
-    let checksums = &manifest["weight_checksums"];
-    let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
-    for (t, entry) in manifest["state_dict"]
+    let keys: Vec<(String, Vec<usize>)> = manifest["state_dict"]
         .as_array()
         .unwrap()
         .iter()
-        .enumerate()
-    {
-        let name = entry[0].as_str().unwrap();
-        let shape: Vec<usize> = entry[1]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_u64().unwrap() as usize)
-            .collect();
-        let values = tensor_values(t as u64, name, &shape);
+        .map(|entry| {
+            let shape = entry[1].as_array().unwrap();
+            let shape = shape.iter().map(|d| d.as_u64().unwrap() as usize);
+            (entry[0].as_str().unwrap().to_string(), shape.collect())
+        })
+        .collect();
+    let tensors = formula::state_dict(&keys);
+    for (name, (_, values)) in &tensors {
         let sum: f64 = values.iter().map(|&v| v as f64).sum();
-        let want = checksums[name].as_f64().unwrap();
+        let want = manifest["weight_checksums"][name].as_f64().unwrap();
         assert!(
             (sum - want).abs() <= 1e-9 * values.len() as f64 + 1e-9 * want.abs(),
             "{name}: sum {sum} vs manifest {want}"
         );
-        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        tensors.insert(name.to_string(), (shape, bytes));
     }
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .iter()
-        .map(|(k, (shape, bytes))| {
-            let view =
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                    .unwrap();
-            (k.clone(), view)
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, path).unwrap();
-}
-
-#[test]
-fn the_formula_reproduces_the_readme_check_values() {
-    assert!((uniform(0, 0) - 0.883_310_808_213_642_6).abs() < 1e-15);
-    assert!((uniform(3, 5) - 0.325_065_115_571_022_25).abs() < 1e-15);
+    formula::write_safetensors(&tensors, path).unwrap();
 }
 
 #[test]

@@ -43,7 +43,8 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
 
 /// Once a ReLU input lies within rounding of zero, the share of the loss the two
 /// trajectories may differ by: measured 2.4e-4 (Adam) and 4.2e-3 (SGD, lr 0.05) at step 2
-/// after one flip at step 0 on an AVX-512 machine. A wrong optimizer convention (no bias
+/// after one flip at step 0 on layer2 on an AVX-512 machine, 1.27e-2 (SGD) after flips down
+/// to layer4 on wgpu (lavapipe), allowed as 4x this. A wrong optimizer convention (no bias
 /// correction, dampened momentum) moves the step-1 loss by far more.
 const FLIPPED_LOSS_SHARE: f32 = 1e-2;
 
@@ -53,7 +54,7 @@ const FLIPPED_LOSS_SHARE: f32 = 1e-2;
 const FLIPPED_SPREAD: f64 = 60.0;
 
 fn three_steps(optimizer: OptimizerKind, lr: f64, expected: &str, manifest_key: &str) {
-    let device = BackendKind::default_compiled()
+    let device = BackendKind::from_env()
         .unwrap()
         .device()
         .unwrap()
@@ -83,6 +84,10 @@ fn three_steps(optimizer: OptimizerKind, lr: f64, expected: &str, manifest_key: 
     // Whether a ReLU input within rounding of zero has been met, which separates the two
     // float32 trajectories by more than PyTorch's own float32-vs-float64 gap from then on.
     let mut tied = false;
+    // How much further than a flip on layer2's 4x4 maps the deepest tie met so far may move
+    // the trajectory: the square root of relu_ties::flip_factor (SGD's step-2 loss moved 3x
+    // as far after a flip on layer4's 1x1 maps on wgpu as after one on layer2's on flex).
+    let mut reach = 1.0f64;
     for step in 0..3 {
         let range = step * 64..(step + 1) * 64;
         let x = TensorData::new(
@@ -102,7 +107,7 @@ fn three_steps(optimizer: OptimizerKind, lr: f64, expected: &str, manifest_key: 
         let gap = (entry["losses_f64"][step].as_f64().unwrap() as f32 - want).abs();
         let mut tolerance = (4.0 * gap).max(2e-5);
         if tied {
-            tolerance = tolerance.max(FLIPPED_LOSS_SHARE * want.abs());
+            tolerance = tolerance.max(FLIPPED_LOSS_SHARE * reach as f32 * want.abs());
         }
         assert!(
             (value - want).abs() <= tolerance,
@@ -112,6 +117,7 @@ fn three_steps(optimizer: OptimizerKind, lr: f64, expected: &str, manifest_key: 
         if !ties.is_empty() {
             println!("{optimizer:?} step {step}: ReLU inputs within rounding of zero: {ties:?}");
             tied = true;
+            reach = reach.max(relu_ties::flip_factor(&ties).sqrt());
         }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(lr, model, grads);
@@ -137,7 +143,7 @@ fn three_steps(optimizer: OptimizerKind, lr: f64, expected: &str, manifest_key: 
         // PyTorch's own float32 trajectory is `gap` away from float64; ours is another float32
         // trajectory, so allow a few times that (and 1e-4 where the gap is tiny), and what a
         // flippable ReLU input spreads to after it.
-        let spread = if tied { FLIPPED_SPREAD } else { 4.0 };
+        let spread = if tied { FLIPPED_SPREAD * reach } else { 4.0 };
         assert!(
             diff <= (spread * gap).max(1e-4),
             "{optimizer:?} {name}: max |ours − torch| = {diff:e}, f32-vs-f64 gap {gap:e}"

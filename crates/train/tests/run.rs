@@ -35,7 +35,7 @@ fn run(
     mnist: &ImageDataset,
     resume: bool,
 ) -> Result<Vec<EpochMetrics>, TrainError> {
-    let backend = BackendKind::default_compiled().unwrap();
+    let backend = BackendKind::from_env().unwrap();
     let options = RunOptions {
         resume,
         progress: false,

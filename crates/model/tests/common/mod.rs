@@ -45,12 +45,10 @@ pub fn read_all(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
         .collect()
 }
 
-/// The default backend's plain device.
+/// The plain device of the backend `CNNU_BACKEND` names (the GPU tier sets it), else the
+/// first compiled in.
 pub fn device() -> Device {
-    BackendKind::default_compiled()
-        .expect("a backend is compiled in")
-        .device()
-        .unwrap()
+    BackendKind::from_env().unwrap().device().unwrap()
 }
 
 /// Largest |ours − reference| and the reference's largest |value| (at least `floor`), for
@@ -75,3 +73,5 @@ pub fn max_diff_and_scale(
     (diff, scale)
 }
 pub mod relu_ties;
+pub mod step;
+pub mod torch_names;
