@@ -11,8 +11,8 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "train_and_probe", version, about)]
 struct Args {
-    /// Backend to run on (flex, ndarray, wgpu, vulkan, cuda).
-    #[arg(long)]
+    /// Backend to run on (flex, ndarray, wgpu, vulkan, cuda); default: the first compiled in.
+    #[arg(long, env = cnnu::model::BACKEND_ENV)]
     backend: Option<String>,
     #[command(flatten)]
     study: cnnu::cli::StudyArgs,

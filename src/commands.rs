@@ -80,8 +80,10 @@ fn backends() -> Result<()> {
             );
             continue;
         }
-        match std::panic::catch_unwind(|| kind.device()) {
-            Ok(Ok(device)) => println!("{:<8} {device:?}", kind.name()),
+        // Opening a GPU device can panic inside the driver's set-up when there is none.
+        match std::panic::catch_unwind(|| kind.device().map(|d| cnnu_model::backend::describe(&d)))
+        {
+            Ok(Ok(device)) => println!("{:<8} {device}", kind.name()),
             Ok(Err(e)) => println!("{:<8} {e}", kind.name()),
             Err(_) => println!("{:<8} compiled in, but no device found", kind.name()),
         }

@@ -16,3 +16,9 @@ pub use cnnu_analysis as analysis;
 pub use cnnu_kernels as kernels;
 pub use cnnu_model as model;
 pub use cnnu_train as train;
+
+/// The README's Rust examples, compiled as doctests so that the front door cannot drift from
+/// the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExamples;

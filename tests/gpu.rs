@@ -113,6 +113,20 @@ fn probe_parity(weights: &str, expected: &str) -> (String, f32) {
 }
 
 #[test]
+fn backends_names_the_adapter_it_opens() {
+    let out = cnnu(&["backends"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(backend()))
+        .unwrap_or_else(|| panic!("no {} line in:\n{text}", backend()));
+    println!("{line}");
+    assert!(!line.contains("no device found"), "{line}");
+    // The adapter's own name, not the device's debug form.
+    assert!(!line.contains("Device"), "{line}");
+}
+
+#[test]
 fn probe_matches_pytorch_at_every_tap() {
     for (weights, expected) in [
         ("weights_epoch0.safetensors", "expected_epoch0.safetensors"),

@@ -22,7 +22,7 @@ pub enum BackendKind {
     Ndarray,
     /// wgpu with automatic graphics API selection.
     Wgpu,
-    /// wgpu pinned to Vulkan.
+    /// wgpu pinned to the Vulkan API (through WGSL unless built with `vulkan-spirv`).
     Vulkan,
     /// CUDA.
     Cuda,
@@ -134,13 +134,36 @@ impl BackendKind {
             #[cfg(feature = "wgpu")]
             BackendKind::Wgpu => Device::wgpu(Default::default()),
             #[cfg(feature = "vulkan")]
-            BackendKind::Vulkan => Device::vulkan(Default::default()),
+            BackendKind::Vulkan => vulkan_device(),
             #[cfg(feature = "cuda")]
             BackendKind::Cuda => Device::cuda(0),
             #[allow(unreachable_patterns)]
             other => unreachable!("{other} passed ensure_compiled but has no device arm"),
         })
     }
+}
+
+/// wgpu pinned to the Vulkan API. Its kernels go through WGSL (naga) unless the `vulkan-spirv`
+/// feature asks for cubecl's own SPIR-V compiler, which in cubecl 0.11.3 declares workgroup
+/// (shared) memory as a pointer to a pointer: `spirv-val` rejects every kernel that uses it
+/// (any matmul), and Mesa's lavapipe segfaults compiling them (docs/backends.md).
+#[cfg(feature = "vulkan")]
+fn vulkan_device() -> Device {
+    #[cfg(feature = "vulkan-spirv")]
+    return Device::vulkan(Default::default());
+    #[cfg(not(feature = "vulkan-spirv"))]
+    Device::new(burn::backend::WgpuDevice::default().on(burn::backend::WgpuBackend::Vulkan))
+}
+
+/// What a device is, for `cnnu backends`: on a GPU backend the adapter's own name
+/// (`llvmpipe (LLVM 15.0.6, 256 bits)`, `NVIDIA H100 PCIe`), which opens the device; elsewhere
+/// the device's debug form.
+pub fn describe(device: &Device) -> String {
+    #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "cuda"))]
+    if let Some(id) = device.identity() {
+        return id.name;
+    }
+    format!("{device:?}")
 }
 
 impl fmt::Display for BackendKind {
