@@ -569,7 +569,7 @@ pub struct ProbeArgs {
     /// The network the weights must be [default: whichever their keys describe].
     #[arg(long, value_enum)]
     pub model: Option<ModelArg>,
-    /// Safetensors file holding a float32 [N,1,28,28] tensor.
+    /// Safetensors file holding a float32 `[N, C, H, W]` tensor.
     #[arg(long)]
     pub input: PathBuf,
     /// Name of the input tensor in that file.

@@ -332,7 +332,7 @@ impl Conv2dPlan {
     ///
     /// Why not [`forward`](Self::forward): without a backward to feed, `col` need not exist for
     /// the whole batch at once. Where the feature maps are large enough to give every thread
-    /// several chunks, each thread takes a few images at a time (about [`CHUNK_COLUMNS`]
+    /// several chunks, each thread takes a few images at a time (about `CHUNK_COLUMNS`
     /// output pixels), builds their `col` in a cache-sized buffer, multiplies on its own core and
     /// writes its images straight into the NCHW output; the whole-batch `col` (29 MB for layer1
     /// at batch 256) and its trip through memory go. Deep layers with few pixels per image keep

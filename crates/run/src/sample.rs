@@ -20,11 +20,11 @@ pub const KEY_EPOCH: &str = "epoch";
 /// Metadata key of the optimizer steps done when the sample was taken.
 pub const KEY_STEP: &str = "step";
 
-/// The probe images' labels, i64 [N].
+/// The probe images' labels, i64 `[N]`.
 pub const LABELS: &str = "labels";
-/// The network's predicted class per probe image, i64 [N].
+/// The network's predicted class per probe image, i64 `[N]`.
 pub const PREDICTIONS: &str = "predictions";
-/// The probe images' indices into the test split, i64 [N]: the same images in every sample.
+/// The probe images' indices into the test split, i64 `[N]`: the same images in every sample.
 pub const INDICES: &str = "indices";
 /// The network's logits, f32 [N, classes]: kept for predictions, not a tap.
 pub const LOGITS: &str = "logits";
