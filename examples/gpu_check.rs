@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use cnnu_model::{BackendKind, ResNetConfig, formula};
 use cnnu_train::{
-    DatasetKind, ImageDataset, RunDir, RunOptions, SampleAt, TrainConfig, tensor_file,
+    DatasetKind, ImageDataset, NamedTensor, RunDir, RunOptions, SampleAt, TrainConfig, tensor_file,
 };
 
 /// One backend's figures.
@@ -163,10 +163,15 @@ fn main() -> Result<()> {
     let args = parse_args()?;
     let scratch = tempfile::tempdir()?;
     let weights = scratch.path().join("resnet34.safetensors");
-    formula::write_safetensors(
-        &formula::state_dict(&state_dict_keys(&args.fixture)?),
-        &weights,
-    )?;
+    let tensors: Vec<NamedTensor> = formula::state_dict(&state_dict_keys(&args.fixture)?)
+        .into_iter()
+        .map(|(name, (shape, values))| NamedTensor {
+            name,
+            shape,
+            values,
+        })
+        .collect();
+    tensor_file::write_f32(&weights, &tensors, None)?;
     let data = ImageDataset::read(DatasetKind::Mnist, &args.mnist)?;
     let mut rows = Vec::new();
     for &backend in &args.backends {

@@ -4,10 +4,6 @@
 //! specification.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-
-use safetensors::Dtype;
-use safetensors::tensor::TensorView;
 
 /// The uniform draw in `[0, 1)` for element `j` of tensor `t`.
 pub fn uniform(t: u64, j: u64) -> f64 {
@@ -43,7 +39,8 @@ pub fn tensor_values(t: u64, name: &str, shape: &[usize]) -> Vec<f32> {
 }
 
 /// The formula's state dict for `keys` (name and shape, in `state_dict()` order, which numbers
-/// the tensors), name → (shape, values).
+/// the tensors), name → (shape, values); written as f32 safetensors (`tensor_file::write_f32`
+/// in cnnu-train) it loads with [`crate::ResNet::load_torchvision`].
 pub fn state_dict(keys: &[(String, Vec<usize>)]) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     keys.iter()
         .enumerate()
@@ -52,32 +49,6 @@ pub fn state_dict(keys: &[(String, Vec<usize>)]) -> BTreeMap<String, (Vec<usize>
             (name.clone(), (shape.clone(), values))
         })
         .collect()
-}
-
-/// Writes a state dict as a torchvision-keyed f32 safetensors file, loadable by
-/// [`crate::ResNet::load_torchvision`] (atomically: a temporary file, then a rename).
-pub fn write_safetensors(
-    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-    path: &Path,
-) -> Result<(), safetensors::SafeTensorError> {
-    let bytes: Vec<(&String, &Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(k, (shape, v))| (k, shape, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
-        .collect();
-    let views = bytes
-        .iter()
-        .map(|(k, shape, b)| {
-            Ok((
-                (*k).clone(),
-                TensorView::new(Dtype::F32, (*shape).clone(), b)?,
-            ))
-        })
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-    let file = safetensors::serialize(views, None)?;
-    let partial = path.with_extension("partial");
-    std::fs::write(&partial, file)?;
-    std::fs::rename(&partial, path)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -38,23 +38,36 @@ pub struct Tie {
     pub plane: usize,
 }
 
-/// The ReLU inputs (taps recorded with `Catalogue::relu_inputs`) with values inside the band,
-/// in forward order.
-pub fn relu_ties(taps: &TapOutputs) -> Vec<Tie> {
-    taps.0
-        .iter()
+/// Every ReLU input (taps recorded with `Catalogue::relu_inputs`) read back once: name, H·W
+/// and values, in forward order.
+pub fn read_inputs(taps: &TapOutputs) -> Vec<(String, usize, Vec<f32>)> {
+    (taps.0.iter())
         .filter_map(|(name, t)| {
             let TapTensor::Spatial(t) = t else {
                 return None;
             };
             let [_, _, h, w] = t.dims();
             let v: Vec<f32> = t.clone().into_data().convert::<f32>().try_to_vec().ok()?;
+            Some((name.clone(), h * w, v))
+        })
+        .collect()
+}
+
+/// The ReLU inputs with values inside the band, in forward order.
+pub fn relu_ties(taps: &TapOutputs) -> Vec<Tie> {
+    ties_in(&read_inputs(taps))
+}
+
+/// [`relu_ties`] of inputs already read back by [`read_inputs`].
+pub fn ties_in(inputs: &[(String, usize, Vec<f32>)]) -> Vec<Tie> {
+    (inputs.iter())
+        .filter_map(|(name, plane, v)| {
             let band = TIE_BAND * v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
             let count = v.iter().filter(|x| x.abs() < band).count();
             (count > 0).then(|| Tie {
                 tap: name.clone(),
                 count,
-                plane: h * w,
+                plane: *plane,
             })
         })
         .collect()

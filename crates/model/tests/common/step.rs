@@ -69,16 +69,8 @@ pub fn one_step(device: &Device, n: usize) -> Step {
     let loss = CrossEntropyLossConfig::new()
         .init(&device)
         .forward(logits, y);
-    let ties = relu_ties::relu_ties(&relu_inputs);
-    let relu_inputs = relu_inputs
-        .0
-        .iter()
-        .map(|(name, t)| {
-            let dims = t.dims();
-            let values = t.clone().into_data().convert::<f32>().try_to_vec().unwrap();
-            (name.clone(), dims[2..].iter().product(), values)
-        })
-        .collect();
+    let relu_inputs = relu_ties::read_inputs(&relu_inputs);
+    let ties = relu_ties::ties_in(&relu_inputs);
     let value: f32 = loss.clone().into_scalar();
     let gradients = loss.backward();
     let mut by_name = GradsByName {
