@@ -8,6 +8,9 @@
 //! HDBSCAN(min_cluster_size=25) took 1.1 s at N = 2000 and 33 s at N = 10 000 on data of this
 //! shape.
 
+// criterion's macros generate undocumented functions.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 
 use cnnu::analysis::cluster::{HdbscanParams, Route, hdbscan_with};

@@ -13,6 +13,9 @@
 //! `CNNU_BENCH_GRAM_10K=1` is set.
 //! Run with `cargo bench --bench svd`.
 
+// criterion's macros generate undocumented functions.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 
 use cnnu::analysis::reduce::{GRAM_MAX_DIM, Method, Solver, reduce};

@@ -5,7 +5,9 @@
 //! optimizer as what the full step takes beyond the other three.
 //! Run with `cargo bench --bench training`.
 
-use std::path::Path;
+// criterion's macros generate undocumented functions.
+#![allow(missing_docs)]
+
 use std::time::{Duration, Instant};
 
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -16,15 +18,9 @@ use cnnu::model::{BackendKind, ResNetConfig};
 use cnnu::train::{DEFAULT_TAPS, MnistSplit, mnist::Split};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
+/// The repository's MNIST slice: its 2000 test images are more than any batch here.
 fn test_split() -> MnistSplit {
-    let shared = std::env::var("CNNU_SHARED_DIR").unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared")
-            .display()
-            .to_string()
-    });
-    MnistSplit::read(&Path::new(&shared).join("data/mnist"), Split::Test)
-        .expect("MNIST in ../shared")
+    MnistSplit::read(&cnnu_fixtures::mnist_small(), Split::Test).expect("the repository's MNIST")
 }
 
 fn batch(split: &MnistSplit, n: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {

@@ -146,11 +146,8 @@ fn epoch(
         .with_sample_at(SampleAt::None)
         .validate()?;
     let run = RunDir::new(out.join(backend.name()));
-    let options = RunOptions {
-        resume: false,
-        progress: false,
-    };
-    let summary = cnnu_train::train(&config, backend, data, "mnist", &run, options)?;
+    let options = RunOptions { resume: false };
+    let summary = cnnu_train::train(&config, backend, data, "mnist", &run, options, &mut ())?;
     let last = summary.metrics.last().context("no epoch")?;
     Ok((
         last.train_seconds,

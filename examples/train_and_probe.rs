@@ -3,9 +3,17 @@
 //! layer), aggregate over seeds, and write OUT/report.html and OUT/report.md.
 //!
 //! `cargo run --release --example train_and_probe -- [--quick] [--data-dir DIR] [cnnu study options]`
-//! It is `cnnu study` under another name: both call `cnnu::study::run`.
+//! It is `cnnu study` under another name: the same options (the binary's `cli.rs`), the same
+//! progress lines (its `console.rs`), the same library call (`cnnu::study::run`).
 
 use clap::Parser;
+
+#[allow(dead_code)]
+#[path = "../src/bin/cnnu/cli.rs"]
+mod cli;
+#[allow(dead_code)]
+#[path = "../src/bin/cnnu/console.rs"]
+mod console;
 
 /// Train, sample, analyse, report.
 #[derive(Debug, Parser)]
@@ -15,12 +23,21 @@ struct Args {
     #[arg(long, env = cnnu::model::BACKEND_ENV)]
     backend: Option<String>,
     #[command(flatten)]
-    study: cnnu::cli::StudyArgs,
+    study: cli::StudyArgs,
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let plan = args.study.plan(args.backend.as_deref())?;
+    let outcome =
+        cnnu::study::run(&plan, &mut console::Console::new()).map_err(cli::study_error)?;
+    println!("{}", outcome.table);
+    println!("report: {}", outcome.report.html.display());
+    println!("        {}", outcome.report.md.display());
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    match cnnu::commands::study(args.backend.as_deref(), &args.study) {
+    match run(&Args::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -1,14 +1,14 @@
 //! cnnu ("CNN understanding"): how a CNN's internal representations change while it learns.
 //!
 //! This crate ties the members together: [`kernels`] (the CPU convolution and optimizer Burn
-//! lacks), [`model`] (ResNet-18/34 with named taps), [`train`]
-//! (datasets, training, sampling) and [`analysis`] (reduce, cluster, purity, aggregate,
-//! compare, report); it holds the study as a library call ([`study::run`]) and the command line
-//! shared by the `cnnu` binary and the examples ([`cli`] for the arguments, [`commands`] for
-//! the work).
+//! lacks), [`model`] (ResNet-18/34 with named taps), [`train`] (datasets, training, sampling)
+//! and [`analysis`] (reduce, cluster, purity, aggregate, compare, report); it holds the study
+//! as a library call ([`study::run`]). Nothing here prints: long work reports to a progress
+//! trait ([`study::StudyProgress`], [`train::TrainProgress`]) the caller implements. The
+//! command line (clap) lives with the `cnnu` binary in `src/bin/cnnu/`.
 
-pub mod cli;
-pub mod commands;
+#![forbid(unsafe_code)]
+
 pub mod study;
 pub mod training;
 

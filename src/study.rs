@@ -1,26 +1,147 @@
 //! The whole study as a library call on validated settings: one training run per seed (sampled
 //! at step 0, inside the first epoch and at every epoch end), each analysed and reported, then,
 //! with several seeds, aggregated into the study's own report with intervals over seeds.
-//! `cnnu study` and `examples/train_and_probe.rs` build a [`StudyPlan`] from their options and
-//! call [`run`]; code can build one directly.
+//! `cnnu study` and `examples/train_and_probe.rs` build a [`StudyPlan`] from their options
+//! (starting from [`StudyDefaults`]) and call [`run`]; code can build one directly. The study
+//! prints nothing: it reports to a [`StudyProgress`] the caller gives.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
-
-use cnnu_analysis::aggregate;
+use cnnu_analysis::aggregate::{self, AggregateError};
 use cnnu_analysis::pipeline::{LayerReport, ValidAnalysisParams};
 use cnnu_analysis::report::{self, EpochAccuracy, ReportPaths, read_accuracy};
-use cnnu_analysis::summary::{analyze_run, sample_name};
+use cnnu_analysis::summary::{SummaryError, analyze_run, sample_name};
 use cnnu_model::BackendKind;
 use cnnu_train::trainer::read_run_config;
-use cnnu_train::{ImageDataset, RunDir, ValidTrainConfig};
+use cnnu_train::{
+    ConfigError, DatasetError, ImageDataset, RunDir, SampleAt, TrainError, TrainProgress,
+    ValidTrainConfig,
+};
 
 use crate::training::{TrainRequest, train_run};
 
-/// Taps the study samples unless `--taps` says otherwise.
-pub const STUDY_TAPS: &str = "conv1,relu,layer1,layer2,layer3,layer4";
+/// The study's defaults, in one place: what `cnnu study` and the `train_and_probe` example
+/// start from, and `--quick`'s small slice. Options given explicitly win over them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StudyDefaults {
+    /// One run per seed.
+    pub seeds: Vec<u64>,
+    /// Epochs per run.
+    pub epochs: usize,
+    /// Training images (a stratified subset), or all.
+    pub train_limit: Option<usize>,
+    /// Test images for the test pass, or all.
+    pub test_limit: Option<usize>,
+    /// Probe images sampled at every sample.
+    pub probe_limit: usize,
+    /// Samples inside epochs.
+    pub sample_at: SampleAt,
+    /// Taps recorded.
+    pub taps: &'static str,
+    /// The study's directory.
+    pub out: &'static str,
+}
+
+impl StudyDefaults {
+    /// The default study: four seeds of one epoch on all of MNIST, 1000 probe images, twelve
+    /// samples inside the epoch on a log scale.
+    pub fn full() -> Self {
+        StudyDefaults {
+            // Four seeds fill the ~20 minutes the default study is sized to on 2 Zen 4 cores
+            // (~5 min each) and narrow the interval over seeds by a third against three
+            // (t(0.975, 3) / 2 = 1.59 against t(0.975, 2) / sqrt(3) = 2.48 standard deviations).
+            seeds: vec![0, 1, 2, 3],
+            epochs: 1,
+            train_limit: None,
+            test_limit: None,
+            probe_limit: 1000,
+            sample_at: SampleAt::Log(12),
+            taps: "conv1,relu,layer1,layer2,layer3,layer4",
+            out: "runs/study",
+        }
+    }
+
+    /// A small slice for smoke tests (`--quick`): one seed, 2000 training images, 2 epochs,
+    /// 500 probe images, 2000 test images.
+    pub fn quick() -> Self {
+        StudyDefaults {
+            seeds: vec![0],
+            epochs: 2,
+            train_limit: Some(2000),
+            test_limit: Some(2000),
+            probe_limit: 500,
+            sample_at: SampleAt::Log(4),
+            out: "runs/quick",
+            ..Self::full()
+        }
+    }
+}
+
+/// Why a study stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StudyError {
+    /// The plan has no seed.
+    #[error("a study needs at least one seed")]
+    NoSeeds,
+    /// The dataset could not be read or fetched.
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    /// A resumed run's saved settings are no longer valid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Training a seed's run failed.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// Analysing or reporting a run failed.
+    #[error("analysing {run}: {source}")]
+    Analysis {
+        /// The run.
+        run: PathBuf,
+        /// Why.
+        source: SummaryError,
+    },
+    /// Aggregating the seeds failed.
+    #[error(transparent)]
+    Aggregate(#[from] AggregateError),
+}
+
+/// The size of a study and the time it is expected to take, told before it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StudyEstimate {
+    /// Seeds (runs).
+    pub seeds: usize,
+    /// Training images per run.
+    pub train_images: usize,
+    /// Epochs per run.
+    pub epochs: usize,
+    /// Samples inside epochs.
+    pub sample_at: SampleAt,
+    /// Probe images per sample.
+    pub probe_images: usize,
+    /// Taps analysed.
+    pub layers: usize,
+    /// Expected seconds on 2 CPU cores (flex).
+    pub seconds: f64,
+}
+
+/// What a study reports while it works; every method has an empty default, and each run's
+/// training reports through [`TrainProgress`]. `()` reports nothing; the `cnnu` binary prints.
+pub trait StudyProgress: TrainProgress {
+    /// The dataset is being downloaded from `url`.
+    fn downloading(&mut self, _url: &str) {}
+    /// The study starts.
+    fn planned(&mut self, _estimate: &StudyEstimate) {}
+    /// A seed's run starts (or resumes), on data read from `source`.
+    fn run_started(&mut self, _request: &TrainRequest, _source: &str) {}
+    /// The run in `run` is trained; its analysis starts.
+    fn analysing(&mut self, _run: &Path) {}
+    /// `done` seeds took `elapsed` seconds; `left` seeds remain.
+    fn seed_done(&mut self, _seed: u64, _elapsed: f64, _done: usize, _left: usize) {}
+}
+
+/// Reports nothing.
+impl StudyProgress for () {}
 
 /// A study to run.
 #[derive(Debug, Clone)]
@@ -103,17 +224,6 @@ pub fn expected_seconds(plan: &StudyPlan, train_images: usize, layers: usize) ->
     per_seed * plan.seeds.len() as f64
 }
 
-/// The estimate revised on this machine's own speed once `done` seeds took `elapsed` seconds
-/// (seeds cost the same, so the mean so far times the seeds left).
-fn remaining_words(seed: u64, elapsed: f64, done: usize, left: usize) -> String {
-    let per_seed = elapsed / done as f64;
-    format!(
-        "cnnu study: seed {seed} done, {:.1} min per seed so far; the {left} seed(s) left take about {:.0} min more",
-        per_seed / 60.0,
-        (per_seed * left as f64 / 60.0).max(1.0)
-    )
-}
-
 /// One seed's trained, analysed and reported run.
 struct SeedRun {
     root: PathBuf,
@@ -124,40 +234,42 @@ struct SeedRun {
 
 /// Runs the study: every seed trained (or resumed), analysed and reported; several seeds
 /// aggregated into the study's report.
-pub fn run(plan: &StudyPlan) -> Result<StudyOutcome> {
+pub fn run(plan: &StudyPlan, progress: &mut dyn StudyProgress) -> Result<StudyOutcome, StudyError> {
     let started = Instant::now();
+    if plan.seeds.is_empty() {
+        return Err(StudyError::NoSeeds);
+    }
     let c = plan.train.config();
-    let (dataset, source) = ImageDataset::load(c.dataset, plan.data_dir.as_deref())?;
+    let (dataset, source) = ImageDataset::load(c.dataset, plan.data_dir.as_deref(), &mut |url| {
+        progress.downloading(url)
+    })?;
     let train_images = c.train_limit.unwrap_or(usize::MAX).min(dataset.train.len());
     let layers = plan.layers.as_ref().map_or_else(
         || plan.train.catalogue().names(plan.train.taps()).len(),
         Vec::len,
     );
-    eprintln!(
-        "cnnu study: {} seed(s) × {train_images} training images × {} epoch(s), sampled at step 0, {} and every \
-         epoch end, {} probe images, {layers} taps; expected time about {:.0} min on 2 CPU cores (flex)",
-        plan.seeds.len(),
-        c.epochs,
-        c.sample_at,
-        c.probe_limit,
-        (expected_seconds(plan, train_images, layers) / 60.0).max(1.0)
-    );
+    progress.planned(&StudyEstimate {
+        seeds: plan.seeds.len(),
+        train_images,
+        epochs: c.epochs,
+        sample_at: c.sample_at.clone(),
+        probe_images: c.probe_limit,
+        layers,
+        seconds: expected_seconds(plan, train_images, layers),
+    });
     let mut runs = Vec::with_capacity(plan.seeds.len());
     for (done, &seed) in plan.seeds.iter().enumerate() {
+        let source = source.to_string();
         runs.push(run_seed(
             plan,
             seed,
             &dataset,
-            &source.to_string(),
+            &source,
             train_images,
+            progress,
         )?);
         let left = plan.seeds.len() - done - 1;
-        if left > 0 {
-            eprintln!(
-                "{}",
-                remaining_words(seed, started.elapsed().as_secs_f64(), done + 1, left)
-            );
-        }
+        progress.seed_done(seed, started.elapsed().as_secs_f64(), done + 1, left);
     }
     if let [one] = runs.as_slice() {
         return Ok(StudyOutcome {
@@ -195,7 +307,11 @@ pub fn run(plan: &StudyPlan) -> Result<StudyOutcome> {
         &agg,
         &agg_dir,
         &seeds,
-    )?;
+    )
+    .map_err(|source| StudyError::Analysis {
+        run: plan.out.clone(),
+        source,
+    })?;
     Ok(StudyOutcome {
         run: plan.out.clone(),
         report: paths,
@@ -210,7 +326,8 @@ fn run_seed(
     dataset: &ImageDataset,
     source: &str,
     train_images: usize,
-) -> Result<SeedRun> {
+    progress: &mut dyn StudyProgress,
+) -> Result<SeedRun, StudyError> {
     let started = Instant::now();
     let run = RunDir::new(plan.run_dir(seed));
     let resume = plan.resume && run.config_path().is_file();
@@ -228,9 +345,15 @@ fn run_seed(
         run,
         resume,
     };
-    let trained = train_run(&request, dataset, source)?;
+    progress.run_started(&request, source);
+    let trained = train_run(&request, dataset, source, progress)?;
     let root = request.run.root().to_path_buf();
+    progress.analysing(&root);
     let analysis_started = Instant::now();
+    let failed = |source| StudyError::Analysis {
+        run: root.clone(),
+        source,
+    };
     let analysis = analyze_run(
         &root,
         plan.layers.as_deref(),
@@ -238,9 +361,9 @@ fn run_seed(
         plan.jobs,
         &plan.labels_var,
     )
-    .with_context(|| format!("analysing {}", root.display()))?;
+    .map_err(failed)?;
     let analyse_seconds = analysis_started.elapsed().as_secs_f64();
-    let accuracy = read_accuracy(&root)?;
+    let accuracy = read_accuracy(&root).map_err(failed)?;
     let train_seconds: f64 = trained.metrics.iter().map(|m| m.train_seconds).sum();
     let sample_seconds: f64 = trained.metrics.iter().map(|m| m.eval_seconds).sum();
     let settings = format!(
@@ -261,7 +384,8 @@ fn run_seed(
         &analysis.reports,
         &accuracy,
         &analysis.dir,
-    )?;
+    )
+    .map_err(failed)?;
     Ok(SeedRun {
         root,
         reports: analysis.reports,
@@ -324,56 +448,13 @@ pub fn summary_table(reports: &[LayerReport], accuracy: &[EpochAccuracy]) -> Str
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
-    use crate::cli::{Cli, Command, StudyArgs};
-
-    fn resolved(args: &[&str]) -> StudyArgs {
-        let cli = Cli::try_parse_from(["cnnu", "study"].iter().chain(args)).unwrap();
-        let Command::Study(study) = cli.command else {
-            panic!("parsed as study")
-        };
-        study.resolved()
-    }
+    use super::*;
 
     #[test]
-    fn the_estimate_is_revised_on_the_seeds_done() {
-        // Two seeds in 20 min: 10 min each, so the one left takes 10 more.
-        let words = super::remaining_words(1, 1200.0, 2, 1);
-        assert!(words.contains("10.0 min per seed"), "{words}");
-        assert!(
-            words.contains("the 1 seed(s) left take about 10 min more"),
-            "{words}"
-        );
-    }
-
-    #[test]
-    fn an_explicit_probe_limit_wins_over_quick_even_at_the_default_value() {
-        assert_eq!(resolved(&["--quick"]).train.probe_limit, Some(500));
-        let explicit = resolved(&["--quick", "--probe-limit", "1000"]);
-        assert_eq!(explicit.train.probe_limit, Some(1000));
-        assert_eq!(resolved(&[]).train.probe_limit, Some(1000));
-    }
-
-    #[test]
-    fn the_default_study_is_four_seeds_one_epoch_sampled_logarithmically() {
-        let d = resolved(&[]);
-        assert_eq!(d.seeds, Some(vec![0, 1, 2, 3]));
-        assert_eq!(d.train.epochs, Some(1));
-        assert_eq!(d.sample_at, Some(cnnu_train::SampleAt::Log(12)));
-        assert_eq!(d.taps, super::STUDY_TAPS);
-        let q = resolved(&["--quick", "--seeds", "4,5"]);
-        assert_eq!(q.seeds, Some(vec![4, 5]));
-        let plan = resolved(&["--seeds", "7"]).plan(None).unwrap();
-        assert_eq!(plan.run_dir(7), std::path::PathBuf::from("runs/study"));
-        let plan = resolved(&[]).plan(None).unwrap();
-        assert_eq!(
-            plan.run_dir(2),
-            std::path::PathBuf::from("runs/study/seed-2")
-        );
-        // Full MNIST, 4 seeds: 4 × (60 000 / 290 s of training + 2 test passes + 13 samples
-        // + 78 analysed pairs) = 4 × (207 + 14 + 9 + 62) s, about 19.5 min.
-        let eta = super::expected_seconds(&plan, 60_000, 6);
-        assert!((1100.0..1250.0).contains(&eta), "{eta}");
+    fn quick_differs_from_the_full_study_only_in_its_slice() {
+        let (full, quick) = (StudyDefaults::full(), StudyDefaults::quick());
+        assert_eq!(full.seeds, [0, 1, 2, 3]);
+        assert_eq!((quick.epochs, quick.probe_limit), (2, 500));
+        assert_eq!(quick.taps, full.taps);
     }
 }

@@ -1,10 +1,10 @@
 //! One training run from a validated configuration, fresh or resumed: what `cnnu train` and
 //! each seed of `cnnu study` do.
 
-use anyhow::Result;
-
 use cnnu_model::BackendKind;
-use cnnu_train::{ImageDataset, RunDir, RunOptions, RunSummary, ValidTrainConfig};
+use cnnu_train::{
+    ImageDataset, RunDir, RunOptions, RunSummary, TrainError, TrainProgress, ValidTrainConfig,
+};
 
 /// A training run to do.
 #[derive(Debug, Clone)]
@@ -19,24 +19,14 @@ pub struct TrainRequest {
     pub resume: bool,
 }
 
-/// Trains (or resumes) the run on `dataset`, read from `source`, with a progress bar.
+/// Trains (or resumes) the run on `dataset`, read from `source`, reporting to `progress`.
 pub fn train_run(
     request: &TrainRequest,
     dataset: &ImageDataset,
     source: &str,
-) -> Result<RunSummary> {
-    let c = request.config.config();
-    eprintln!(
-        "cnnu train: {} on {}, {}, {} epochs, seed {}, sampled at step 0, {} and every epoch end; {} from {source}",
-        request.run.root().display(),
-        request.backend,
-        c.model.arch.name(),
-        c.epochs,
-        c.seed,
-        c.sample_at,
-        c.dataset.title(),
-    );
-    Ok(cnnu_train::train(
+    progress: &mut dyn TrainProgress,
+) -> Result<RunSummary, TrainError> {
+    cnnu_train::train(
         &request.config,
         request.backend,
         dataset,
@@ -44,7 +34,7 @@ pub fn train_run(
         &request.run,
         RunOptions {
             resume: request.resume,
-            progress: true,
         },
-    )?)
+        progress,
+    )
 }

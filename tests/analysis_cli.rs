@@ -4,7 +4,7 @@
 #[path = "../crates/analysis/tests/browser/mod.rs"]
 mod browser;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn cnnu(args: &[&str]) -> Output {
@@ -23,10 +23,7 @@ fn data(rel: &str) -> String {
 }
 
 fn mnist_dir() -> String {
-    let shared = std::env::var("CNNU_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    shared.join("data/mnist").display().to_string()
+    cnnu_fixtures::mnist_small().display().to_string()
 }
 
 #[test]

@@ -1,16 +1,14 @@
 //! The `cnnu` binary end to end: `layers`, `backends`, `probe`, a quick study on CIFAR-10
 //! files, and their errors.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use safetensors::SafeTensors;
 
-fn fixtures() -> PathBuf {
-    let shared = std::env::var("CNNU_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    shared.join("fixtures/resnet18_parity")
+/// The repository's ResNet-18 parity fixture: formula weights, input, expected taps.
+fn fixture() -> cnnu_fixtures::Parity {
+    cnnu_fixtures::Parity::resnet18_formula()
 }
 
 fn cnnu(args: &[&str]) -> Output {
@@ -91,13 +89,13 @@ fn an_uncompiled_backend_is_an_error_naming_its_feature() {
 fn probe_writes_the_selected_taps_matching_pytorch() {
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("taps.safetensors");
-    let f = fixtures();
+    let f = fixture();
     let out = cnnu(&[
         "probe",
         "--weights",
-        f.join("weights_final.safetensors").to_str().unwrap(),
+        f.weights.path.to_str().unwrap(),
         "--input",
-        f.join("input.safetensors").to_str().unwrap(),
+        f.input.to_str().unwrap(),
         "--taps",
         "conv1,layer1.0.relu,layer2.0.downsample.*,fc",
         "--batch-size",
@@ -120,7 +118,7 @@ fn probe_writes_the_selected_taps_matching_pytorch() {
             "layer2.0.downsample.1"
         ]
     );
-    let expected = std::fs::read(f.join("expected_final.safetensors")).unwrap();
+    let expected = std::fs::read(&f.expected).unwrap();
     let expected = SafeTensors::deserialize(&expected).unwrap();
     for (ours_key, torch_key) in [
         ("conv1", "conv1"),
@@ -147,9 +145,8 @@ fn probe_writes_the_selected_taps_matching_pytorch() {
 
 #[test]
 fn probe_reports_bad_taps_and_inputs_in_one_line() {
-    let f = fixtures();
-    let weights = f.join("weights_final.safetensors");
-    let input = f.join("input.safetensors");
+    let f = fixture();
+    let (weights, input) = (&f.weights.path, &f.input);
     let run = |taps: &str, key: &str| {
         cnnu(&[
             "probe",

@@ -14,12 +14,6 @@ use std::process::{Command, Output};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
-fn shared() -> PathBuf {
-    std::env::var("CNNU_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
-
 fn mat_data(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("crates/analysis/tests/data/mat")
@@ -93,7 +87,7 @@ fn raw_safetensors(path: &Path, json: &str, data_len: usize) {
     fs::write(path, bytes).unwrap();
 }
 
-/// An MNIST directory: links to the real files, except `broken`, written as given (raw
+/// An MNIST directory: links to the repository's slice of the real files, except `broken`, written as given (raw
 /// names take precedence over `.gz` in the reader, so a raw broken file shadows the link).
 fn mnist_with(dir: &Path, broken: Option<(&str, Vec<u8>)>) -> PathBuf {
     let mnist = dir.join("mnist");
@@ -107,7 +101,7 @@ fn mnist_with(dir: &Path, broken: Option<(&str, Vec<u8>)>) -> PathBuf {
         let name = format!("{stem}.gz");
         let replaced = broken.as_ref().is_some_and(|(b, _)| b.starts_with(stem));
         if !replaced {
-            std::os::unix::fs::symlink(shared().join("data/mnist").join(&name), mnist.join(&name))
+            std::os::unix::fs::symlink(cnnu_fixtures::mnist_small().join(&name), mnist.join(&name))
                 .unwrap();
         }
     }
@@ -152,10 +146,9 @@ fn train_args(data: &Path, out: &Path) -> Vec<String> {
     .to_vec()
 }
 
-/// The weights of the parity fixture with `edit` applied to its tensors.
+/// The repository fixture's formula weights with `edit` applied to its tensors.
 fn weights_with(path: &Path, edit: impl FnOnce(&mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>)) {
-    let bytes =
-        fs::read(shared().join("fixtures/resnet18_parity/weights_final.safetensors")).unwrap();
+    let bytes = fs::read(&cnnu_fixtures::Parity::resnet18_formula().weights.path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
         .tensors()
@@ -171,7 +164,7 @@ fn weights_with(path: &Path, edit: impl FnOnce(&mut Vec<(String, Dtype, Vec<usiz
 }
 
 fn probe_args(weights: &Path, out: &Path) -> Vec<String> {
-    let input = shared().join("fixtures/resnet18_parity/input.safetensors");
+    let input = cnnu_fixtures::repo("resnet18_formula/input.safetensors");
     [
         "probe",
         "--weights",
@@ -220,7 +213,7 @@ fn cnnu(args: Vec<String>) -> Command {
 }
 
 /// A CIFAR-10 directory of valid batches of 4 records each, under `dir/cifar`.
-fn cifar_dir(dir: &Path) -> std::path::PathBuf {
+fn cifar_dir(dir: &Path) -> PathBuf {
     let root = dir.join("cifar");
     fs::create_dir_all(&root).unwrap();
     let files = cnnu::train::cifar::TRAIN_FILES
@@ -266,13 +259,14 @@ fn setup(id: &str, dir: &Path) -> Option<Command> {
             train_on_broken("t10k-labels-idx1-ubyte", labels)
         }
         "idx-count-mismatch" => {
-            let labels = idx_labels(0x801, 9_999, &[1; 9_999]);
+            let labels = idx_labels(0x801, 1_999, &[1; 1_999]);
             train_on_broken("t10k-labels-idx1-ubyte", labels)
         }
         "idx-bad-label" => {
-            let mut l = vec![3u8; 10_000];
+            // As many labels as the repository's MNIST slice has test images.
+            let mut l = vec![3u8; 2_000];
             l[17] = 12;
-            train_on_broken("t10k-labels-idx1-ubyte", idx_labels(0x801, 10_000, &l))
+            train_on_broken("t10k-labels-idx1-ubyte", idx_labels(0x801, 2_000, &l))
         }
         "idx-gzip-corrupt" => {
             let mut gz = gzip(&idx_labels(0x801, 10_000, &[1; 10_000]));
@@ -387,17 +381,16 @@ fn setup(id: &str, dir: &Path) -> Option<Command> {
             cnnu(probe_args(&w, &dir.join("o.safetensors")))
         }
         "backend-env-unknown" => {
-            let mut c = cnnu(probe_args(
-                &shared().join("fixtures/resnet18_parity/weights_final.safetensors"),
-                &dir.join("o.safetensors"),
-            ));
+            let w = dir.join("w.safetensors");
+            weights_with(&w, |_| {});
+            let mut c = cnnu(probe_args(&w, &dir.join("o.safetensors")));
             c.env(cnnu::model::BACKEND_ENV, "tpu");
             c
         }
         "init-weights-missing-key" => {
             let w = dir.join("w.safetensors");
             weights_with(&w, |t| t.retain(|(n, ..)| n != "fc.bias"));
-            let mut a = train_args(&shared().join("data/mnist"), &out);
+            let mut a = train_args(&cnnu_fixtures::mnist_small(), &out);
             a.extend(["--init-weights".to_string(), s(&w)]);
             cnnu(a)
         }
@@ -424,7 +417,7 @@ fn setup(id: &str, dir: &Path) -> Option<Command> {
         }
         // ---- options
         "tap-unknown" => {
-            let mut a = train_args(&shared().join("data/mnist"), &out);
+            let mut a = train_args(&cnnu_fixtures::mnist_small(), &out);
             let i = a.iter().position(|x| x == "--taps").unwrap();
             a[i + 1] = "layer1.0.conv9".into();
             cnnu(a)
@@ -468,15 +461,15 @@ fn setup(id: &str, dir: &Path) -> Option<Command> {
             cnnu(reduce(&snap, "conv1", &[]))
         }
         "sample-at-past-end" => {
-            let mut args = train_args(&shared().join("data/mnist"), &out);
+            let mut args = train_args(&cnnu_fixtures::mnist_small(), &out);
             args.extend(["--sample-at", "5"].map(String::from));
             cnnu(args)
         }
         "snapshot-format-newer" => {
             fs::create_dir_all(out.join("snapshots")).unwrap();
             let labels: Vec<u8> = [0i64, 1].iter().flat_map(|l| l.to_le_bytes()).collect();
-            let view = safetensors::tensor::TensorView::new(Dtype::I64, vec![2], &labels).unwrap();
-            let meta = std::collections::HashMap::from([
+            let view = TensorView::new(Dtype::I64, vec![2], &labels).unwrap();
+            let meta = HashMap::from([
                 ("format".to_string(), "cnnu-snapshot-9".to_string()),
                 ("epoch".to_string(), "0".to_string()),
             ]);
@@ -491,7 +484,7 @@ fn setup(id: &str, dir: &Path) -> Option<Command> {
         "out-not-a-directory" => {
             let file = dir.join("a-file");
             fs::write(&file, b"x").unwrap();
-            cnnu(train_args(&shared().join("data/mnist"), &file.join("run")))
+            cnnu(train_args(&cnnu_fixtures::mnist_small(), &file.join("run")))
         }
         "out-read-only" => {
             good_snapshot(&snap);
@@ -501,7 +494,7 @@ fn setup(id: &str, dir: &Path) -> Option<Command> {
         }
         "disk-full-snapshot" => {
             let small = dir.join("small");
-            let args = train_args(&shared().join("data/mnist"), &small.join("run"));
+            let args = train_args(&cnnu_fixtures::mnist_small(), &small.join("run"));
             // config.json fits in 256 KiB, the 64-image conv1 snapshot (3.2 MB) does not.
             in_tmpfs(&small, "size=256k", &args)
         }

@@ -6,21 +6,15 @@
 
 #![cfg(any(feature = "wgpu", feature = "vulkan", feature = "cuda"))]
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 #[path = "../crates/model/tests/common/torch_names.rs"]
 mod torch_names;
 
 use cnnu::model::{BACKEND_ENV, BackendKind};
+use cnnu_fixtures::Parity;
 use safetensors::SafeTensors;
 use torch_names::our_name;
-
-fn shared() -> PathBuf {
-    std::env::var("CNNU_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
 
 /// The GPU backend under test: `CNNU_BACKEND` when it names one, else the first compiled in.
 fn backend() -> &'static str {
@@ -61,18 +55,17 @@ fn floats(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-/// `cnnu probe --taps all` with `weights` and the worst |ours − torch| / scale over every
-/// fixture output; each must be within 1e-4 of its tap's largest |value| (at least 1).
-fn probe_parity(weights: &str, expected: &str) -> (String, f32) {
-    let fixtures = shared().join("fixtures/resnet18_parity");
+/// `cnnu probe --taps all` with a fixture's weights and the worst |ours − torch| / scale over
+/// every fixture output; each must be within 1e-4 of its tap's largest |value| (at least 1).
+fn probe_parity(p: &Parity) -> (String, f32) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("taps.safetensors");
     cnnu(&[
         "probe",
         "--weights",
-        fixtures.join(weights).to_str().unwrap(),
+        p.weights.path.to_str().unwrap(),
         "--input",
-        fixtures.join("input.safetensors").to_str().unwrap(),
+        p.input.to_str().unwrap(),
         "--taps",
         "all",
         // Three batches (3, 3, 2) so that batching on the device is exercised too.
@@ -84,7 +77,7 @@ fn probe_parity(weights: &str, expected: &str) -> (String, f32) {
     let ours = std::fs::read(&out).unwrap();
     let ours = SafeTensors::deserialize(&ours).unwrap();
     assert_eq!(ours.names().len(), 85, "every tap of ResNet-18");
-    let expected = std::fs::read(fixtures.join(expected)).unwrap();
+    let expected = std::fs::read(&p.expected).unwrap();
     let expected = SafeTensors::deserialize(&expected).unwrap();
     assert!(expected.names().len() >= 20);
     let mut worst = (String::new(), 0.0f32);
@@ -101,7 +94,8 @@ fn probe_parity(weights: &str, expected: &str) -> (String, f32) {
             .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(
             diff <= 1e-4 * scale,
-            "{weights} {key} on {}: max |ours − torch| = {diff:e}, bound {:e}",
+            "{} {key} on {}: max |ours − torch| = {diff:e}, bound {:e}",
+            p.name,
             backend(),
             1e-4 * scale
         );
@@ -128,14 +122,14 @@ fn backends_names_the_adapter_it_opens() {
 
 #[test]
 fn probe_matches_pytorch_at_every_tap() {
-    for (weights, expected) in [
-        ("weights_epoch0.safetensors", "expected_epoch0.safetensors"),
-        ("weights_final.safetensors", "expected_final.safetensors"),
-    ] {
-        let (key, share) = probe_parity(weights, expected);
+    let shared = ["epoch0", "final"].map(Parity::resnet18_shared);
+    let fixtures = std::iter::once(Parity::resnet18_formula()).chain(shared.into_iter().flatten());
+    for p in fixtures {
+        let (key, share) = probe_parity(&p);
         println!(
-            "{} {weights}: worst |ours − torch| {share:e} of the tap's scale, at {key}",
-            backend()
+            "{} {}: worst |ours − torch| {share:e} of the tap's scale, at {key}",
+            backend(),
+            p.name
         );
     }
 }
@@ -144,7 +138,7 @@ fn probe_matches_pytorch_at_every_tap() {
 fn a_short_run_learns_and_streams_its_four_snapshots_back() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let mnist = shared().join("data/mnist");
+    let mnist = cnnu_fixtures::mnist_small();
     cnnu(&[
         "train",
         "--data-dir",

@@ -8,10 +8,7 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 fn mnist_dir() -> PathBuf {
-    let shared = std::env::var("CNNU_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    shared.join("data/mnist")
+    cnnu_fixtures::mnist_small()
 }
 
 fn train(out: &Path, resume: bool) -> Child {

@@ -2,15 +2,14 @@
 //! and `cnnu export`, end to end through the binary.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use safetensors::{Dtype, SafeTensors};
 
-fn shared() -> PathBuf {
-    std::env::var("CNNU_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+/// Torchvision-keyed starting weights (the repository fixture's formula), kept while in scope.
+fn start_weights() -> cnnu_fixtures::Weights {
+    cnnu_fixtures::Parity::resnet18_formula().weights
 }
 
 fn cnnu(args: &[&str]) {
@@ -36,9 +35,8 @@ fn tensors(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<u8>)> {
         .collect()
 }
 
-fn train(run: &Path, seed: &str, epochs: &str) {
-    let weights = shared().join("fixtures/resnet18_parity/weights_epoch0.safetensors");
-    let data = shared().join("data/mnist");
+fn train(run: &Path, weights: &Path, seed: &str, epochs: &str) {
+    let data = cnnu_fixtures::mnist_small();
     cnnu(&[
         "train",
         "--data-dir",
@@ -66,7 +64,8 @@ fn train(run: &Path, seed: &str, epochs: &str) {
 fn init_weights_come_back_out_of_export_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    train(&run, "0", "0");
+    let weights = start_weights();
+    train(&run, &weights.path, "0", "0");
     let out = dir.path().join("epoch0.safetensors");
     cnnu(&[
         "export",
@@ -77,7 +76,7 @@ fn init_weights_come_back_out_of_export_bit_for_bit() {
         out.to_str().unwrap(),
     ]);
     let exported = tensors(&out);
-    let given = tensors(&shared().join("fixtures/resnet18_parity/weights_epoch0.safetensors"));
+    let given = tensors(&weights.path);
     assert_eq!(exported.len(), given.len(), "same tensors");
     for (name, value) in &given {
         assert_eq!(exported.get(name), Some(value), "{name}");
@@ -90,8 +89,9 @@ fn with_given_weights_and_no_shuffle_the_seed_changes_nothing() {
     // must train identically.
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    train(&a, "1", "1");
-    train(&b, "2", "1");
+    let weights = start_weights();
+    train(&a, &weights.path, "1", "1");
+    train(&b, &weights.path, "2", "1");
     // The snapshots' tensors (their metadata names the seed).
     let snap = |run: &Path| tensors(&run.join("snapshots/epoch-001.safetensors"));
     assert!(
@@ -106,6 +106,6 @@ fn with_given_weights_and_no_shuffle_the_seed_changes_nothing() {
     cnnu(&["export", b.to_str().unwrap(), "--out", eb.to_str().unwrap()]);
     assert_eq!(tensors(&ea), tensors(&eb));
     // Training moved the weights away from the start.
-    let start = tensors(&shared().join("fixtures/resnet18_parity/weights_epoch0.safetensors"));
+    let start = tensors(&weights.path);
     assert_ne!(tensors(&ea)["conv1.weight"], start["conv1.weight"]);
 }

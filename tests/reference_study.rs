@@ -4,22 +4,20 @@
 //! filter → pca → HDBSCAN must give the reference's epoch-0 rows of `science_table.csv`:
 //! the same kept features, the same k, the same energy at k, and no clusters.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use cnnu::analysis::pipeline::{AnalysisParams, analyze};
 use cnnu::analysis::source::Activations;
 use cnnu::model::{BackendKind, ResNetConfig};
 use cnnu::train::mnist::{MnistSplit, Split};
 
-fn shared() -> PathBuf {
-    std::env::var("CNNU_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
-
 #[test]
 fn epoch_zero_reproduces_the_reference_study() {
-    let shared = shared();
+    let Some(shared) = cnnu_fixtures::shared_dir().filter(|d| d.join("reference-study").is_dir())
+    else {
+        cnnu_fixtures::shared("reference-study");
+        return;
+    };
     let table = std::fs::read_to_string(shared.join("reference-study/science_table.csv")).unwrap();
     let mut lines = table.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();

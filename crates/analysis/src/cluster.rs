@@ -193,7 +193,7 @@ pub fn hdbscan_with(
     let x = centre_and_scale(scores, n, dim);
     let dense_fits = n
         .checked_mul(n)
-        .and_then(|nn| nn.checked_mul(std::mem::size_of::<f32>()))
+        .and_then(|nn| nn.checked_mul(size_of::<f32>()))
         .is_some_and(|bytes| bytes <= DENSE_MATRIX_MAX_BYTES);
     let dense = match route {
         Route::Auto => dense_fits,

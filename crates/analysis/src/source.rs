@@ -182,6 +182,7 @@ fn load_mat(path: &Path, layer: &str, labels_var: &str) -> Result<Activations, S
     })
 }
 
+#[allow(unsafe_code)] // the memory map below
 fn map_file(path: &Path) -> Result<memmap2::Mmap, SourceError> {
     let io = |source| SourceError::Io {
         path: path.to_path_buf(),

@@ -1,7 +1,8 @@
 //! The explorer in a real browser: headless Chromium loads a page around the fragment and dumps
 //! its DOM, whose root must say `data-ready="true"` and carry no `data-error`; with `#test` the
 //! script also hovers the first point and clicks the first heatmap cell with real events.
-//! Without Chromium the tests fail (install Debian's `chromium`) unless `CNNU_SKIP_BROWSER=1`.
+//! Without Chromium the browser check is skipped with one line, or fails when
+//! `CNNU_REQUIRE_BROWSER=1` (CI); `CNNU_SKIP_BROWSER=1` skips it always.
 
 mod browser;
 

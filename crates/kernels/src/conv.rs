@@ -549,6 +549,7 @@ fn matmul(dst: Mat, lhs: MatRef, rhs: MatRef, mnk: [usize; 3]) {
 }
 
 /// `dst[m, n] = lhs[m, k] · rhs[k, n]` with the given parallelism.
+#[allow(unsafe_code)] // the one raw-pointer GEMM call below, bounds asserted first
 fn matmul_on(
     dst: Mat,
     lhs: MatRef,

@@ -2,6 +2,8 @@
 //! tappable by its torchvision name, loading and saving PyTorch (torchvision-keyed
 //! safetensors) weights.
 
+#![forbid(unsafe_code)]
+
 pub mod backend;
 pub mod formula;
 pub mod resnet;

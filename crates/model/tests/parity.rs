@@ -1,28 +1,28 @@
-//! Parity with PyTorch: torchvision ResNet-18 outputs recorded by forward hooks in
-//! `shared/fixtures/resnet18_parity` (see its README) against ours, tap by tap.
+//! Parity with PyTorch: torchvision ResNet-18 outputs recorded by forward hooks, against ours
+//! tap by tap — the repository's fixture (formula weights, `crates/fixtures/data/resnet18_formula`)
+//! always, and `shared/fixtures/resnet18_parity` (untrained and trained weights) when the shared
+//! folder is there. See each fixture's README.
 
 mod common;
 
 use burn::prelude::*;
-use cnnu_model::{ResNet, ResNetConfig};
+use cnnu_fixtures::{Parity, read_f32s};
+use cnnu_model::ResNetConfig;
 use common::torch_names::our_name;
-use common::{device, max_diff_and_scale, parity_dir, read_all};
+use common::{device, max_diff_and_scale};
 
-fn load(weights: &str) -> ResNet {
-    ResNetConfig::new()
-        .init(&device())
-        .unwrap()
-        .load_torchvision(parity_dir().join(weights))
-        .unwrap()
-}
-
-fn check_parity(weights: &str, expected: &str, argmax: [usize; 8]) {
-    let inputs = read_all(&parity_dir().join("input.safetensors"));
+fn check_parity(p: Parity) {
+    let inputs = read_f32s(&p.input);
     let (shape, values) = &inputs["input"];
     let x = Tensor::<4>::from_data(TensorData::new(values.clone(), shape.clone()), &device());
-    let model = load(weights).valid();
+    let model = ResNetConfig::new()
+        .init(&device())
+        .unwrap()
+        .load_torchvision(&p.weights.path)
+        .unwrap()
+        .valid();
     let (logits, taps) = model.forward_taps(x, &model.catalogue().all());
-    let expected = read_all(&parity_dir().join(expected));
+    let expected = read_f32s(&p.expected);
     assert!(
         expected.len() >= 20,
         "fixture has {} tensors",
@@ -38,7 +38,8 @@ fn check_parity(weights: &str, expected: &str, argmax: [usize; 8]) {
         let (diff, scale) = max_diff_and_scale(ours, exp, 1.0);
         assert!(
             diff <= 1e-4 * scale,
-            "{weights} {key}: max|ours-torch| = {diff:e}, bound {:e}",
+            "{}: {key}: max|ours-torch| = {diff:e}, bound {:e}",
+            p.name,
             1e-4 * scale
         );
         if diff / scale > worst.1 {
@@ -46,8 +47,8 @@ fn check_parity(weights: &str, expected: &str, argmax: [usize; 8]) {
         }
     }
     eprintln!(
-        "{weights}: worst relative difference {:e} at {}",
-        worst.1, worst.0
+        "{}: worst relative difference {:e} at {}",
+        p.name, worst.1, worst.0
     );
     let predicted: Vec<i64> = logits
         .argmax(1)
@@ -56,23 +57,28 @@ fn check_parity(weights: &str, expected: &str, argmax: [usize; 8]) {
         .try_into_vec()
         .unwrap();
     let predicted: Vec<usize> = predicted.into_iter().map(|p| p as usize).collect();
-    assert_eq!(predicted, argmax.to_vec());
+    assert_eq!(predicted, p.argmax);
+}
+
+#[test]
+fn formula_weights_match_pytorch_at_every_tap() {
+    check_parity(Parity::resnet18_formula());
 }
 
 #[test]
 fn untrained_weights_match_pytorch_at_every_tap() {
-    check_parity(
-        "weights_epoch0.safetensors",
-        "expected_epoch0.safetensors",
-        [8, 8, 8, 8, 9, 8, 8, 8],
-    );
+    let Some(p) = Parity::resnet18_shared("epoch0") else {
+        return;
+    };
+    assert_eq!(p.argmax, [8, 8, 8, 8, 9, 8, 8, 8]);
+    check_parity(p);
 }
 
 #[test]
 fn trained_weights_match_pytorch_at_every_tap() {
-    check_parity(
-        "weights_final.safetensors",
-        "expected_final.safetensors",
-        [7, 2, 1, 0, 4, 1, 4, 9],
-    );
+    let Some(p) = Parity::resnet18_shared("final") else {
+        return;
+    };
+    assert_eq!(p.argmax, [7, 2, 1, 0, 4, 1, 4, 9]);
+    check_parity(p);
 }

@@ -1,62 +1,31 @@
-//! Parity with PyTorch for ResNet-34 on 3x32x32 input: `shared/fixtures/resnet34_cifar_parity`
-//! (see its README). Its weights are a SplitMix64 formula (`cnnu_model::formula`), evaluated into a
-//! torchvision-keyed safetensors file and loaded like any PyTorch checkpoint; every one of the
+//! Parity with PyTorch for ResNet-34 on 3x32x32 input: the repository's
+//! `crates/fixtures/data/resnet34_cifar` (2 images) always, `shared/fixtures/resnet34_cifar_parity`
+//! (4 images) when the shared folder is there (see their READMEs). The weights are a SplitMix64
+//! formula (`cnnu_model::formula`), written as a torchvision-keyed safetensors file
+//! (`cnnu_fixtures::formula_weights`) and loaded like any PyTorch checkpoint; every one of the
 //! 149 taps must then match within 1e-4 of its max |value|.
 
 mod common;
 
 use burn::prelude::*;
-use cnnu_model::{ResNetArch, ResNetConfig, formula};
-use common::{device, max_diff_and_scale, read_all, shared_dir};
+use cnnu_fixtures::{Parity, read_f32s as read_all};
+use cnnu_model::{ResNetArch, ResNetConfig};
+use common::{device, max_diff_and_scale};
 
-fn fixture_dir() -> std::path::PathBuf {
-    shared_dir().join("fixtures/resnet34_cifar_parity")
-}
-
-fn manifest() -> serde_json::Value {
-    let text = std::fs::read_to_string(fixture_dir().join("manifest.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-/// The formula's weights (`cnnu_model::formula`) as a torchvision-keyed safetensors file,
-/// checked against the manifest's per-tensor sums first.
-fn write_weights(manifest: &serde_json::Value, path: &std::path::Path) {
-    let keys: Vec<(String, Vec<usize>)> = manifest["state_dict"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|entry| {
-            let shape = entry[1].as_array().unwrap();
-            let shape = shape.iter().map(|d| d.as_u64().unwrap() as usize);
-            (entry[0].as_str().unwrap().to_string(), shape.collect())
-        })
-        .collect();
-    let tensors = formula::state_dict(&keys);
-    for (name, (_, values)) in &tensors {
-        let sum: f64 = values.iter().map(|&v| v as f64).sum();
-        let want = manifest["weight_checksums"][name].as_f64().unwrap();
-        assert!(
-            (sum - want).abs() <= 1e-9 * values.len() as f64 + 1e-9 * want.abs(),
-            "{name}: sum {sum} vs manifest {want}"
-        );
-    }
-    let bytes: Vec<(&String, &Vec<usize>, Vec<u8>)> = (tensors.iter())
-        .map(|(k, (shape, v))| (k, shape, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
-        .collect();
-    let views = bytes.iter().map(|(k, shape, b)| {
-        let view =
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, (*shape).clone(), b);
-        ((*k).clone(), view.unwrap())
-    });
-    safetensors::serialize_to_file(views, None, path).unwrap();
+#[test]
+fn resnet34_on_two_images_matches_pytorch_at_every_one_of_its_149_taps() {
+    check(Parity::resnet34_formula());
 }
 
 #[test]
-fn resnet34_on_3x32x32_matches_pytorch_at_every_one_of_its_149_taps() {
-    let manifest = manifest();
-    let dir = tempfile::tempdir().unwrap();
-    let weights = dir.path().join("resnet34.safetensors");
-    write_weights(&manifest, &weights);
+fn resnet34_on_the_shared_four_images_matches_pytorch_at_every_tap() {
+    if let Some(p) = Parity::resnet34_shared() {
+        check(p);
+    }
+}
+
+fn check(p: Parity) {
+    let weights = p.weights.path.clone();
 
     let config = ResNetConfig::of_torchvision_file(&weights).unwrap();
     assert_eq!(
@@ -74,13 +43,13 @@ fn resnet34_on_3x32x32_matches_pytorch_at_every_one_of_its_149_taps() {
     let catalogue = model.catalogue();
     assert_eq!(catalogue.len(), 149);
 
-    let inputs = read_all(&fixture_dir().join("input.safetensors"));
+    let inputs = read_all(&p.input);
     let (shape, values) = &inputs["input"];
     let x = Tensor::<4>::from_data(TensorData::new(values.clone(), shape.clone()), &device());
     let (logits, taps) = model.forward_taps(x, &catalogue.all());
     assert_eq!(taps.len(), 149, "--taps all records every tap");
 
-    let expected = read_all(&fixture_dir().join("expected.safetensors"));
+    let expected = read_all(&p.expected);
     assert_eq!(expected.len(), 149);
     let mut worst = (String::new(), 0.0f32);
     for (name, (exp_shape, exp)) in &expected {
@@ -101,12 +70,10 @@ fn resnet34_on_3x32x32_matches_pytorch_at_every_one_of_its_149_taps() {
         .convert::<i64>()
         .try_into_vec()
         .unwrap();
-    let want: Vec<i64> = manifest["argmax_fc"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect();
+    let want: Vec<i64> = p.argmax.iter().map(|&a| a as i64).collect();
     assert_eq!(argmax, want);
-    eprintln!("worst tap {}: {:.2e} of its max |value|", worst.0, worst.1);
+    eprintln!(
+        "{}: worst tap {}: {:.2e} of its max |value|",
+        p.name, worst.0, worst.1
+    );
 }

@@ -6,8 +6,9 @@ mod common;
 use std::path::Path;
 
 use burn::prelude::*;
+use cnnu_fixtures::{Parity, read_f32s as read_all};
 use cnnu_model::{ResNetConfig, WeightsError};
-use common::{device, parity_dir, read_all};
+use common::device;
 use safetensors::{Dtype, tensor::TensorView};
 
 fn write(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
@@ -29,7 +30,7 @@ fn write(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
 }
 
 fn fixture_tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    read_all(&parity_dir().join("weights_final.safetensors"))
+    read_all(&Parity::resnet18_formula().weights.path)
         .into_iter()
         .map(|(n, (s, v))| (n, s, v))
         .collect()
@@ -44,7 +45,8 @@ fn load(path: &Path) -> Result<cnnu_model::ResNet, WeightsError> {
 
 #[test]
 fn save_gives_back_the_loaded_file_bit_for_bit() {
-    let original = parity_dir().join("weights_final.safetensors");
+    let weights = Parity::resnet18_formula().weights;
+    let original = weights.path.clone();
     let model = load(&original).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("roundtrip.safetensors");

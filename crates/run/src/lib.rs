@@ -3,6 +3,8 @@
 //! through. Training writes it and analysis reads it through this crate; it knows nothing of
 //! Burn.
 
+#![forbid(unsafe_code)]
+
 pub mod atomic;
 pub mod dir;
 pub mod metrics;

@@ -181,15 +181,15 @@ pub fn upgrade_train_json(train: &mut serde_json::Value) {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A parameter out of its range.
-    #[error("--{name} {problem}")]
+    #[error("{name} {problem}")]
     Invalid {
-        /// The option.
+        /// The field of [`TrainConfig`].
         name: &'static str,
         /// Why.
         problem: String,
     },
     /// The tap spec does not parse.
-    #[error("--taps: {0}")]
+    #[error("taps: {0}")]
     Taps(#[from] cnnu_model::TapError),
     /// The model configuration is invalid.
     #[error("model: {0}")]
@@ -237,10 +237,10 @@ impl TrainConfig {
             })
         };
         if self.batch_size == 0 {
-            return invalid("batch-size", "must be at least 1");
+            return invalid("batch_size", "must be at least 1");
         }
         if self.eval_batch_size == 0 {
-            return invalid("eval-batch-size", "must be at least 1");
+            return invalid("eval_batch_size", "must be at least 1");
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return invalid("lr", &format!("must be a positive number, got {}", self.lr));
@@ -252,14 +252,14 @@ impl TrainConfig {
             );
         }
         if self.train_limit == Some(0) {
-            return invalid("train-limit", "must be at least 1");
+            return invalid("train_limit", "must be at least 1");
         }
         if self.test_limit == Some(0) {
-            return invalid("test-limit", "must be at least 1");
+            return invalid("test_limit", "must be at least 1");
         }
         if self.probe_limit == 0 || self.probe_limit > 10_000 {
             return invalid(
-                "probe-limit",
+                "probe_limit",
                 &format!("must be in 1..=10000, got {}", self.probe_limit),
             );
         }
@@ -303,14 +303,14 @@ mod tests {
             .with_batch_size(0)
             .validate()
             .unwrap_err();
-        assert_eq!(err.to_string(), "--batch-size must be at least 1");
+        assert_eq!(err.to_string(), "batch_size must be at least 1");
         let err = TrainConfig::new().with_lr(-1.0).validate().unwrap_err();
-        assert!(err.to_string().starts_with("--lr"));
+        assert!(err.to_string().starts_with("lr "));
         let err = TrainConfig::new()
             .with_probe_limit(10_001)
             .validate()
             .unwrap_err();
-        assert!(err.to_string().starts_with("--probe-limit"));
+        assert!(err.to_string().starts_with("probe_limit"));
         let err = TrainConfig::new()
             .with_taps("layer1.0.bn3".into())
             .validate()

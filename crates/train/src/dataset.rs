@@ -210,8 +210,8 @@ pub struct ImageDataset {
 /// Where a dataset was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataSource {
-    /// `--data-dir`.
-    Flag(PathBuf),
+    /// A directory the caller gave.
+    Given(PathBuf),
     /// The dataset's environment variable.
     Env(&'static str, PathBuf),
     /// The download cache.
@@ -221,7 +221,7 @@ pub enum DataSource {
 impl std::fmt::Display for DataSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DataSource::Flag(p) => write!(f, "{} (--data-dir)", p.display()),
+            DataSource::Given(p) => write!(f, "{}", p.display()),
             DataSource::Env(var, p) => write!(f, "{} ({var})", p.display()),
             DataSource::Cache(p) => write!(f, "{} (download cache)", p.display()),
         }
@@ -251,14 +251,16 @@ impl ImageDataset {
         })
     }
 
-    /// Reads `kind` from `--data-dir`, else its environment variable, else the download
-    /// cache ([`download::cache_root`]), downloading it there first if needed.
+    /// Reads `kind` from `data_dir`, else its environment variable, else the download
+    /// cache ([`download::cache_root`]), downloading it there first if needed (`downloading`
+    /// hears each URL).
     pub fn load(
         kind: DatasetKind,
         data_dir: Option<&Path>,
+        downloading: &mut dyn FnMut(&str),
     ) -> Result<(Self, DataSource), DatasetError> {
         if let Some(dir) = data_dir {
-            return Ok((Self::read(kind, dir)?, DataSource::Flag(dir.to_path_buf())));
+            return Ok((Self::read(kind, dir)?, DataSource::Given(dir.to_path_buf())));
         }
         let var = kind.env_var();
         if let Some(dir) = std::env::var_os(var).filter(|d| !d.is_empty()) {
@@ -271,7 +273,7 @@ impl ImageDataset {
             source,
         };
         let cache = download::cache_root().map_err(failed)?;
-        let dir = download::fetch(kind, &cache, &kind.remote()).map_err(failed)?;
+        let dir = download::fetch(kind, &cache, &kind.remote(), downloading).map_err(failed)?;
         Ok((Self::read(kind, &dir)?, DataSource::Cache(dir)))
     }
 

@@ -155,8 +155,14 @@ fn system_cache() -> Result<PathBuf, DownloadError> {
 }
 
 /// The directory under `cache` holding `kind`'s files, downloading from `remote` (normally
-/// [`DatasetKind::remote`]) what is missing. Returns at once when everything is cached.
-pub fn fetch(kind: DatasetKind, cache: &Path, remote: &Remote) -> Result<PathBuf, DownloadError> {
+/// [`DatasetKind::remote`]) what is missing; `downloading` hears each URL before it is
+/// fetched. Returns at once when everything is cached.
+pub fn fetch(
+    kind: DatasetKind,
+    cache: &Path,
+    remote: &Remote,
+    downloading: &mut dyn FnMut(&str),
+) -> Result<PathBuf, DownloadError> {
     let dir = cache.join(kind.name());
     let ready = dir.join(".complete");
     if ready.is_file() {
@@ -171,7 +177,7 @@ pub fn fetch(kind: DatasetKind, cache: &Path, remote: &Remote) -> Result<PathBuf
         let path = dir.join(name);
         if !path.is_file() {
             let url = format!("{}{name}", remote.base_url);
-            eprintln!("{}: downloading {url}", kind.title());
+            downloading(&url);
             get_checked(&url, md5, &path)?;
         }
         if let Some(inner) = remote.archive_dir {

@@ -1,6 +1,8 @@
 //! cnnu's training side: the image datasets, the training loop, per-epoch sampling of the frozen network
 //! into streamed safetensors snapshots, checkpoints and resume.
 
+#![forbid(unsafe_code)]
+
 pub mod cifar;
 pub mod config;
 pub mod dataset;
@@ -19,6 +21,7 @@ pub use config::{
 pub use dataset::{DataSource, DatasetError, DatasetKind, ImageDataset, ImageSplit};
 pub use mnist::{Mnist, MnistError, MnistSplit};
 pub use probe::{ProbeError, probe};
+pub use progress::TrainProgress;
 pub use snapshot::{SnapshotError, SnapshotWriter};
 pub use tensor_file::{NamedTensor, TensorFileError};
 pub use trainer::{RunConfig, RunOptions, RunSummary, TrainError, train};

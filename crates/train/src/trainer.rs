@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{OptimizerKind, SampleAt, TrainConfig, ValidTrainConfig};
 use crate::dataset::{ImageDataset, ImageSplit, stratified_subset};
 use crate::probe::to_f32;
+use crate::progress::TrainProgress;
 use crate::snapshot::{Dtype, SnapshotError, SnapshotWriter, TensorSpec};
 use cnnu_run::sample::{self, SampleName};
 use cnnu_run::{EpochMetrics, RunDir, atomic, read_metrics, write_metrics};
@@ -117,13 +118,11 @@ pub struct RunConfig {
     pub cnnu_version: String,
 }
 
-/// How to run: fresh or resumed, with or without a progress bar.
+/// How to run: fresh or resumed.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
     /// Continue the run in the directory after its last complete epoch.
     pub resume: bool,
-    /// Draw a progress bar (on stderr, only when it is a terminal).
-    pub progress: bool,
 }
 
 /// Reads a run's `config.json`.
@@ -540,7 +539,7 @@ struct Schedule {
 }
 
 impl Schedule {
-    /// Resolves `--sample-at` for this many training images; an explicit step past the end of
+    /// Resolves the sample steps for this many training images; an explicit step past the end of
     /// training is an error rather than a sample silently missing.
     fn new(c: &TrainConfig, train_images: usize) -> Result<Self, TrainError> {
         let steps_per_epoch = train_images.div_ceil(c.batch_size).max(1) as u64;
@@ -549,7 +548,7 @@ impl Schedule {
             && let Some(&late) = steps.iter().find(|&&s| s > total)
         {
             return Err(TrainError::Config(crate::config::ConfigError::Invalid {
-                name: "sample-at",
+                name: "sample_at",
                 problem: format!(
                     "step {late} is past the end of training ({total} steps: {} epochs of {steps_per_epoch})",
                     c.epochs
@@ -568,8 +567,8 @@ impl Schedule {
     }
 }
 
-/// Trains, sampling the frozen network at step 0, at the `--sample-at` steps and after every
-/// epoch into `run`.
+/// Trains, sampling the frozen network at step 0, at the configured steps and after every
+/// epoch into `run`; reports how it goes to `progress` (`&mut ()` for nothing).
 pub fn train(
     config: &ValidTrainConfig,
     backend: BackendKind,
@@ -577,6 +576,7 @@ pub fn train(
     data_source: &str,
     run: &RunDir,
     options: RunOptions,
+    progress: &mut dyn TrainProgress,
 ) -> Result<RunSummary, TrainError> {
     let c = config.config();
     let device = backend.device()?;
@@ -629,7 +629,7 @@ pub fn train(
         Some(last) => {
             clean_incomplete(run, last, schedule.steps_per_epoch)?;
             (model, optim) = load_checkpoint(model, optim, &run.checkpoint_dir(last))?;
-            eprintln!("resuming {} after epoch {last}", run.root().display());
+            progress.resumed(run.root(), last);
         }
         None => {
             clean_incomplete(run, 0, schedule.steps_per_epoch)?;
@@ -646,41 +646,28 @@ pub fn train(
         run,
         device,
         metadata: metadata_base,
-        progress: options.progress,
         schedule,
     };
     if resumed_after.is_none() {
         let m = session.sample(&model, &optim, 0, TrainPart::default())?;
         metrics.push(m);
         write_metrics(&run.metrics_path(), &metrics)?;
-        report(&metrics[0]);
+        progress.sampled(&metrics[0]);
     }
     let first = resumed_after.map_or(1, |e| e + 1);
     for epoch in first..=c.epochs {
         let part;
-        (model, part) = session.train_epoch(model, &mut optim, epoch)?;
+        (model, part) = session.train_epoch(model, &mut optim, epoch, progress)?;
+        progress.epoch_trained(epoch);
         let m = session.sample(&model, &optim, epoch, part)?;
         metrics.push(m);
         write_metrics(&run.metrics_path(), &metrics)?;
-        report(metrics.last().expect("just pushed"));
+        progress.sampled(metrics.last().expect("just pushed"));
     }
     Ok(RunSummary {
         metrics,
         resumed_after,
     })
-}
-
-fn report(m: &EpochMetrics) {
-    match (m.train_loss, m.train_accuracy, m.images_per_second) {
-        (Some(loss), Some(acc), Some(ips)) => eprintln!(
-            "epoch {:>3}: train loss {loss:.4} acc {acc:.4} ({ips:.0} img/s, {:.1} s) | test loss {:.4} acc {:.4}",
-            m.epoch, m.train_seconds, m.test_loss, m.test_accuracy
-        ),
-        _ => eprintln!(
-            "epoch {:>3}: before training | test loss {:.4} acc {:.4}",
-            m.epoch, m.test_loss, m.test_accuracy
-        ),
-    }
 }
 
 /// The training-side figures of one epoch.
@@ -699,7 +686,6 @@ struct Session<'a> {
     run: &'a RunDir,
     device: Device,
     metadata: BTreeMap<String, String>,
-    progress: bool,
     schedule: Schedule,
 }
 
@@ -710,6 +696,7 @@ impl Session<'_> {
         mut model: ResNet,
         optim: &mut ModuleOptimizer,
         epoch: usize,
+        progress: &mut dyn TrainProgress,
     ) -> Result<(ResNet, TrainPart), TrainError> {
         let c = self.config.config();
         let ad = self.device.clone().autodiff();
@@ -720,7 +707,7 @@ impl Session<'_> {
             )));
         }
         let loss_fn = CrossEntropyLossConfig::new().init(&ad);
-        let bar = crate::progress::epoch_bar(self.progress, epoch, c.epochs, order.len());
+        progress.epoch_started(epoch, c.epochs, order.len());
         let started = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         let first_step = (epoch as u64 - 1) * self.schedule.steps_per_epoch;
@@ -738,22 +725,20 @@ impl Session<'_> {
             let step = first_step + i as u64 + 1;
             if self.schedule.samples_at(step) {
                 let t = Instant::now();
-                bar.suspend(|| self.sample_step(&model, epoch - 1, step))?;
+                self.sample_step(&model, epoch - 1, step)?;
                 sampling += t.elapsed().as_secs_f64();
             }
             loss_sum += loss_value as f64 * chunk.len() as f64;
             correct += hits;
             seen += chunk.len();
             let secs = started.elapsed().as_secs_f64() - sampling;
-            bar.set_position(seen as u64);
-            bar.set_message(format!(
-                "loss {:.4} acc {:.3} {:.0} img/s",
+            progress.batch_done(
+                seen,
                 loss_sum / seen as f64,
                 correct as f64 / seen as f64,
-                seen as f64 / secs.max(1e-9)
-            ));
+                seen as f64 / secs.max(1e-9),
+            );
         }
-        bar.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64() - sampling;
         Ok((
             model,

@@ -1,24 +1,16 @@
 //! Downloads against a local HTTP server on 127.0.0.1 (this machine has no internet): real
-//! MNIST served from `../shared/data/mnist` and checked against torchvision's published
-//! MD5s, a corrupt file refused with nothing cached, and a CIFAR-10 archive this test writes
-//! in the official layout, unpacked into the cache.
+//! MNIST served from the shared folder and checked against torchvision's published MD5s, a
+//! corrupt file (of the repository's MNIST slice) refused with nothing cached, and a CIFAR-10
+//! archive this test writes in the official layout, unpacked into the cache.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cnnu_train::download::{DownloadError, Remote, fetch, md5_hex};
 use cnnu_train::{DatasetKind, ImageDataset};
-
-fn mnist_dir() -> PathBuf {
-    let shared = std::env::var("CNNU_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    shared.join("data/mnist")
-}
 
 /// A one-thread HTTP/1.1 server answering `GET /name` from `files`, counting requests.
 struct Server {
@@ -73,43 +65,45 @@ impl Server {
     }
 }
 
-fn real_mnist_files() -> HashMap<String, Vec<u8>> {
-    DatasetKind::Mnist
-        .remote()
-        .files
-        .iter()
-        .map(|(name, _)| {
-            (
-                name.to_string(),
-                std::fs::read(mnist_dir().join(name)).unwrap(),
-            )
-        })
+/// The four MNIST files of `dir`, by name.
+fn mnist_files(dir: &std::path::Path) -> HashMap<String, Vec<u8>> {
+    let files = DatasetKind::Mnist.remote().files.iter();
+    files
+        .map(|(name, _)| (name.to_string(), std::fs::read(dir.join(name)).unwrap()))
         .collect()
 }
 
 #[test]
 fn mnist_downloads_match_the_published_checksums_and_are_cached_once() {
-    let server = Server::start(real_mnist_files());
+    let mnist_dir = cnnu_fixtures::shared_or_skip!("data/mnist");
+    let server = Server::start(mnist_files(&mnist_dir));
     let cache = tempfile::tempdir().unwrap();
     let published = DatasetKind::Mnist.remote();
     let remote = Remote {
         base_url: &server.base_url,
         ..published
     };
-    let dir = fetch(DatasetKind::Mnist, cache.path(), &remote).unwrap();
+    let dir = fetch(DatasetKind::Mnist, cache.path(), &remote, &mut |_| {}).unwrap();
     assert_eq!(server.requests.load(Ordering::SeqCst), 4);
     let fetched = ImageDataset::read(DatasetKind::Mnist, &dir).unwrap();
-    let local = ImageDataset::read(DatasetKind::Mnist, &mnist_dir()).unwrap();
+    let local = ImageDataset::read(DatasetKind::Mnist, &mnist_dir).unwrap();
     assert_eq!(fetched.train, local.train);
     assert_eq!(fetched.test, local.test);
     // Cached: a second fetch asks the server nothing.
-    fetch(DatasetKind::Mnist, cache.path(), &remote).unwrap();
+    fetch(DatasetKind::Mnist, cache.path(), &remote, &mut |_| {}).unwrap();
     assert_eq!(server.requests.load(Ordering::SeqCst), 4);
 }
 
 #[test]
 fn a_corrupt_download_is_an_error_and_nothing_is_cached() {
-    let mut files = real_mnist_files();
+    // The repository's slice, with its own checksums in place of the published ones.
+    let good = mnist_files(&cnnu_fixtures::mnist_small());
+    // In the published order, so that the corrupt file is the last one fetched.
+    let sums: Vec<(&str, String)> = (DatasetKind::Mnist.remote().files.iter())
+        .map(|(name, _)| (*name, md5_hex(&good[*name])))
+        .collect();
+    let sums: Vec<(&str, &str)> = sums.iter().map(|(n, s)| (*n, s.as_str())).collect();
+    let mut files = good.clone();
     let labels = files.get_mut("t10k-labels-idx1-ubyte.gz").unwrap();
     let mid = labels.len() / 2;
     labels[mid] ^= 0xff;
@@ -117,9 +111,10 @@ fn a_corrupt_download_is_an_error_and_nothing_is_cached() {
     let cache = tempfile::tempdir().unwrap();
     let remote = Remote {
         base_url: &server.base_url,
+        files: &sums,
         ..DatasetKind::Mnist.remote()
     };
-    let err = fetch(DatasetKind::Mnist, cache.path(), &remote).unwrap_err();
+    let err = fetch(DatasetKind::Mnist, cache.path(), &remote, &mut |_| {}).unwrap_err();
     assert!(matches!(err, DownloadError::Checksum { .. }), "{err}");
     assert!(
         err.to_string()
@@ -137,14 +132,14 @@ fn a_corrupt_download_is_an_error_and_nothing_is_cached() {
 
     // The server fixed, the next fetch completes and keeps the three good files.
     let requests = server.requests.load(Ordering::SeqCst);
-    server.files.lock().unwrap().extend(real_mnist_files());
-    fetch(DatasetKind::Mnist, cache.path(), &remote).unwrap();
+    server.files.lock().unwrap().extend(good.clone());
+    fetch(DatasetKind::Mnist, cache.path(), &remote, &mut |_| {}).unwrap();
     assert_eq!(server.requests.load(Ordering::SeqCst), requests + 1);
 
     // A missing file is an HTTP error naming its URL.
     let cache = tempfile::tempdir().unwrap();
     server.files.lock().unwrap().clear();
-    let err = fetch(DatasetKind::Mnist, cache.path(), &remote).unwrap_err();
+    let err = fetch(DatasetKind::Mnist, cache.path(), &remote, &mut |_| {}).unwrap_err();
     assert!(matches!(err, DownloadError::Http { .. }), "{err}");
     assert!(
         err.to_string().contains("train-images-idx3-ubyte.gz"),
@@ -191,7 +186,7 @@ fn the_cifar10_archive_is_checked_and_unpacked_into_the_cache() {
         ..DatasetKind::Cifar10.remote()
     };
     let cache = tempfile::tempdir().unwrap();
-    let dir = fetch(DatasetKind::Cifar10, cache.path(), &remote).unwrap();
+    let dir = fetch(DatasetKind::Cifar10, cache.path(), &remote, &mut |_| {}).unwrap();
     let data = ImageDataset::read(DatasetKind::Cifar10, &dir).unwrap();
     assert_eq!((data.train.len(), data.test.len()), (20, 4));
     assert_eq!(data.test.labels, vec![3, 1, 4, 1]);

@@ -1,5 +1,6 @@
-//! MNIST reading against the real files in `../shared/data/mnist`, and one typed error per way
-//! an idx file can be broken.
+//! MNIST reading against real files — the repository's slice (the first 2000 training and test
+//! images) always, the full set in the shared folder when it is there — and one typed error per
+//! way an idx file can be broken.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -7,14 +8,8 @@ use std::path::{Path, PathBuf};
 use cnnu_train::dataset::stratified_subset;
 use cnnu_train::mnist::{Mnist, MnistError, MnistSplit, Split, normalize};
 
-fn shared() -> PathBuf {
-    std::env::var("CNNU_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
-
 fn mnist_dir() -> PathBuf {
-    shared().join("data/mnist")
+    cnnu_fixtures::mnist_small()
 }
 
 fn gunzip(path: &Path) -> Vec<u8> {
@@ -41,8 +36,25 @@ fn real_test_files() -> (Vec<u8>, Vec<u8>) {
 }
 
 #[test]
-fn reads_the_official_files() {
+fn reads_the_repository_slice() {
     let m = Mnist::read(&mnist_dir()).unwrap();
+    assert_eq!((m.train.len(), m.test.len()), (2000, 2000));
+    assert_eq!(m.train.images.len(), 2000 * 784);
+    assert_eq!(&m.train.labels[..5], &[5, 0, 4, 1, 9]);
+    assert_eq!(&m.test.labels[..8], &[7, 2, 1, 0, 4, 1, 4, 9]);
+    // The slice is the official files' first images, bit for bit.
+    let shared = cnnu_fixtures::shared_dir().map(|d| d.join("data/mnist"));
+    if let Some(full) = shared.filter(|d| d.is_dir()) {
+        let full = Mnist::read(&full).unwrap();
+        assert_eq!(m.train.images[..], full.train.images[..2000 * 784]);
+        assert_eq!(m.test.labels[..], full.test.labels[..2000]);
+    }
+}
+
+#[test]
+fn reads_the_official_files() {
+    let dir = cnnu_fixtures::shared_or_skip!("data/mnist");
+    let m = Mnist::read(&dir).unwrap();
     assert_eq!((m.train.len(), m.test.len()), (60_000, 10_000));
     assert_eq!(m.train.images.len(), 60_000 * 784);
     assert_eq!(&m.train.labels[..5], &[5, 0, 4, 1, 9]);
@@ -58,7 +70,8 @@ fn reads_the_official_files() {
 #[test]
 fn normalisation_is_torchvisions_bit_for_bit() {
     // The parity fixture's input is torchvision's ToTensor + Normalize of the first 8 test images.
-    let bytes = std::fs::read(shared().join("fixtures/resnet18_parity/input.safetensors")).unwrap();
+    let input = cnnu_fixtures::repo("resnet18_formula/input.safetensors");
+    let bytes = std::fs::read(input).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let torch: Vec<f32> = st
         .tensor("input")
@@ -118,12 +131,12 @@ fn broken_files_give_errors_that_name_the_file() {
         "{err}"
     );
 
-    // A header that claims 9999 labels with 9999 present: consistent, but not the image count.
+    // A header that claims 1999 labels with 1999 present: consistent, but not the image count.
     let mut fewer = labels[..labels.len() - 1].to_vec();
-    fewer[4..8].copy_from_slice(&9999u32.to_be_bytes());
+    fewer[4..8].copy_from_slice(&1999u32.to_be_bytes());
     let err = error_for(&images, &fewer);
     assert!(
-        err.contains("10000 images but") && err.contains("9999 labels"),
+        err.contains("2000 images but") && err.contains("1999 labels"),
         "{err}"
     );
 
@@ -176,8 +189,30 @@ fn corrupt_gzip_and_missing_files_are_reported() {
 }
 
 #[test]
-fn stratified_subsets_keep_class_proportions_and_are_deterministic() {
+fn stratified_subsets_of_the_slice_keep_class_proportions() {
     let train = MnistSplit::read(&mnist_dir(), Split::Train).unwrap();
+    for n in [10, 96, 500, 1999] {
+        let subset = stratified_subset(&train.labels, n);
+        assert_eq!(subset.len(), n);
+        assert!(subset.windows(2).all(|w| w[0] < w[1]), "sorted and unique");
+        let mut counts = [0usize; 10];
+        let mut freq = [0usize; 10];
+        subset
+            .iter()
+            .for_each(|&i| counts[train.labels[i] as usize] += 1);
+        train.labels.iter().for_each(|&l| freq[l as usize] += 1);
+        // Largest remainders: each class gets the floor or the ceiling of its share.
+        for c in 0..10 {
+            let share = n as f64 * freq[c] as f64 / 2000.0;
+            assert!(counts[c] as f64 >= share.floor() && counts[c] as f64 <= share.ceil());
+        }
+    }
+}
+
+#[test]
+fn stratified_subsets_keep_class_proportions_and_are_deterministic() {
+    let dir = cnnu_fixtures::shared_or_skip!("data/mnist");
+    let train = MnistSplit::read(&dir, Split::Train).unwrap();
     let subset = stratified_subset(&train.labels, 1000);
     assert_eq!(subset.len(), 1000);
     assert!(subset.windows(2).all(|w| w[0] < w[1]), "sorted and unique");

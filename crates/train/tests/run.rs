@@ -2,7 +2,7 @@
 //! with one seed, and a resumed run ending exactly where an uninterrupted one does.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cnnu_model::BackendKind;
 use cnnu_train::{
@@ -11,10 +11,7 @@ use cnnu_train::{
 use safetensors::SafeTensors;
 
 fn mnist() -> ImageDataset {
-    let shared = std::env::var("CNNU_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    ImageDataset::read(DatasetKind::Mnist, &shared.join("data/mnist")).unwrap()
+    ImageDataset::read(DatasetKind::Mnist, &cnnu_fixtures::mnist_small()).unwrap()
 }
 
 fn config(epochs: usize, seed: u64) -> TrainConfig {
@@ -36,10 +33,7 @@ fn run(
     resume: bool,
 ) -> Result<Vec<EpochMetrics>, TrainError> {
     let backend = BackendKind::from_env().unwrap();
-    let options = RunOptions {
-        resume,
-        progress: false,
-    };
+    let options = RunOptions { resume };
     let summary = train(
         &config.validate().unwrap(),
         backend,
@@ -47,6 +41,7 @@ fn run(
         "test",
         &RunDir::new(dir),
         options,
+        &mut (),
     )?;
     Ok(summary.metrics)
 }

@@ -439,7 +439,7 @@ mod tests {
         }
         let by_features = class_subspace_alignment(&x, n, d, &labels, 0.9).unwrap();
         for centre in [false, true] {
-            let g = crate::reduce::sample_gram(&x, n, d, centre).unwrap();
+            let g = reduce::sample_gram(&x, n, d, centre).unwrap();
             let by_gram = class_subspace_alignment_from_gram(&g, n, &labels, 0.9).unwrap();
             assert_eq!(by_gram.classes, by_features.classes);
             assert_eq!(by_gram.ranks, by_features.ranks);

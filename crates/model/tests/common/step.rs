@@ -1,24 +1,19 @@
-//! One train-mode step of ResNet-18 from `resnet18_parity/weights_epoch0.safetensors` on the
-//! first images of `resnet18_grads`' batch 0: the loss, every gradient under its torchvision
+//! One train-mode step of ResNet-18 from a training reference's weights
+//! (`cnnu_fixtures::Training`) on the first images of its batch 0: the loss, every gradient under its torchvision
 //! name, the ReLU inputs inside the rounding band and the BatchNorm running statistics after
 //! it. `grads.rs` holds it to PyTorch's fixture, `backends_agree.rs` one backend to another.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use burn::module::{ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
+use cnnu_fixtures::{Training, read_f32s as read_all, read_i64s};
 use cnnu_model::ResNetConfig;
 
-use super::{parity_dir, read_all, relu_ties, shared_dir};
-
-/// The gradient fixture's folder.
-pub fn grads_dir() -> PathBuf {
-    shared_dir().join("fixtures/resnet18_grads")
-}
+use super::relu_ties;
 
 /// What one step gives.
 pub struct Step {
@@ -35,20 +30,10 @@ pub struct Step {
     pub state: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
 }
 
-/// The first `n` fixture images and their labels, on `device`.
-pub fn batch(n: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
-    let path = grads_dir().join("input.safetensors");
-    let bytes = std::fs::read(&path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let labels: Vec<i64> = st
-        .tensor("labels")
-        .unwrap()
-        .data()
-        .chunks_exact(8)
-        .take(n)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    let (_, images) = &read_all(&path)["input"];
+/// The first `n` images of a reference's training input and their labels, on `device`.
+pub fn batch(reference: &Training, n: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+    let labels = read_i64s(&reference.input, "labels")[..n].to_vec();
+    let (_, images) = &read_all(&reference.input)["input"];
     let x = TensorData::new(images[..n * 784].to_vec(), [n, 1, 28, 28]);
     (
         Tensor::from_data(x, device),
@@ -57,14 +42,14 @@ pub fn batch(n: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
 }
 
 /// One step on the first `n` images, on `device` (a plain device; autodiff is added here).
-pub fn one_step(device: &Device, n: usize) -> Step {
+pub fn one_step(reference: &Training, device: &Device, n: usize) -> Step {
     let device = device.clone().autodiff();
     let model = ResNetConfig::new()
         .init(&device)
         .unwrap()
-        .load_torchvision(parity_dir().join("weights_epoch0.safetensors"))
+        .load_torchvision(&reference.weights.path)
         .unwrap();
-    let (x, y) = batch(n, &device);
+    let (x, y) = batch(reference, n, &device);
     let (logits, relu_inputs) = model.forward_taps(x, &model.catalogue().relu_inputs());
     let loss = CrossEntropyLossConfig::new()
         .init(&device)

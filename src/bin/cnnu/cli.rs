@@ -1,16 +1,49 @@
 //! The `cnnu` command line's arguments (clap types) and their conversion into the validated
-//! configurations the library takes; the code behind each subcommand is in [`crate::commands`].
+//! configurations the library takes; the code behind each subcommand is in `commands.rs`.
+//! The `train_and_probe` example reads the study's options from here too (`#[path]`), so that
+//! both front ends take the same options.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use cnnu::study::{StudyDefaults, StudyError, StudyPlan};
 use cnnu_analysis::dynamics::Hsic;
 use cnnu_analysis::pipeline::{AnalysisParams, ValidAnalysisParams};
 use cnnu_analysis::reduce::{FilterClass, Method, Solver};
 use cnnu_model::{BackendKind, ResNetArch, ResNetConfig};
-use cnnu_train::{DatasetKind, OptimizerKind, SampleAt, TrainConfig};
+use cnnu_train::config::ConfigError;
+use cnnu_train::{DatasetKind, OptimizerKind, SampleAt, TrainConfig, TrainError};
+
+/// A configuration error in the command line's words: the field `batch_size` is the option
+/// `--batch-size`.
+pub fn flag_error(e: ConfigError) -> anyhow::Error {
+    match e {
+        ConfigError::Invalid { name, problem } => {
+            anyhow::anyhow!("--{} {problem}", name.replace('_', "-"))
+        }
+        ConfigError::Taps(e) => anyhow::anyhow!("--taps: {e}"),
+        e => e.into(),
+    }
+}
+
+/// A training error in the command line's words (see [`flag_error`]).
+pub fn train_error(e: TrainError) -> anyhow::Error {
+    match e {
+        TrainError::Config(e) => flag_error(e),
+        e => e.into(),
+    }
+}
+
+/// A study error in the command line's words (see [`flag_error`]).
+pub fn study_error(e: StudyError) -> anyhow::Error {
+    match e {
+        StudyError::Config(e) => flag_error(e),
+        StudyError::Train(e) => train_error(e),
+        e => e.into(),
+    }
+}
 
 /// cnnu: study how a CNN's internal representations change while it learns.
 #[derive(Debug, Parser)]
@@ -471,9 +504,9 @@ pub struct StudyArgs {
     /// Seeds, one run each (OUT/seed-S/ when more than one) [default: 0,1,2,3; --quick: 0].
     #[arg(long, value_delimiter = ',')]
     pub seeds: Option<Vec<u64>>,
-    /// Taps to record.
-    #[arg(long, default_value = crate::study::STUDY_TAPS)]
-    pub taps: String,
+    /// Taps to record [default: conv1,relu,layer1,layer2,layer3,layer4].
+    #[arg(long)]
+    pub taps: Option<String>,
     /// Samples inside epochs, as for `cnnu train` [default: log:12; --quick: log:4].
     #[arg(long, value_name = "SPEC")]
     pub sample_at: Option<SampleAt>,
@@ -493,58 +526,52 @@ pub struct StudyArgs {
 }
 
 impl StudyArgs {
-    /// The options with `--quick` and the study's defaults applied.
+    /// The options with the study's defaults (`--quick`'s with it) filled in.
     pub fn resolved(&self) -> StudyArgs {
         let mut a = self.clone();
+        let d = if a.quick {
+            StudyDefaults::quick()
+        } else {
+            StudyDefaults::full()
+        };
         if a.train.out.is_none() && a.train.resume.is_none() {
-            a.train.out = Some(PathBuf::from(if a.quick {
-                "runs/quick"
-            } else {
-                "runs/study"
-            }));
+            a.train.out = Some(PathBuf::from(d.out));
         }
-        if a.quick {
-            a.train.train_limit.get_or_insert(2000);
-            a.train.epochs.get_or_insert(2);
-            a.train.test_limit.get_or_insert(2000);
-            // An explicit option wins over --quick, whatever its value.
-            a.train.probe_limit.get_or_insert(500);
-            a.seeds.get_or_insert_with(|| vec![0]);
-            a.sample_at.get_or_insert(SampleAt::Log(4));
-        }
-        a.train.epochs.get_or_insert(1);
-        a.train.probe_limit.get_or_insert(1000);
-        // Four seeds fill the ~20 minutes the default study is sized to on 2 Zen 4 cores
-        // (~5 min each) and narrow the interval over seeds by a third against three
-        // (t(0.975, 3) / 2 = 1.59 against t(0.975, 2) / sqrt(3) = 2.48 standard deviations).
-        a.seeds.get_or_insert_with(|| vec![0, 1, 2, 3]);
-        a.sample_at.get_or_insert(SampleAt::Log(12));
+        // An explicit option wins, whatever its value.
+        a.train.train_limit = a.train.train_limit.or(d.train_limit);
+        a.train.test_limit = a.train.test_limit.or(d.test_limit);
+        a.train.epochs.get_or_insert(d.epochs);
+        a.train.probe_limit.get_or_insert(d.probe_limit);
+        a.seeds.get_or_insert(d.seeds);
+        a.sample_at.get_or_insert(d.sample_at);
+        a.taps.get_or_insert_with(|| d.taps.to_string());
         // The report's t-SNE grid and explorer need the embeddings.
         a.analysis.tsne = true;
         a
     }
 
     /// The study these options describe, validated.
-    pub fn plan(&self, backend: Option<&str>) -> Result<crate::study::StudyPlan> {
+    pub fn plan(&self, backend: Option<&str>) -> Result<StudyPlan> {
         let a = self.resolved();
         let seeds = a.seeds.clone().unwrap_or_default();
         let Some(&first) = seeds.first() else {
             anyhow::bail!("--seeds needs at least one seed");
         };
+        let d = StudyDefaults::full();
         let rec = Recording {
             seed: first,
-            taps: a.taps.clone(),
+            taps: a.taps.clone().unwrap_or_else(|| d.taps.to_string()),
             sample_at: a.sample_at.clone().unwrap_or_default(),
-            default_epochs: 1,
-            default_probe: 1000,
+            default_epochs: d.epochs,
+            default_probe: d.probe_limit,
         };
         let out = match (&a.train.resume, &a.train.out) {
             (Some(r), _) if !r.is_empty() => PathBuf::from(r),
             (_, Some(o)) => o.clone(),
             _ => anyhow::bail!("a bare --resume needs --out OUT"),
         };
-        Ok(crate::study::StudyPlan {
-            train: a.train.to_config(&rec).validate()?,
+        Ok(StudyPlan {
+            train: a.train.to_config(&rec).validate().map_err(flag_error)?,
             seeds,
             backend: BackendKind::resolve(backend)?,
             data_dir: a.train.data_dir.clone(),
@@ -584,4 +611,54 @@ pub struct ProbeArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolved(args: &[&str]) -> StudyArgs {
+        let cli = Cli::try_parse_from(["cnnu", "study"].iter().chain(args)).unwrap();
+        let Command::Study(study) = cli.command else {
+            panic!("parsed as study")
+        };
+        study.resolved()
+    }
+
+    #[test]
+    fn an_explicit_probe_limit_wins_over_quick_even_at_the_default_value() {
+        assert_eq!(resolved(&["--quick"]).train.probe_limit, Some(500));
+        let explicit = resolved(&["--quick", "--probe-limit", "1000"]);
+        assert_eq!(explicit.train.probe_limit, Some(1000));
+        assert_eq!(resolved(&[]).train.probe_limit, Some(1000));
+    }
+
+    #[test]
+    fn the_default_study_is_four_seeds_one_epoch_sampled_logarithmically() {
+        let d = resolved(&[]);
+        assert_eq!(d.seeds, Some(vec![0, 1, 2, 3]));
+        assert_eq!(d.train.epochs, Some(1));
+        assert_eq!(d.sample_at, Some(SampleAt::Log(12)));
+        assert_eq!(d.taps.as_deref(), Some(StudyDefaults::full().taps));
+        let q = resolved(&["--quick", "--seeds", "4,5"]);
+        assert_eq!(q.seeds, Some(vec![4, 5]));
+        let plan = resolved(&["--seeds", "7"]).plan(None).unwrap();
+        assert_eq!(plan.run_dir(7), PathBuf::from("runs/study"));
+        let plan = resolved(&[]).plan(None).unwrap();
+        assert_eq!(plan.run_dir(2), PathBuf::from("runs/study/seed-2"));
+        // Full MNIST, 4 seeds: 4 × (60 000 / 290 s of training + 2 test passes + 13 samples
+        // + 78 analysed pairs) = 4 × (207 + 14 + 9 + 62) s, about 19.5 min.
+        let eta = cnnu::study::expected_seconds(&plan, 60_000, 6);
+        assert!((1100.0..1250.0).contains(&eta), "{eta}");
+    }
+
+    #[test]
+    fn configuration_errors_name_the_option() {
+        let cli = Cli::try_parse_from(["cnnu", "study", "--batch-size", "0"]).unwrap();
+        let Command::Study(study) = cli.command else {
+            panic!("parsed as study")
+        };
+        let err = study.plan(None).unwrap_err().to_string();
+        assert_eq!(err, "--batch-size must be at least 1");
+    }
 }

@@ -1,5 +1,5 @@
-//! The code behind each `cnnu` subcommand: arguments in (the types of [`crate::cli`]), work
-//! done through the library, results printed.
+//! The code behind each `cnnu` subcommand: arguments in (the types of `cli.rs`), work done
+//! through the library, results printed (progress through `console.rs`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,11 +12,13 @@ use cnnu_train::tensor_file::{self, NamedTensor};
 use cnnu_train::trainer::read_run_config;
 use cnnu_train::{ImageDataset, RunDir, RunSummary};
 
+use cnnu::training::{TrainRequest, train_run};
+
 use crate::cli::{
     AggregateArgs, AnalyzeArgs, Cli, Command, CompareArgs, ExportArgs, ModelArg, ProbeArgs,
-    ReduceArgs, StudyArgs, TrainCommand,
+    ReduceArgs, StudyArgs, TrainCommand, flag_error, study_error, train_error,
 };
-use crate::training::{TrainRequest, train_run};
+use crate::console::{Console, run_line};
 
 /// `cnnu export`: a checkpoint's model as torchvision weights.
 fn export(args: &ExportArgs) -> Result<()> {
@@ -162,22 +164,27 @@ pub fn train(backend: Option<&str>, cmd: &TrainCommand) -> Result<(RunDir, RunSu
                 None => saved.backend.ensure_compiled()?,
             };
             TrainRequest {
-                config: config.validate()?,
+                config: config.validate().map_err(flag_error)?,
                 backend,
                 run,
                 resume: true,
             }
         }
         None => TrainRequest {
-            config: cmd.to_config().validate()?,
+            config: cmd.to_config().validate().map_err(flag_error)?,
             backend: BackendKind::resolve(backend)?,
             run: RunDir::new(args.out.clone().context("--out RUN is required")?),
             resume: false,
         },
     };
     let c = request.config.config();
-    let (dataset, source) = ImageDataset::load(c.dataset, args.data_dir.as_deref())?;
-    let summary = train_run(&request, &dataset, &source.to_string())?;
+    let mut console = Console::new();
+    let (dataset, source) = ImageDataset::load(c.dataset, args.data_dir.as_deref(), &mut |url| {
+        eprintln!("downloading {url}")
+    })?;
+    let source = source.to_string();
+    eprintln!("{}", run_line(&request, &source));
+    let summary = train_run(&request, &dataset, &source, &mut console).map_err(train_error)?;
     Ok((request.run, summary))
 }
 
@@ -299,7 +306,7 @@ fn compare(args: &CompareArgs) -> Result<()> {
 /// `cnnu study`: prints the summary table and where the report is.
 pub fn study(backend: Option<&str>, args: &StudyArgs) -> Result<()> {
     let plan = args.plan(backend)?;
-    let outcome = crate::study::run(&plan)?;
+    let outcome = cnnu::study::run(&plan, &mut Console::new()).map_err(study_error)?;
     println!("{}", outcome.table);
     println!("report: {}", outcome.report.html.display());
     println!("        {}", outcome.report.md.display());

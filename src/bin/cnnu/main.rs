@@ -1,4 +1,9 @@
-//! The `cnnu` binary: parses the command line and reports errors in one line.
+//! The `cnnu` binary: parses the command line (`cli`), does the work through the library
+//! (`commands`), shows progress (`console`) and reports errors in one line.
+
+mod cli;
+mod commands;
+mod console;
 
 use clap::Parser;
 
@@ -18,8 +23,8 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = cnnu::cli::Cli::parse();
-    match cnnu::commands::run(cli) {
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
