@@ -10,13 +10,13 @@
 
 use std::hint::black_box;
 
-use cnnu::analysis::cluster::{HdbscanParams, Route, hdbscan_with};
-use cnnu::analysis::dynamics::{
+use cnnu::analysis::numerics::cluster::{HdbscanParams, Route, hdbscan_with};
+use cnnu::analysis::numerics::dynamics::{
     CenteredGram, Hsic, class_subspace_alignment, linear_cka, linear_probe, nc1,
 };
-use cnnu::analysis::metrics::{knn_agreement, silhouette_true};
-use cnnu::analysis::reduce::{Method, Solver, reduce};
-use cnnu::analysis::rng::SplitMix64;
+use cnnu::analysis::numerics::metrics::{knn_agreement, silhouette_true};
+use cnnu::analysis::numerics::reduce::{Method, Solver, reduce};
+use cnnu::analysis::numerics::rng::SplitMix64;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const DIM: usize = 240;

@@ -1,4 +1,4 @@
-//! The reduce step (`cnnu::analysis::reduce`) on conv1-shaped activations: each solver at
+//! The reduce step (`cnnu::analysis::numerics::reduce`) on conv1-shaped activations: each solver at
 //! N = 2000 and N = 10 000 samples × D = 12 544 features, so the winner at each size is visible.
 //!
 //! The data imitate ResNet18-MNIST conv1 activations (64 channels × 14 × 14): a sum of R = 300
@@ -15,7 +15,7 @@
 
 use std::hint::black_box;
 
-use cnnu::analysis::reduce::{GRAM_MAX_DIM, Method, Solver, reduce};
+use cnnu::analysis::numerics::reduce::{GRAM_MAX_DIM, Method, Solver, reduce};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const D: usize = 12_544;

@@ -9,10 +9,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use cnnu_analysis::aggregate;
-use cnnu_analysis::pipeline::{LayerReport, ValidAnalysisParams};
-use cnnu_analysis::report::{self, EpochAccuracy, ReportPaths, read_accuracy};
-use cnnu_analysis::summary::{analyze_run, sample_name};
+use cnnu_analysis::numerics::pipeline::ValidAnalysisParams;
+use cnnu_analysis::reporting::aggregate;
+use cnnu_analysis::reporting::layer::LayerReport;
+use cnnu_analysis::reporting::report::{self, EpochAccuracy, ReportPaths, read_accuracy};
+use cnnu_analysis::reporting::summary::{analyze_run, sample_name};
 use cnnu_model::BackendKind;
 use cnnu_train::trainer::read_run_config;
 use cnnu_train::{ImageDataset, RunDir, ValidTrainConfig};
@@ -237,6 +238,7 @@ fn run_seed(
         &plan.analysis,
         plan.jobs,
         &plan.labels_var,
+        &|p| eprintln!("{}", p.line()),
     )
     .with_context(|| format!("analysing {}", root.display()))?;
     let analyse_seconds = analysis_started.elapsed().as_secs_f64();

@@ -1,21 +1,12 @@
-//! cnnu's analysis side: reading recorded activations (cnnu snapshots, MATLAB v5 files) and
-//! the seed project's filter → reduce → cluster → purity pipeline, with the measures,
-//! plots, run summaries and the study report built on it.
+//! cnnu's analysis side: the seed project's filter → reduce → cluster → purity pipeline and
+//! the representation measures, the readers of recorded activations, and the run-level
+//! summaries, plots and study report built on them.
+//!
+//! - [`numerics`]: the measures themselves, on the caller's arrays; no file I/O, no plotting.
+//! - [`readers`]: everything that reads files (cnnu snapshots, MATLAB v5 `.mat` files).
+//! - [`reporting`]: run-level outputs: summaries, aggregates, comparisons, figures, plots,
+//!   the study report and the explorer page.
 
-pub mod aggregate;
-pub mod cluster;
-pub mod compare;
-pub mod dynamics;
-pub mod embed;
-pub mod explorer;
-pub mod figures;
-pub mod mat;
-pub mod metrics;
-pub mod pipeline;
-pub mod plot;
-pub mod reduce;
-pub mod report;
-pub mod rng;
-pub mod scores;
-pub mod source;
-pub mod summary;
+pub mod numerics;
+pub mod readers;
+pub mod reporting;

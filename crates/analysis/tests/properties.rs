@@ -1,8 +1,8 @@
 //! Property tests (proptest) of the measures and the SVD step: invariances and identities that
 //! must hold for every input, not just the fixed cases of the unit tests.
 
-use cnnu_analysis::metrics::cluster_agreement;
-use cnnu_analysis::reduce::{Method, Solver, reduce};
+use cnnu_analysis::numerics::metrics::cluster_agreement;
+use cnnu_analysis::numerics::reduce::{Method, Solver, reduce};
 use proptest::prelude::*;
 
 fn labelings() -> impl Strategy<Value = (Vec<i64>, Vec<i64>)> {

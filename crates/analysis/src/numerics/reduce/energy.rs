@@ -68,8 +68,8 @@ impl Goal {
 
 #[cfg(test)]
 mod tests {
-    use crate::reduce::testing::*;
-    use crate::reduce::{Method, reduce};
+    use crate::numerics::reduce::testing::*;
+    use crate::numerics::reduce::{Method, reduce};
 
     #[test]
     fn energies_are_consistent_and_non_decreasing() {

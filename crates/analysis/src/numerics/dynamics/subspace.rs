@@ -6,8 +6,8 @@ use faer::{Accum, Mat, MatRef, Par, Side};
 use rayon::prelude::*;
 
 use super::{DynamicsError, SYMMETRY_TOL, asymmetric_pair, check_data, check_labels, class_sums};
-use crate::metrics::dense_ids;
-use crate::reduce::{self, Method, ReduceError, Solver};
+use crate::numerics::metrics::dense_ids;
+use crate::numerics::reduce::{self, Method, ReduceError, Solver};
 
 /// Class-subspace alignment: per class, top-r right singular vectors of its centred samples (r
 /// from the energy threshold, same rule as reduce); for each pair of classes the mean cosine of
@@ -303,7 +303,7 @@ fn mean_cosine(va: MatRef<'_, f32>, vb: MatRef<'_, f32>) -> Result<f64, Dynamics
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dynamics::testing::Gen;
+    use crate::numerics::dynamics::testing::Gen;
 
     /// Samples of class `c` with random coefficients on the coordinates `coords` and the
     /// constant `offset` everywhere (removed by the per-class centring).
@@ -439,7 +439,7 @@ mod tests {
         }
         let by_features = class_subspace_alignment(&x, n, d, &labels, 0.9).unwrap();
         for centre in [false, true] {
-            let g = crate::reduce::sample_gram(&x, n, d, centre).unwrap();
+            let g = crate::numerics::reduce::sample_gram(&x, n, d, centre).unwrap();
             let by_gram = class_subspace_alignment_from_gram(&g, n, &labels, 0.9).unwrap();
             assert_eq!(by_gram.classes, by_features.classes);
             assert_eq!(by_gram.ranks, by_features.ranks);

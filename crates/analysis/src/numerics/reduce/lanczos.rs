@@ -7,7 +7,7 @@ use faer::{Accum, Mat, MatRef, Par, Side};
 use super::data::par_matmul;
 use super::energy::{Crossing, Goal};
 use super::{EXTRA_SINGULAR_VALUES, ReduceError};
-use crate::rng::SplitMix64;
+use crate::numerics::rng::SplitMix64;
 
 /// A symmetric positive semi-definite operator `A` on `R^dim`, driven one block at a time.
 ///
@@ -388,8 +388,8 @@ fn norm(a: &[f64]) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use crate::reduce::testing::*;
-    use crate::reduce::{Method, reduce};
+    use crate::numerics::reduce::testing::*;
+    use crate::numerics::reduce::{Method, reduce};
 
     /// Singular values placed so that the energy at `k0 − 1` sits `margin` from the threshold.
     fn tiny_margin_spectrum(k0: usize, r: usize, margin: f64) -> Vec<f64> {

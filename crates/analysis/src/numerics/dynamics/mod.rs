@@ -29,8 +29,8 @@ pub use subspace::{
 
 use rayon::prelude::*;
 
-use crate::reduce::ReduceError;
-use crate::scores::ScoresError;
+use crate::numerics::reduce::ReduceError;
+use crate::numerics::scores::ScoresError;
 
 /// Asymmetry allowed in a Gram matrix given to [`CenteredGram::from_gram`], relative to its
 /// largest entry: far above the rounding of any product `X Xᵀ`, far below a layout mistake.
@@ -259,7 +259,7 @@ fn check_labels(labels: &[i64], n: usize) -> Result<(), DynamicsError> {
 
 #[cfg(test)]
 mod testing {
-    use crate::rng::SplitMix64;
+    use crate::numerics::rng::SplitMix64;
 
     /// Seeded standard normals for the tests of every measure.
     pub(super) struct Gen(pub(super) SplitMix64);

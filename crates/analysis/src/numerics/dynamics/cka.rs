@@ -7,7 +7,7 @@ use std::str::FromStr;
 use rayon::prelude::*;
 
 use super::{DynamicsError, SYMMETRY_TOL, TILE, asymmetric_pair, check_data, first_non_finite};
-use crate::reduce;
+use crate::numerics::reduce;
 
 /// Which HSIC estimator linear CKA uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -305,7 +305,7 @@ mod tests {
     use faer::Mat;
 
     use super::*;
-    use crate::dynamics::testing::Gen;
+    use crate::numerics::dynamics::testing::Gen;
 
     fn gram_of(x: &[f32], n: usize, d: usize) -> Vec<f64> {
         let mut g = vec![0f64; n * n];
