@@ -18,10 +18,10 @@ use crate::numerics::dynamics::{
 use crate::numerics::embed::{EmbedError, Embedding, TsneParams, tsne};
 use crate::numerics::matrix::Representation;
 use crate::numerics::metrics::{
-    ClusterAgreement, MetricsError, cluster_agreement, knn_agreement, silhouette_true,
+    ClusterAgreement, MetricsError, cluster_agreement, knn_agreement_rows, silhouette_true_rows,
 };
 use crate::numerics::reduce::{
-    FilterClass, Method, ReduceError, Solver, filter_features, reduce, select_columns,
+    FilterClass, Method, ReduceError, Solver, filter_features, reduce_rows, select_columns,
 };
 
 /// Above this many samples CKA uses the first `CKA_MAX_N` of them (the probe set is the same
@@ -294,7 +294,7 @@ pub fn analyze_layer(
 
     let t = Instant::now();
     let d_kept = filter.kept.len();
-    let mut red = reduce(&kept, n, d_kept, p.method, p.energy, p.max_k, p.solver)?;
+    let mut red = reduce_rows(&kept, n, d_kept, p.method, p.energy, p.max_k, p.solver)?;
     seconds.svd = t.elapsed().as_secs_f64();
 
     // The Gram solver's sample-side matrix, when it formed one, serves CKA and the class
@@ -377,7 +377,7 @@ fn cka_gram(
     let m = n.min(CKA_MAX_N);
     let g = match sample_gram {
         Some(g) if m == n => CenteredGram::from_gram(g, n),
-        _ => CenteredGram::from_features(&kept[..m * d_kept], m, d_kept),
+        _ => CenteredGram::from_rows(&kept[..m * d_kept], m, d_kept),
     };
     match g {
         Ok(g) => Ok(Some(g)),
@@ -432,7 +432,7 @@ fn cluster_and_agree(
     let agreement = cluster_agreement(labels, &clusters)?;
     // Both measures are undefined on degenerate inputs (one sample; one class, or one class
     // per sample): that is a NaN (null in JSON) for this layer, not a failed analysis.
-    let knn = match knn_agreement(
+    let knn = match knn_agreement_rows(
         scores,
         n,
         k,
@@ -442,7 +442,7 @@ fn cluster_and_agree(
         Err(MetricsError::InvalidK { .. }) => f64::NAN,
         other => other?,
     };
-    let silhouette = match silhouette_true(scores, n, k, labels) {
+    let silhouette = match silhouette_true_rows(scores, n, k, labels) {
         Err(MetricsError::InvalidClassCount { .. }) => f64::NAN,
         other => other?,
     };

@@ -252,8 +252,8 @@ pub fn cross_cka(
     da: usize,
     db: usize,
 ) -> Result<f64, DynamicsError> {
-    let ga = CenteredGram::from_features(a, n, da)?;
-    let gb = CenteredGram::from_features(b, n, db)?;
+    let ga = CenteredGram::from_rows(a, n, da)?;
+    let gb = CenteredGram::from_rows(b, n, db)?;
     linear_cka(&ga, &gb, Hsic::Biased)
 }
 

@@ -64,7 +64,7 @@ pub fn class_subspace_alignment(
         buf.resize(nc * d, 0.0);
         let xc = &mut buf[..nc * d];
         centre_rows(x, d, &rows, &mu, xc);
-        let red = match reduce::reduce(xc, nc, d, Method::Pca, energy, None, Solver::Auto) {
+        let red = match reduce::reduce_rows(xc, nc, d, Method::Pca, energy, None, Solver::Auto) {
             Ok(r) => r,
             Err(ReduceError::ZeroEnergy { .. }) => continue,
             Err(e) => return Err(e.into()),
