@@ -6,6 +6,8 @@
 //! - [`readers`]: everything that reads files (cnnu snapshots, MATLAB v5 `.mat` files).
 //! - [`reporting`]: run-level outputs: summaries, aggregates, comparisons, figures, plots,
 //!   the study report and the explorer page.
+//! - [`io_error`]: the one I/O-error wrapper (a path with its `std::io::Error`) the readers and
+//!   the reports share.
 //!
 //! # Analyse your own arrays
 //!
@@ -74,6 +76,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod io_error;
 pub mod numerics;
 pub mod readers;
 pub mod reporting;

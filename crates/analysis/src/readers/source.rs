@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
 
+use crate::io_error::IoError;
 use crate::numerics::matrix::{Matrix, MatrixError, Representation};
 use crate::readers::mat::{self, MatError};
 
@@ -70,14 +71,8 @@ pub enum SourceError {
     #[error(transparent)]
     Format(#[from] cnnu_run::SnapshotFormatError),
     /// The file cannot be opened or mapped.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// The file is not valid safetensors (truncated, bad header, offsets outside the file).
     #[error("{path}: not a valid snapshot: {problem}")]
     Snapshot {
@@ -233,16 +228,13 @@ fn load_mat(path: &Path, layer: &str, labels_var: &str) -> Result<Raw, SourceErr
 }
 
 fn map_file(path: &Path) -> Result<memmap2::Mmap, SourceError> {
-    let io = |source| SourceError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = IoError::at(path);
     let file = File::open(path).map_err(io)?;
     // Mapping, not reading: only the pages of the one tensor asked for are touched, so a
     // multi-GB snapshot costs the size of one layer. The file is a finished snapshot that
     // nothing rewrites in place (cnnu replaces files by rename), which is what makes the map
     // safe to read.
-    unsafe { memmap2::Mmap::map(&file) }.map_err(io)
+    Ok(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?)
 }
 
 fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>, SourceError> {

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::io_error::IoError;
 use crate::numerics::dynamics::{CenteredGram, DynamicsError, Hsic, linear_cka};
 use crate::numerics::pipeline::CKA_MAX_N;
 use crate::numerics::reduce;
@@ -583,13 +584,7 @@ fn layer_matrix(last: &[Option<Grams>]) -> Vec<Vec<f64>> {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CompareError + '_ {
-    move |source| {
-        SummaryError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-        .into()
-    }
+    move |source| SummaryError::Io(IoError::at(path)(source)).into()
 }
 
 /// Writes `compare.csv`, `compare.json` and `cka-layers.png` into `dir`, each atomically.

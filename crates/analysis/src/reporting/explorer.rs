@@ -205,7 +205,7 @@ impl ExplorerData {
             let path = cnnu_run::RunDir::new(run).sample_path(s);
             let p = match source::snapshot_info(&path) {
                 Ok(info) => info.predictions,
-                Err(SourceError::Io { .. }) => None,
+                Err(SourceError::Io(_)) => None,
                 Err(e) => return Err(e.into()),
             };
             predictions.push(p);

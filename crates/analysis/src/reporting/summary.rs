@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use cnnu_run::{RunDir, SampleFile, SampleName, SnapshotFormatError};
 
+use crate::io_error::IoError;
 use crate::numerics::dynamics::{CenteredGram, linear_cka};
 use crate::numerics::pipeline::ValidAnalysisParams;
 use crate::readers::source::{self, SourceError};
@@ -45,14 +46,8 @@ pub enum SummaryError {
         source: LayerError,
     },
     /// Writing results failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// Drawing failed.
     #[error(transparent)]
     Plot(#[from] PlotError),
@@ -306,10 +301,7 @@ impl LayerWalk<'_> {
 
 /// Wraps an I/O error with the file it happened to.
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SummaryError + '_ {
-    move |source| SummaryError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| IoError::at(path)(source).into()
 }
 
 /// Writes a result file atomically (temporary sibling, fsync, rename), so a crash never
