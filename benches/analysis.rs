@@ -13,13 +13,14 @@
 
 use std::hint::black_box;
 
-use cnnu::analysis::cluster::{HdbscanParams, Route, hdbscan_with};
-use cnnu::analysis::dynamics::{
+use cnnu::analysis::numerics::cluster::{HdbscanParams, Route, hdbscan_with};
+use cnnu::analysis::numerics::dynamics::{
     CenteredGram, Hsic, class_subspace_alignment, linear_cka, linear_probe, nc1,
 };
-use cnnu::analysis::metrics::{knn_agreement, silhouette_true};
-use cnnu::analysis::reduce::{Method, Solver, reduce};
-use cnnu::analysis::rng::SplitMix64;
+use cnnu::analysis::numerics::matrix::Matrix;
+use cnnu::analysis::numerics::metrics::{knn_agreement, silhouette_true};
+use cnnu::analysis::numerics::reduce::{Method, Solver, reduce};
+use cnnu::analysis::numerics::rng::SplitMix64;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const DIM: usize = 240;
@@ -79,11 +80,12 @@ fn measures(c: &mut Criterion) {
     group.sample_size(10);
     for n in [2000, 10_000] {
         let (x, labels) = scores(n);
+        let m = Matrix::from_slice(&x, n, DIM).unwrap();
         group.bench_function(format!("knn_agreement_n{n}"), |b| {
-            b.iter(|| knn_agreement(black_box(&x), n, DIM, &labels, 10).unwrap())
+            b.iter(|| knn_agreement(black_box(&m), &labels, 10).unwrap())
         });
         group.bench_function(format!("silhouette_true_n{n}"), |b| {
-            b.iter(|| silhouette_true(black_box(&x), n, DIM, &labels).unwrap())
+            b.iter(|| silhouette_true(black_box(&m), &labels).unwrap())
         });
     }
     group.finish();
@@ -128,19 +130,20 @@ fn dynamics(c: &mut Criterion) {
         let structured = low_rank(&mut rng, n, d);
         for (name, x) in [("random", &random), ("low_rank", &structured)] {
             let id = format!("{name}_d{d}");
-            let red = reduce(x, n, d, Method::Pca, 0.9, None, Solver::Auto).unwrap();
+            let m = Matrix::from_slice(x, n, d).unwrap();
+            let red = reduce(&m, Method::Pca, 0.9, None, Solver::Auto).unwrap();
             group.bench_function(format!("reduce_{id}"), |b| {
-                b.iter(|| reduce(black_box(x), n, d, Method::Pca, 0.9, None, Solver::Auto).unwrap())
+                b.iter(|| reduce(black_box(&m), Method::Pca, 0.9, None, Solver::Auto).unwrap())
             });
             group.bench_function(format!("gram_from_features_{id}"), |b| {
-                b.iter(|| CenteredGram::from_features(black_box(x), n, d).unwrap())
+                b.iter(|| CenteredGram::from_features(black_box(&m)).unwrap())
             });
             if let Some(g) = red.sample_gram.as_deref() {
                 group.bench_function(format!("gram_from_gram_{id}"), |b| {
                     b.iter(|| CenteredGram::from_gram(black_box(g), n).unwrap())
                 });
             }
-            let gram = CenteredGram::from_features(x, n, d).unwrap();
+            let gram = CenteredGram::from_features(&m).unwrap();
             group.bench_function(format!("cka_unbiased_{id}"), |b| {
                 b.iter(|| linear_cka(black_box(&gram), &gram, Hsic::Unbiased).unwrap())
             });

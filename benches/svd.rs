@@ -1,4 +1,4 @@
-//! The reduce step (`cnnu::analysis::reduce`) on conv1-shaped activations: each solver at
+//! The reduce step (`cnnu::analysis::numerics::reduce`) on conv1-shaped activations: each solver at
 //! N = 2000 and N = 10 000 samples × D = 12 544 features, so the winner at each size is visible.
 //!
 //! The data imitate ResNet18-MNIST conv1 activations (64 channels × 14 × 14): a sum of R = 300
@@ -18,7 +18,8 @@
 
 use std::hint::black_box;
 
-use cnnu::analysis::reduce::{GRAM_MAX_DIM, Method, Solver, reduce};
+use cnnu::analysis::numerics::matrix::Matrix;
+use cnnu::analysis::numerics::reduce::{GRAM_MAX_DIM, Method, Solver, reduce};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const D: usize = 12_544;
@@ -69,7 +70,7 @@ fn conv1_like(n: usize, seed: u64) -> Vec<f32> {
 fn svd(c: &mut Criterion) {
     let gram_10k = std::env::var_os("CNNU_BENCH_GRAM_10K").is_some();
     for n in [2000usize, 10_000] {
-        let x = conv1_like(n, 0x5EED ^ n as u64);
+        let x = Matrix::new(conv1_like(n, 0x5EED ^ n as u64), n, D).expect("finite");
         let solvers: &[Solver] = if n <= GRAM_MAX_DIM || gram_10k {
             &[Solver::Gram, Solver::Randomized]
         } else {
@@ -77,7 +78,7 @@ fn svd(c: &mut Criterion) {
         };
         // One run each, so that the report shows that every solver finds the same k.
         for &solver in solvers {
-            let r = reduce(&x, n, D, Method::Pca, 0.9, None, solver).expect("reduce");
+            let r = reduce(&x, Method::Pca, 0.9, None, solver).expect("reduce");
             eprintln!(
                 "n={n} d={D} {solver:?}: k={} energy at k−1 {:.7}, at k {:.7}, s1={:.4}",
                 r.k, r.energy_before_k, r.energy_at_k, r.singular_values[0]
@@ -87,9 +88,7 @@ fn svd(c: &mut Criterion) {
         group.sample_size(10);
         for &solver in solvers {
             group.bench_function(format!("{solver:?}").to_lowercase(), |b| {
-                b.iter(|| {
-                    reduce(black_box(&x), n, D, Method::Pca, 0.9, None, solver).expect("reduce")
-                })
+                b.iter(|| reduce(black_box(&x), Method::Pca, 0.9, None, solver).expect("reduce"))
             });
         }
         group.finish();

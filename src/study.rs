@@ -8,10 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use cnnu_analysis::aggregate::{self, AggregateError};
-use cnnu_analysis::pipeline::{LayerReport, ValidAnalysisParams};
-use cnnu_analysis::report::{self, EpochAccuracy, ReportPaths, read_accuracy};
-use cnnu_analysis::summary::{SummaryError, analyze_run, sample_name};
+use cnnu_analysis::numerics::pipeline::ValidAnalysisParams;
+use cnnu_analysis::reporting::aggregate::{self, AggregateError};
+use cnnu_analysis::reporting::layer::LayerReport;
+use cnnu_analysis::reporting::report::{self, EpochAccuracy, ReportPaths, read_accuracy};
+use cnnu_analysis::reporting::summary::{Progress, SummaryError, analyze_run, sample_name};
 use cnnu_model::BackendKind;
 use cnnu_train::trainer::read_run_config;
 use cnnu_train::{
@@ -127,7 +128,8 @@ pub struct StudyEstimate {
 
 /// What a study reports while it works; every method has an empty default, and each run's
 /// training reports through [`TrainProgress`]. `()` reports nothing; the `cnnu` binary prints.
-pub trait StudyProgress: TrainProgress {
+/// `Sync` because a run's layers are analysed on several threads at once.
+pub trait StudyProgress: TrainProgress + Sync {
     /// The dataset is being downloaded from `url`.
     fn downloading(&mut self, _url: &str) {}
     /// The study starts.
@@ -136,6 +138,8 @@ pub trait StudyProgress: TrainProgress {
     fn run_started(&mut self, _request: &TrainRequest, _source: &str) {}
     /// The run in `run` is trained; its analysis starts.
     fn analysing(&mut self, _run: &Path) {}
+    /// One (sample, layer) of the run is analysed (called from the analysis threads).
+    fn analysed(&self, _pair: Progress<'_>) {}
     /// `done` seeds took `elapsed` seconds; `left` seeds remain.
     fn seed_done(&mut self, _seed: u64, _elapsed: f64, _done: usize, _left: usize) {}
 }
@@ -349,6 +353,7 @@ fn run_seed(
     let trained = train_run(&request, dataset, source, progress)?;
     let root = request.run.root().to_path_buf();
     progress.analysing(&root);
+    let shared: &dyn StudyProgress = progress;
     let analysis_started = Instant::now();
     let failed = |source| StudyError::Analysis {
         run: root.clone(),
@@ -360,6 +365,7 @@ fn run_seed(
         &plan.analysis,
         plan.jobs,
         &plan.labels_var,
+        &|pair| shared.analysed(pair),
     )
     .map_err(failed)?;
     let analyse_seconds = analysis_started.elapsed().as_secs_f64();

@@ -4,10 +4,8 @@
 //! filter → pca → HDBSCAN must give the reference's epoch-0 rows of `science_table.csv`:
 //! the same kept features, the same k, the same energy at k, and no clusters.
 
-use std::path::PathBuf;
-
-use cnnu::analysis::pipeline::{AnalysisParams, analyze};
-use cnnu::analysis::source::Activations;
+use cnnu::analysis::numerics::matrix::{Matrix, Representation};
+use cnnu::analysis::numerics::pipeline::{AnalysisParams, analyze};
 use cnnu::model::{BackendKind, ResNetConfig};
 use cnnu::train::mnist::{MnistSplit, Split};
 
@@ -45,26 +43,19 @@ fn epoch_zero_reproduces_the_reference_study() {
     let params = AnalysisParams::default().check().unwrap();
     for (row, tap) in rows.iter().zip(outputs) {
         assert_eq!(row[col("layer")], tap.name);
-        let acts = Activations {
-            source: PathBuf::from("probe"),
-            layer: tap.name.clone(),
-            n,
-            sample_shape: tap.shape[1..].to_vec(),
-            data: tap.values,
-            labels: labels.clone(),
-            epoch: Some(0),
-            step: None,
-            class_names: None,
-        };
-        let r = analyze(&acts, &params, 0.0).unwrap();
+        let d = tap.shape[1..].iter().product();
+        let features = Matrix::new(tap.values, n, d).unwrap();
+        let rep = Representation::new(features, labels.clone()).unwrap();
+        let r = analyze(&rep, &params).unwrap();
+        let layer = &tap.name;
         let want = |name: &str| row[col(name)].parse::<f64>().unwrap();
-        assert_eq!(r.d_total as f64, want("d_total"), "{}", r.layer);
-        assert_eq!(r.d_kept as f64, want("d_kept"), "{}", r.layer);
-        assert_eq!(r.k as f64, want("k"), "{}", r.layer);
+        assert_eq!(r.d_total as f64, want("d_total"), "{}", layer);
+        assert_eq!(r.d_kept as f64, want("d_kept"), "{}", layer);
+        assert_eq!(r.k as f64, want("k"), "{}", layer);
         assert!(
             (r.energy_at_k - want("energy_at_k")).abs() < 2e-6,
             "{}: {} vs {}",
-            r.layer,
+            layer,
             r.energy_at_k,
             want("energy_at_k")
         );
@@ -72,12 +63,12 @@ fn epoch_zero_reproduces_the_reference_study() {
             r.agreement.n_clusters as f64,
             want("n_clusters"),
             "{}",
-            r.layer
+            layer
         );
         assert!(
             (r.agreement.purity_with_noise - want("purity_with_noise")).abs() < 1e-3,
             "{}",
-            r.layer
+            layer
         );
     }
 }

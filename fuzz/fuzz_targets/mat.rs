@@ -1,5 +1,5 @@
-//! Fuzzes the MATLAB v5 reader, `cnnu_analysis::mat::{list_variables, read_variable,
-//! read_labels}` and `cnnu_analysis::source::{layers, load}` on a `.mat` path, through their
+//! Fuzzes the MATLAB v5 reader, `cnnu_analysis::readers::mat::{list_variables, read_variable,
+//! read_labels}` and `cnnu_analysis::readers::source::{layers, load}` on a `.mat` path, through their
 //! real path-based API. The input is the MAT file itself; the calls and the post-conditions
 //! are `run_mat` in `fuzz/harness/readers.rs`, shared with the stable seed test
 //! `crates/analysis/tests/fuzz_seeds.rs`; this file only feeds it libFuzzer's inputs.

@@ -1,4 +1,4 @@
-//! Fuzzes the safetensors snapshot reader, `cnnu_analysis::source::{layers, load}`, through
+//! Fuzzes the safetensors snapshot reader, `cnnu_analysis::readers::source::{layers, load}`, through
 //! its real path-based API. The input is the snapshot file itself; the calls and the
 //! post-conditions are `run_snapshot` in `fuzz/harness/readers.rs`, shared with the stable
 //! seed test `crates/analysis/tests/fuzz_seeds.rs`; this file only feeds it libFuzzer's

@@ -17,8 +17,8 @@
 
 use std::path::Path;
 
-use cnnu_analysis::mat::{list_variables, read_labels, read_variable};
-use cnnu_analysis::source::{Activations, layers, load};
+use cnnu_analysis::readers::mat::{list_variables, read_labels, read_variable};
+use cnnu_analysis::readers::source::{Activations, layers, load};
 
 /// The snapshot's file name in the scratch directory: not ending in `.mat`, so the
 /// safetensors path is taken, and cnnu-style, so an epoch (1) is parsed from it.
@@ -49,7 +49,7 @@ pub fn run_snapshot(dir: &Path, data: &[u8]) {
     for layer in &names {
         if let Ok(acts) = load(path, layer, "labels") {
             check_acts(&acts);
-            assert!(!acts.sample_shape.is_empty());
+            assert!(!acts.provenance.sample_shape.is_empty());
         }
     }
     // Labels taken from another integer tensor, as `--labels NAME` allows.
@@ -86,21 +86,22 @@ pub fn run_mat(dir: &Path, data: &[u8]) {
 }
 
 /// What `load` promises on success: one label per sample, and `[N, D]` values where D, the
-/// product of the per-sample shape (what `Activations::d` returns), fits in usize. D is
-/// computed checked before `d()` is called, so that an overflow is reported as such in both
-/// builds (with overflow checks `d()` would panic by itself; without, it would wrap).
+/// product of the per-sample shape, fits in usize and is the matrix's column count. D is
+/// computed checked, so that an overflow is reported as such in both builds.
 fn check_acts(acts: &Activations) {
-    assert_eq!(acts.labels.len(), acts.n);
-    let d = acts
-        .sample_shape
-        .iter()
-        .try_fold(1usize, |a, &x| a.checked_mul(x));
+    let rep = &acts.representation;
+    let shape = &acts.provenance.sample_shape;
+    assert_eq!(rep.labels().len(), rep.n());
+    let d = shape.iter().try_fold(1usize, |a, &x| a.checked_mul(x));
     assert!(
         d.is_some(),
         "`{}`: per-sample shape {:?} overflows usize",
-        acts.layer,
-        acts.sample_shape
+        acts.provenance.layer,
+        shape
     );
-    assert_eq!(d, Some(acts.d()));
-    assert_eq!(d.and_then(|d| d.checked_mul(acts.n)), Some(acts.data.len()));
+    assert_eq!(d, Some(rep.d()));
+    assert_eq!(
+        d.and_then(|d| d.checked_mul(rep.n())),
+        Some(rep.features().as_slice().len())
+    );
 }

@@ -8,7 +8,7 @@ mod browser;
 
 use std::path::{Path, PathBuf};
 
-use cnnu_analysis::explorer::{
+use cnnu_analysis::reporting::explorer::{
     EmbeddingView, ExplorerData, ExplorerHeatmap, ExplorerSample, ProbeImages, explorer_html,
 };
 

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use cnnu_analysis::source::{layers, load};
+use cnnu_analysis::readers::source::{layers, load};
 
 #[path = "../../../fuzz/harness/readers.rs"]
 mod readers;
@@ -54,16 +54,22 @@ fn valid_seeds_still_read() {
         ["logits", "conv1", "avgpool", "fc"]
     );
     let acts = load(&snap, "conv1", "labels").unwrap();
-    assert_eq!((acts.n, acts.sample_shape.as_slice()), (3, &[2, 3, 3][..]));
-    assert_eq!(acts.epoch, Some(2));
-    assert_eq!(acts.labels, [0, 3, 6]);
+    assert_eq!(
+        (acts.n(), acts.provenance.sample_shape.as_slice()),
+        (3, &[2, 3, 3][..])
+    );
+    assert_eq!(acts.provenance.epoch, Some(2));
+    assert_eq!(acts.representation.labels(), [0, 3, 6]);
 
     let mat = dir.path().join("small.mat");
     for name in ["small_valid.mat", "small_valid_z.mat"] {
         std::fs::copy(seeds::dir("mat").join(name), &mat).unwrap();
         let acts = load(&mat, "conv1", "labels").unwrap();
-        assert_eq!((acts.n, acts.sample_shape.as_slice()), (3, &[1, 2, 2][..]));
-        assert_eq!(acts.labels, [1, 0, 2]);
+        assert_eq!(
+            (acts.n(), acts.provenance.sample_shape.as_slice()),
+            (3, &[1, 2, 2][..])
+        );
+        assert_eq!(acts.representation.labels(), [1, 0, 2]);
         assert_eq!(load(&mat, "fc", "labels").unwrap().d(), 2);
     }
 }

@@ -4,9 +4,10 @@
 
 use std::path::Path;
 
-use cnnu_analysis::pipeline::{AnalysisParams, analyze};
-use cnnu_analysis::reduce::{Method, Solver};
-use cnnu_analysis::source;
+use cnnu_analysis::numerics::pipeline::AnalysisParams;
+use cnnu_analysis::numerics::reduce::{Method, Solver};
+use cnnu_analysis::readers::source;
+use cnnu_analysis::reporting::layer::analyze;
 
 fn blobs() -> source::Activations {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pipeline/blobs.mat");
@@ -30,7 +31,7 @@ fn close(a: f64, b: f64, tol: f64) -> bool {
 #[test]
 fn pca_pipeline_matches_numpy_and_scikit_learn() {
     let acts = blobs();
-    assert_eq!((acts.n, acts.d()), (300, 60));
+    assert_eq!((acts.n(), acts.d()), (300, 60));
     for solver in [Solver::Gram, Solver::Randomized] {
         let params = AnalysisParams {
             min_cluster_size: 20,
@@ -64,7 +65,8 @@ fn pca_pipeline_matches_numpy_and_scikit_learn() {
         assert_eq!(r.agreement.n_clusters, 2);
         assert_eq!(r.cluster_labels.iter().filter(|&&c| c == -1).count(), 132);
         let sk = sklearn_labels();
-        let agree = cnnu_analysis::metrics::cluster_agreement(&sk, &r.cluster_labels).unwrap();
+        let agree =
+            cnnu_analysis::numerics::metrics::cluster_agreement(&sk, &r.cluster_labels).unwrap();
         assert!(agree.ari >= 0.99, "ARI against scikit-learn {}", agree.ari);
         for (got, want) in [
             (r.agreement.homogeneity, 0.33453975144721065),

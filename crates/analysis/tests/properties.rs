@@ -1,8 +1,9 @@
 //! Property tests (proptest) of the measures and the SVD step: invariances and identities that
 //! must hold for every input, not just the fixed cases of the unit tests.
 
-use cnnu_analysis::metrics::cluster_agreement;
-use cnnu_analysis::reduce::{Method, Solver, reduce};
+use cnnu_analysis::numerics::matrix::Matrix;
+use cnnu_analysis::numerics::metrics::cluster_agreement;
+use cnnu_analysis::numerics::reduce::{Method, Solver, reduce};
 use proptest::prelude::*;
 
 fn labelings() -> impl Strategy<Value = (Vec<i64>, Vec<i64>)> {
@@ -87,7 +88,7 @@ proptest! {
     #[test]
     fn all_components_rebuild_the_gram_matrix((n, d, x) in matrices()) {
         for solver in [Solver::Gram, Solver::Randomized] {
-            let r = reduce(&x, n, d, Method::Svd, 1.0, None, solver).unwrap();
+            let r = reduce(&Matrix::from_slice(&x, n, d).unwrap(), Method::Svd, 1.0, None, solver).unwrap();
             let s1 = r.singular_values[0];
             // Components below 1e-5·s₁² of energy are dropped at energy 1; they hold at most that much.
             let gx = gram(&x, n, d);
@@ -101,14 +102,14 @@ proptest! {
 
     #[test]
     fn energies_grow_and_k_ignores_row_order((n, d, x) in matrices(), energy in 0.3f64..0.99, rot in 1usize..13) {
-        let r = reduce(&x, n, d, Method::Pca, energy, None, Solver::Auto).unwrap();
+        let r = reduce(&Matrix::from_slice(&x, n, d).unwrap(), Method::Pca, energy, None, Solver::Auto).unwrap();
         prop_assert!(r.singular_values.windows(2).all(|w| w[0] >= w[1] - 1e-9), "descending");
         prop_assert!(r.singular_values.iter().all(|s| *s >= 0.0));
         prop_assert!(r.energy_at_k > energy - 1e-9 && r.energy_before_k <= r.energy_at_k);
         // The same rows in another order.
         let rot = rot % n;
         let permuted: Vec<f32> = (0..n).flat_map(|i| x[((i + rot) % n) * d..((i + rot) % n + 1) * d].to_vec()).collect();
-        let p = reduce(&permuted, n, d, Method::Pca, energy, None, Solver::Auto).unwrap();
+        let p = reduce(&Matrix::from_slice(&permuted, n, d).unwrap(), Method::Pca, energy, None, Solver::Auto).unwrap();
         // Equal k unless the energy at k-1 sits within float noise of the threshold.
         if (r.energy_before_k - energy).abs() > 1e-5 {
             prop_assert_eq!(r.k, p.k);

@@ -9,9 +9,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use cnnu::study::{StudyDefaults, StudyError, StudyPlan};
-use cnnu_analysis::dynamics::Hsic;
-use cnnu_analysis::pipeline::{AnalysisParams, ValidAnalysisParams};
-use cnnu_analysis::reduce::{FilterClass, Method, Solver};
+use cnnu_analysis::numerics::dynamics::Hsic;
+use cnnu_analysis::numerics::pipeline::{AnalysisParams, ValidAnalysisParams};
+use cnnu_analysis::numerics::reduce::{FilterClass, Method, Solver};
 use cnnu_model::{BackendKind, ResNetArch, ResNetConfig};
 use cnnu_train::config::ConfigError;
 use cnnu_train::{DatasetKind, OptimizerKind, SampleAt, TrainConfig, TrainError};
@@ -482,7 +482,7 @@ pub struct CompareArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Permutations of the null (at least 99).
-    #[arg(long, default_value_t = cnnu_analysis::compare::DEFAULT_PERMUTATIONS)]
+    #[arg(long, default_value_t = cnnu_analysis::reporting::compare::DEFAULT_PERMUTATIONS)]
     pub permutations: usize,
     /// Seed of the permutations.
     #[arg(long, default_value_t = 0)]

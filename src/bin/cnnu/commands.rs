@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
-use cnnu_analysis::summary::{RunAnalysis, analyze_run};
+use cnnu_analysis::reporting::summary::{RunAnalysis, analyze_run};
 use cnnu_model::{BackendKind, ResNetConfig};
 use cnnu_train::tensor_file::{self, NamedTensor};
 use cnnu_train::trainer::read_run_config;
@@ -192,8 +192,10 @@ pub fn train(backend: Option<&str>, cmd: &TrainCommand) -> Result<(RunDir, RunSu
 pub fn reduce(args: &ReduceArgs) -> Result<()> {
     let params = args.analysis.params(args.method)?;
     let started = std::time::Instant::now();
-    let acts = cnnu_analysis::source::load(&args.file, &args.layer, &args.analysis.labels_var)?;
-    let report = cnnu_analysis::pipeline::analyze(&acts, &params, started.elapsed().as_secs_f64())?;
+    let acts =
+        cnnu_analysis::readers::source::load(&args.file, &args.layer, &args.analysis.labels_var)?;
+    let report =
+        cnnu_analysis::reporting::layer::analyze(&acts, &params, started.elapsed().as_secs_f64())?;
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;
@@ -218,19 +220,19 @@ pub fn reduce(args: &ReduceArgs) -> Result<()> {
                     .epoch
                     .map_or(String::new(), |e| format!(" · epoch {e}"))
             );
-            cnnu_analysis::plot::scatter(
+            cnnu_analysis::reporting::plot::scatter(
                 &dir.join("tsne-labels.png"),
                 &format!("{title} · by label"),
                 &e.coords,
                 &labels,
-                cnnu_analysis::plot::Legend::Classes(report.class_names.as_deref()),
+                cnnu_analysis::reporting::plot::Legend::Classes(report.class_names.as_deref()),
             )?;
-            cnnu_analysis::plot::scatter(
+            cnnu_analysis::reporting::plot::scatter(
                 &dir.join("tsne-clusters.png"),
                 &format!("{title} · by cluster"),
                 &e.coords,
                 &clusters,
-                cnnu_analysis::plot::Legend::Clusters,
+                cnnu_analysis::reporting::plot::Legend::Clusters,
             )?;
         }
     }
@@ -254,6 +256,7 @@ pub fn analyze(args: &AnalyzeArgs) -> Result<RunAnalysis> {
         &params,
         args.jobs,
         &args.analysis.labels_var,
+        &|p| eprintln!("{}", p.line()),
     )?;
     eprintln!(
         "analysed {} (sample, layer) pairs; summary in {}",
@@ -265,9 +268,9 @@ pub fn analyze(args: &AnalyzeArgs) -> Result<RunAnalysis> {
 
 /// `cnnu aggregate`: analysed runs of one setup summarised into `--out`.
 fn aggregate(args: &AggregateArgs) -> Result<()> {
-    let agg = cnnu_analysis::aggregate::aggregate(&args.runs)?;
-    cnnu_analysis::aggregate::write_aggregate(&args.out, &agg)?;
-    println!("{}", cnnu_analysis::aggregate::answer(&agg));
+    let agg = cnnu_analysis::reporting::aggregate::aggregate(&args.runs)?;
+    cnnu_analysis::reporting::aggregate::write_aggregate(&args.out, &agg)?;
+    println!("{}", cnnu_analysis::reporting::aggregate::answer(&agg));
     eprintln!(
         "aggregated {} runs ({} rows); {}",
         agg.runs.len(),
@@ -279,7 +282,7 @@ fn aggregate(args: &AggregateArgs) -> Result<()> {
 
 /// `cnnu compare`: two runs' representations, CKA against its permutation null.
 fn compare(args: &CompareArgs) -> Result<()> {
-    use cnnu_analysis::compare::{self, CompareParams};
+    use cnnu_analysis::reporting::compare::{self, CompareParams};
     let params = CompareParams {
         permutations: args.permutations,
         seed: args.seed,

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use cnnu::study::{StudyEstimate, StudyProgress};
 use cnnu::training::TrainRequest;
+use cnnu_analysis::reporting::summary::Progress;
 use cnnu_train::{EpochMetrics, TrainProgress};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -89,6 +90,10 @@ impl StudyProgress for Console {
 
     fn run_started(&mut self, request: &TrainRequest, source: &str) {
         eprintln!("{}", run_line(request, source));
+    }
+
+    fn analysed(&self, pair: Progress<'_>) {
+        eprintln!("{}", pair.line());
     }
 
     fn seed_done(&mut self, seed: u64, elapsed: f64, done: usize, left: usize) {

@@ -68,8 +68,8 @@ impl Goal {
 
 #[cfg(test)]
 mod tests {
-    use crate::reduce::testing::*;
-    use crate::reduce::{Method, reduce};
+    use crate::numerics::reduce::testing::*;
+    use crate::numerics::reduce::{Method, reduce_rows};
 
     #[test]
     fn energies_are_consistent_and_non_decreasing() {
@@ -81,7 +81,7 @@ mod tests {
             .map(|v| v * v)
             .sum();
         for solver in SOLVERS {
-            let r = reduce(&x, n, d, Method::Pca, 0.9, None, solver).expect("reduce");
+            let r = reduce_rows(&x, n, d, Method::Pca, 0.9, None, solver).expect("reduce");
             let mut cum = 0.0;
             let mut last = 0.0;
             for (j, s) in r.singular_values.iter().enumerate() {

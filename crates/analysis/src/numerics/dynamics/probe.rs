@@ -6,9 +6,9 @@ use faer::{Accum, Mat, MatRef, Par};
 
 use super::lbfgs::lbfgs;
 use super::{DynamicsError, check_labels};
-use crate::metrics::dense_ids;
-use crate::rng::SplitMix64;
-use crate::scores;
+use crate::numerics::metrics::dense_ids;
+use crate::numerics::rng::SplitMix64;
+use crate::numerics::scores;
 
 /// The L2 penalty `λ/2 ‖W‖²` (bias not penalised) added to [`linear_probe`]'s mean
 /// cross-entropy on standardised features.
@@ -266,8 +266,8 @@ fn accuracy(xt: MatRef<'_, f64>, y: &[usize], theta: &[f64], c: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dynamics::testing::Gen;
-    use crate::scores::ScoresError;
+    use crate::numerics::dynamics::testing::Gen;
+    use crate::numerics::scores::ScoresError;
 
     fn blobs(g: &mut Gen, c: usize, per: usize, dim: usize, sep: f64) -> (Vec<f32>, Vec<i64>) {
         let mut x = Vec::new();

@@ -11,11 +11,13 @@ use std::time::Instant;
 
 use cnnu_run::{RunDir, SampleFile, SampleName, SnapshotFormatError};
 
-use crate::dynamics::{CenteredGram, linear_cka};
-use crate::figures;
-use crate::pipeline::{AnalysisError, LayerReport, ValidAnalysisParams, analyze_layer};
-use crate::plot::{self, PlotError};
-use crate::source::{self, SourceError};
+use crate::io_error::IoError;
+use crate::numerics::dynamics::{CenteredGram, linear_cka};
+use crate::numerics::pipeline::ValidAnalysisParams;
+use crate::readers::source::{self, SourceError};
+use crate::reporting::figures;
+use crate::reporting::layer::{LayerError, LayerReport, analyze_layer};
+use crate::reporting::plot::{self, PlotError};
 
 /// Errors of a run's analysis.
 #[derive(Debug, thiserror::Error)]
@@ -41,17 +43,11 @@ pub enum SummaryError {
         path: PathBuf,
         /// Why.
         #[source]
-        source: AnalysisError,
+        source: LayerError,
     },
     /// Writing results failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// Drawing failed.
     #[error(transparent)]
     Plot(#[from] PlotError),
@@ -77,6 +73,44 @@ pub fn summary_row(report: &LayerReport) -> serde_json::Value {
     row
 }
 
+/// One (sample, layer) of a run analysed: what [`analyze_run`] reports to its caller as it
+/// goes (the library prints nothing; the CLI writes [`Progress::line`] to stderr).
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    /// Pairs finished so far, this one included.
+    pub done: usize,
+    /// Pairs in the run.
+    pub total: usize,
+    /// The sample, as its file names it (`epoch 3`, `step 40`, …).
+    pub sample: &'a str,
+    /// The layer.
+    pub layer: &'a str,
+    /// What its analysis found.
+    pub report: &'a LayerReport,
+    /// Seconds it took, reading included.
+    pub seconds: f64,
+}
+
+impl Progress<'_> {
+    /// The one-line account of this pair for a terminal.
+    pub fn line(&self) -> String {
+        let r = self.report;
+        format!(
+            "[{}/{}] {} {}: k={} clusters={} purity={:.3} knn={:.3} probe={:.3} ({:.1} s)",
+            self.done,
+            self.total,
+            self.sample,
+            self.layer,
+            r.k,
+            r.agreement.n_clusters,
+            r.agreement.purity_with_noise,
+            r.knn_agreement,
+            r.probe_acc,
+            self.seconds
+        )
+    }
+}
+
 /// The result of analysing a run.
 #[derive(Debug, Clone)]
 pub struct RunAnalysis {
@@ -92,12 +126,15 @@ pub struct RunAnalysis {
 /// A worker takes one layer and walks its epochs, last epoch first, so that CKA with the final
 /// and with the previous epoch needs at most three centred Gram matrices of that layer in
 /// memory (final, previous, current), whatever the number of epochs.
+///
+/// `progress` hears of every (sample, layer) as it is done, from the worker threads.
 pub fn analyze_run(
     run: &Path,
     layers: Option<&[String]>,
     params: &ValidAnalysisParams,
     jobs: usize,
     labels_var: &str,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> Result<RunAnalysis, SummaryError> {
     let snaps = snapshots(run)?;
     let layers = resolve_layers(&snaps[0].path, layers, labels_var)?;
@@ -105,6 +142,7 @@ pub fn analyze_run(
         snaps: &snaps,
         params,
         labels_var,
+        progress,
         total: snaps.len() * layers.len(),
         done: AtomicUsize::new(0),
         abort: AtomicBool::new(false),
@@ -170,6 +208,7 @@ struct LayerWalk<'a> {
     snaps: &'a [SampleFile],
     params: &'a ValidAnalysisParams,
     labels_var: &'a str,
+    progress: &'a (dyn Fn(Progress<'_>) + Sync),
     total: usize,
     done: AtomicUsize,
     abort: AtomicBool,
@@ -228,7 +267,7 @@ impl LayerWalk<'_> {
         true
     }
 
-    /// One (sample, layer): loaded, analysed, placed on the run's axis, reported on stderr.
+    /// One (sample, layer): loaded, analysed, placed on the run's axis, reported to the caller.
     fn one(
         &self,
         si: usize,
@@ -248,28 +287,21 @@ impl LayerWalk<'_> {
         r.step = sample.step;
         r.sample = Some(sample.name.stem());
         let i = self.done.fetch_add(1, Ordering::Relaxed);
-        eprintln!(
-            "[{}/{}] {} {layer}: k={} clusters={} purity={:.3} knn={:.3} probe={:.3} ({:.1} s)",
-            i + 1,
-            self.total,
-            sample.label(),
-            r.k,
-            r.agreement.n_clusters,
-            r.agreement.purity_with_noise,
-            r.knn_agreement,
-            r.probe_acc,
-            started.elapsed().as_secs_f64()
-        );
+        (self.progress)(Progress {
+            done: i + 1,
+            total: self.total,
+            sample: &sample.label(),
+            layer,
+            report: &r,
+            seconds: started.elapsed().as_secs_f64(),
+        });
         Ok((r, gram))
     }
 }
 
 /// Wraps an I/O error with the file it happened to.
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SummaryError + '_ {
-    move |source| SummaryError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| IoError::at(path)(source).into()
 }
 
 /// Writes a result file atomically (temporary sibling, fsync, rename), so a crash never

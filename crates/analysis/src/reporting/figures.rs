@@ -3,7 +3,7 @@
 //! `summary.csv`, the line plots, the heatmaps, the report's table and the aggregates over
 //! runs are all generated from [`FIGURES`], so adding a measure is its function plus one row.
 
-use crate::pipeline::LayerReport;
+use crate::reporting::layer::LayerReport;
 
 /// How a figure is printed in the report's table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

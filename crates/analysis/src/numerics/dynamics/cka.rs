@@ -7,7 +7,8 @@ use std::str::FromStr;
 use rayon::prelude::*;
 
 use super::{DynamicsError, SYMMETRY_TOL, TILE, asymmetric_pair, check_data, first_non_finite};
-use crate::reduce;
+use crate::numerics::matrix::Matrix;
+use crate::numerics::reduce;
 
 /// Which HSIC estimator linear CKA uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -151,7 +152,12 @@ impl CenteredGram {
     /// This costs `n²·d` flops, the same product the Gram solver of [`reduce::reduce`] pays:
     /// when a [`reduce::Reduction`] already holds `sample_gram`, [`CenteredGram::from_gram`] on
     /// it is the cheap way.
-    pub fn from_features(x: &[f32], n: usize, d: usize) -> Result<Self, DynamicsError> {
+    pub fn from_features(x: &Matrix) -> Result<Self, DynamicsError> {
+        Self::from_rows(x.as_slice(), x.n(), x.d())
+    }
+
+    /// [`CenteredGram::from_features`] on a row-major `[n, d]` slice, checked here.
+    pub(crate) fn from_rows(x: &[f32], n: usize, d: usize) -> Result<Self, DynamicsError> {
         check_data(x, n, d)?;
         let g = reduce::sample_gram(x, n, d, true)?;
         Self::from_gram(&g, n)
@@ -272,6 +278,17 @@ fn min_samples(hsic: Hsic) -> usize {
     }
 }
 
+/// Linear CKA of two representations of the same `n` samples (rows), whatever their feature
+/// counts: [`linear_cka`] of their [`CenteredGram::from_features`]. 1 for a representation
+/// and any rotation or isotropic scaling of it.
+pub fn cka(a: &Matrix, b: &Matrix, hsic: Hsic) -> Result<f64, DynamicsError> {
+    linear_cka(
+        &CenteredGram::from_features(a)?,
+        &CenteredGram::from_features(b)?,
+        hsic,
+    )
+}
+
 /// Linear CKA (Kornblith et al., 2019): HSIC(K,L)/sqrt(HSIC(K,K)·HSIC(L,L)); Unbiased uses the
 /// unbiased HSIC estimator of Song et al. (2012) (Gram with zeroed diagonal; needs n ≥ 4).
 ///
@@ -305,7 +322,7 @@ mod tests {
     use faer::Mat;
 
     use super::*;
-    use crate::dynamics::testing::Gen;
+    use crate::numerics::dynamics::testing::Gen;
 
     fn gram_of(x: &[f32], n: usize, d: usize) -> Vec<f64> {
         let mut g = vec![0f64; n * n];
@@ -329,8 +346,8 @@ mod tests {
     }
 
     fn cka_of(x: &[f32], y: &[f32], n: usize, dx: usize, dy: usize, h: Hsic) -> f64 {
-        let a = CenteredGram::from_features(x, n, dx).expect("gram");
-        let b = CenteredGram::from_features(y, n, dy).expect("gram");
+        let a = CenteredGram::from_rows(x, n, dx).expect("gram");
+        let b = CenteredGram::from_rows(y, n, dy).expect("gram");
         linear_cka(&a, &b, h).expect("cka")
     }
 
@@ -522,20 +539,20 @@ mod tests {
     fn cka_input_errors() {
         let mut g = Gen::new(5);
         let x = g.matrix(6, 3);
-        let a = CenteredGram::from_features(&x, 6, 3).expect("gram");
-        let b = CenteredGram::from_features(&x[..15], 5, 3).expect("gram");
+        let a = CenteredGram::from_rows(&x, 6, 3).expect("gram");
+        let b = CenteredGram::from_rows(&x[..15], 5, 3).expect("gram");
         assert_eq!((a.n(), b.n()), (6, 5));
         assert!(matches!(
             linear_cka(&a, &b, Hsic::Biased),
             Err(DynamicsError::SampleMismatch { a: 6, b: 5 })
         ));
-        let c = CenteredGram::from_features(&x[..9], 3, 3).expect("gram");
+        let c = CenteredGram::from_rows(&x[..9], 3, 3).expect("gram");
         assert!(matches!(
             linear_cka(&c, &c, Hsic::Unbiased),
             Err(DynamicsError::TooFewSamples { n: 3, need: 4, .. })
         ));
         assert!(linear_cka(&c, &c, Hsic::Biased).is_ok());
-        let constant = CenteredGram::from_features(&[2.5f32; 18], 6, 3).expect("gram");
+        let constant = CenteredGram::from_rows(&[2.5f32; 18], 6, 3).expect("gram");
         for h in [Hsic::Biased, Hsic::Unbiased] {
             assert!(matches!(
                 linear_cka(&a, &constant, h),
@@ -548,11 +565,11 @@ mod tests {
         let mut bad = x.clone();
         bad[7] = f32::NAN;
         assert!(matches!(
-            CenteredGram::from_features(&bad, 6, 3),
+            CenteredGram::from_rows(&bad, 6, 3),
             Err(DynamicsError::NonFinite { row: 2, col: 1, .. })
         ));
         assert!(matches!(
-            CenteredGram::from_features(&x, 5, 3),
+            CenteredGram::from_rows(&x, 5, 3),
             Err(DynamicsError::Shape {
                 len: 18,
                 n: 5,

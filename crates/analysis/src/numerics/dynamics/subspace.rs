@@ -6,8 +6,8 @@ use faer::{Accum, Mat, MatRef, Par, Side};
 use rayon::prelude::*;
 
 use super::{DynamicsError, SYMMETRY_TOL, asymmetric_pair, check_data, check_labels, class_sums};
-use crate::metrics::dense_ids;
-use crate::reduce::{self, Method, ReduceError, Solver};
+use crate::numerics::metrics::dense_ids;
+use crate::numerics::reduce::{self, Method, ReduceError, Solver};
 
 /// Class-subspace alignment: per class, top-r right singular vectors of its centred samples (r
 /// from the energy threshold, same rule as reduce); for each pair of classes the mean cosine of
@@ -64,7 +64,7 @@ pub fn class_subspace_alignment(
         buf.resize(nc * d, 0.0);
         let xc = &mut buf[..nc * d];
         centre_rows(x, d, &rows, &mu, xc);
-        let red = match reduce::reduce(xc, nc, d, Method::Pca, energy, None, Solver::Auto) {
+        let red = match reduce::reduce_rows(xc, nc, d, Method::Pca, energy, None, Solver::Auto) {
             Ok(r) => r,
             Err(ReduceError::ZeroEnergy { .. }) => continue,
             Err(e) => return Err(e.into()),
@@ -303,7 +303,7 @@ fn mean_cosine(va: MatRef<'_, f32>, vb: MatRef<'_, f32>) -> Result<f64, Dynamics
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dynamics::testing::Gen;
+    use crate::numerics::dynamics::testing::Gen;
 
     /// Samples of class `c` with random coefficients on the coordinates `coords` and the
     /// constant `offset` everywhere (removed by the per-class centring).

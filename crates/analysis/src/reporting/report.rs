@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 
-use crate::explorer::{ExplorerData, explorer_html};
-use crate::figures;
-use crate::pipeline::LayerReport;
-use crate::plot;
-use crate::summary::{
+use crate::reporting::explorer::{ExplorerData, explorer_html};
+use crate::reporting::figures;
+use crate::reporting::layer::LayerReport;
+use crate::reporting::plot;
+use crate::reporting::summary::{
     SampleAxis, SummaryError, io, layer_order, sample_name, sample_order, tsne_stem, write_atomic,
 };
 use cnnu_run::{RunDir, SampleName};
@@ -367,7 +367,7 @@ pub fn write_aggregate_report(
     dir: &Path,
     title: &str,
     settings: &str,
-    agg: &crate::aggregate::Aggregate,
+    agg: &crate::reporting::aggregate::Aggregate,
     agg_dir: &Path,
     seeds: &[(String, PathBuf)],
 ) -> Result<ReportPaths, SummaryError> {
@@ -377,7 +377,7 @@ pub fn write_aggregate_report(
     let mut doc = vec![
         Block::Para(settings.to_string()),
         Block::Heading("The answer".into()),
-        Block::Para(crate::aggregate::answer(agg)),
+        Block::Para(crate::reporting::aggregate::answer(agg)),
         Block::Heading("Early layers: change from the first sample, over seeds".into()),
         Block::Para(
             "Each seed's mean over the early layers (stem and layer1) minus its value at the first sample; mean \
@@ -422,7 +422,7 @@ pub fn write_aggregate_report(
 }
 
 /// Rows of (sample, then per early measure: mean change and its interval).
-fn early_changes_table(agg: &crate::aggregate::Aggregate) -> Block {
+fn early_changes_table(agg: &crate::reporting::aggregate::Aggregate) -> Block {
     let mut header = vec!["sample".to_string(), "step".to_string()];
     header.extend(agg.early_changes.iter().map(|c| format!("Δ {}", c.figure)));
     let n = agg.early_changes.first().map_or(0, |c| c.by_sample.len());

@@ -1,45 +1,67 @@
 //! Where activations come from: a cnnu snapshot (safetensors) or a MATLAB v5 `.mat` file like
 //! the original project's. Either way one layer is read as a row-major `[N, D]` matrix with
-//! its labels, and nothing else of the file is loaded.
+//! its labels, and nothing else of the file is loaded. What is read splits into the
+//! representation the numerics take ([`Representation`]: matrix, labels, class names) and its
+//! [`Provenance`] (file, layer, per-sample shape, epoch, step).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
 
-use crate::mat::{self, MatError};
+use crate::io_error::IoError;
+use crate::numerics::matrix::{Matrix, MatrixError, Representation};
+use crate::readers::mat::{self, MatError};
 
 /// Tensors of a snapshot that are bookkeeping, not layers.
 const NOT_LAYERS: [&str; 3] = cnnu_run::sample::RESERVED;
 
-/// One layer's activations on N samples.
+/// One layer's activations on N samples: the representation and where it came from.
 #[derive(Debug, Clone)]
 pub struct Activations {
+    /// `[N, D]` features (each sample's flattened in C order, numpy's `reshape`), the true
+    /// class of every sample, and the class names when the file records them.
+    pub representation: Representation,
+    /// Where it was read from.
+    pub provenance: Provenance,
+}
+
+/// Where a representation was read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provenance {
     /// The file read.
     pub source: PathBuf,
     /// The layer (tap or variable) name.
     pub layer: String,
-    /// Samples.
-    pub n: usize,
     /// Per-sample shape (`[C, H, W]` or `[F]`); D is its product.
     pub sample_shape: Vec<usize>,
-    /// `[N, D]`, row-major, each sample's features flattened in C order (numpy's `reshape`).
-    pub data: Vec<f32>,
-    /// The true class of every sample.
-    pub labels: Vec<i64>,
     /// Whole epochs completed, when the file is a cnnu snapshot.
     pub epoch: Option<usize>,
     /// Optimizer steps done, when the file is a cnnu snapshot that records them.
     pub step: Option<u64>,
-    /// Class names by label, when the file is a cnnu snapshot that records them.
-    pub class_names: Option<Vec<String>>,
 }
 
 impl Activations {
+    /// Samples.
+    pub fn n(&self) -> usize {
+        self.representation.n()
+    }
+
     /// Features per sample.
     pub fn d(&self) -> usize {
-        self.sample_shape.iter().product()
+        self.representation.d()
     }
+}
+
+/// What a reader found before it is checked: `[N, D]` values, labels, provenance.
+struct Raw {
+    n: usize,
+    sample_shape: Vec<usize>,
+    data: Vec<f32>,
+    labels: Vec<i64>,
+    epoch: Option<usize>,
+    step: Option<u64>,
+    class_names: Option<Vec<String>>,
 }
 
 /// Errors from reading activations.
@@ -49,14 +71,8 @@ pub enum SourceError {
     #[error(transparent)]
     Format(#[from] cnnu_run::SnapshotFormatError),
     /// The file cannot be opened or mapped.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// The file is not valid safetensors (truncated, bad header, offsets outside the file).
     #[error("{path}: not a valid snapshot: {problem}")]
     Snapshot {
@@ -87,6 +103,17 @@ pub enum SourceError {
         name: String,
         /// What is wrong.
         problem: String,
+    },
+    /// The values are not a usable matrix (no samples, or a NaN or infinite value).
+    #[error("{path}: `{layer}`: {source}")]
+    Matrix {
+        /// The file.
+        path: PathBuf,
+        /// The layer.
+        layer: String,
+        /// Why.
+        #[source]
+        source: MatrixError,
     },
     /// Labels and activations disagree on N.
     #[error("{path}: {n_labels} labels for {n} samples of `{layer}`")]
@@ -122,7 +149,8 @@ pub fn layers(path: &Path, labels_var: &str) -> Result<Vec<String>, SourceError>
     Ok(snapshot_layers(&st, &map))
 }
 
-/// Reads one layer and the labels.
+/// Reads one layer and the labels, checked: one label per sample, at least one sample and one
+/// feature, every value finite.
 pub fn load(path: &Path, layer: &str, labels_var: &str) -> Result<Activations, SourceError> {
     let acts = if is_mat(path) {
         load_mat(path, layer, labels_var)?
@@ -153,10 +181,29 @@ pub fn load(path: &Path, layer: &str, labels_var: &str) -> Result<Activations, S
             ),
         });
     }
-    Ok(acts)
+    let matrix_err = |source| SourceError::Matrix {
+        path: path.to_path_buf(),
+        layer: layer.to_string(),
+        source,
+    };
+    let d = acts.sample_shape.iter().product();
+    let features = Matrix::new(acts.data, acts.n, d).map_err(matrix_err)?;
+    let representation = Representation::new(features, acts.labels)
+        .map_err(matrix_err)?
+        .with_class_names(acts.class_names);
+    Ok(Activations {
+        representation,
+        provenance: Provenance {
+            source: path.to_path_buf(),
+            layer: layer.to_string(),
+            sample_shape: acts.sample_shape,
+            epoch: acts.epoch,
+            step: acts.step,
+        },
+    })
 }
 
-fn load_mat(path: &Path, layer: &str, labels_var: &str) -> Result<Activations, SourceError> {
+fn load_mat(path: &Path, layer: &str, labels_var: &str) -> Result<Raw, SourceError> {
     let array = mat::read_variable(path, layer)?;
     let labels = mat::read_labels(path, labels_var)?;
     let (n, sample_shape) = match array.dims.split_first() {
@@ -169,9 +216,7 @@ fn load_mat(path: &Path, layer: &str, labels_var: &str) -> Result<Activations, S
             });
         }
     };
-    Ok(Activations {
-        source: path.to_path_buf(),
-        layer: layer.to_string(),
+    Ok(Raw {
         n,
         sample_shape,
         data: array.data,
@@ -184,16 +229,13 @@ fn load_mat(path: &Path, layer: &str, labels_var: &str) -> Result<Activations, S
 
 #[allow(unsafe_code)] // the memory map below
 fn map_file(path: &Path) -> Result<memmap2::Mmap, SourceError> {
-    let io = |source| SourceError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = IoError::at(path);
     let file = File::open(path).map_err(io)?;
     // Mapping, not reading: only the pages of the one tensor asked for are touched, so a
     // multi-GB snapshot costs the size of one layer. The file is a finished snapshot that
     // nothing rewrites in place (cnnu replaces files by rename), which is what makes the map
     // safe to read.
-    unsafe { memmap2::Mmap::map(&file) }.map_err(io)
+    Ok(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?)
 }
 
 fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>, SourceError> {
@@ -220,7 +262,7 @@ fn snapshot_layers(st: &SafeTensors<'_>, bytes: &[u8]) -> Vec<String> {
     named.into_iter().map(|(_, n)| n).collect()
 }
 
-fn load_snapshot(path: &Path, layer: &str, labels_var: &str) -> Result<Activations, SourceError> {
+fn load_snapshot(path: &Path, layer: &str, labels_var: &str) -> Result<Raw, SourceError> {
     let map = map_file(path)?;
     let st = parse(path, &map)?;
     let view = st.tensor(layer).map_err(|_| SourceError::MissingLayer {
@@ -281,9 +323,7 @@ fn load_snapshot(path: &Path, layer: &str, labels_var: &str) -> Result<Activatio
     let class_names = metadata
         .get("class_names")
         .and_then(|names| serde_json::from_str(names).ok());
-    Ok(Activations {
-        source: path.to_path_buf(),
-        layer: layer.to_string(),
+    Ok(Raw {
         n,
         sample_shape,
         data,

@@ -23,7 +23,7 @@ pub struct PlotError {
 fn font() {
     static FONT: Once = Once::new();
     FONT.call_once(|| {
-        let bytes: &'static [u8] = include_bytes!("../assets/DejaVuSans.ttf");
+        let bytes: &'static [u8] = include_bytes!("../../assets/DejaVuSans.ttf");
         // The font is a fixed, valid asset of this crate; registration cannot fail on it.
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, bytes);
     });

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use cnnu_run::{RunDir, SampleName};
 
-use crate::figures::{self, Figure};
-use crate::plot::{self, PlotError};
+use crate::reporting::figures::{self, Figure};
+use crate::reporting::plot::{self, PlotError};
 
 impl From<PlotError> for AggregateError {
     fn from(e: PlotError) -> Self {
@@ -23,8 +23,8 @@ impl From<PlotError> for AggregateError {
 fn io_error(path: &Path, source: std::io::Error) -> AggregateError {
     AggregateError::Summary(io(path)(source))
 }
-use crate::report::is_early;
-use crate::summary::{SampleAxis, SummaryError, io};
+use crate::reporting::report::is_early;
+use crate::reporting::summary::{SampleAxis, SummaryError, io};
 
 /// Errors of an aggregation.
 #[derive(Debug, thiserror::Error)]

@@ -31,6 +31,8 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::ZlibDecoder;
 
+use crate::io_error::IoError;
+
 /// One numeric variable, converted to `f32` to keep memory low.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MatArray {
@@ -63,13 +65,8 @@ pub struct MatVarInfo {
 #[derive(Debug, thiserror::Error)]
 pub enum MatError {
     /// The file could not be opened or read.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// The file does not start with a MAT-file header.
     #[error("{}: not a MAT file: {reason}", path.display())]
     NotMat {
@@ -445,7 +442,7 @@ impl Ctx<'_> {
                     detail: e.to_string(),
                 }
             }
-            Fail::Io(source) => MatError::Io { path, source },
+            Fail::Io(source) => IoError { path, source }.into(),
         }
     }
 
@@ -565,10 +562,7 @@ fn looks_like_v4(head: &[u8]) -> bool {
 
 impl MatFile {
     fn open(path: &Path) -> Result<Self, MatError> {
-        let io_err = |source| MatError::Io {
-            path: path.to_owned(),
-            source,
-        };
+        let io_err = IoError::at(path);
         let not_mat = |reason: &str| MatError::NotMat {
             path: path.to_owned(),
             reason: reason.to_owned(),
@@ -641,10 +635,7 @@ impl MatFile {
     }
 
     fn io_err(&self, source: io::Error) -> MatError {
-        MatError::Io {
-            path: self.path.clone(),
-            source,
-        }
+        IoError::at(&self.path)(source).into()
     }
 
     fn truncated(&self, detail: String) -> MatError {
@@ -1524,7 +1515,7 @@ mod tests {
         assert!(matches!(list_variables(&f.0), Err(MatError::NotMat { .. })));
         let missing = Path::new("/nonexistent/cnnu/acts.mat");
         let err = read_variable(missing, "fc").unwrap_err();
-        assert!(matches!(err, MatError::Io { .. }));
+        assert!(matches!(err, MatError::Io(_)));
         assert!(err.to_string().starts_with("/nonexistent/cnnu/acts.mat: "));
     }
 

@@ -21,6 +21,8 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
+use crate::numerics::matrix::Matrix;
+
 /// Cluster id that marks a noise point (HDBSCAN / DBSCAN convention).
 pub const NOISE: i64 = -1;
 
@@ -194,7 +196,12 @@ pub fn cluster_agreement(
 /// A neighbour tied in distance with the k-th one is resolved in favour of the lower point index,
 /// so the result is deterministic. Errors on shape mismatches, non-finite scores, and `k` outside
 /// `1..n`.
-pub fn knn_agreement(
+pub fn knn_agreement(scores: &Matrix, labels: &[i64], k: usize) -> Result<f64, MetricsError> {
+    knn_agreement_rows(scores.as_slice(), scores.n(), scores.d(), labels, k)
+}
+
+/// [`knn_agreement`] on a row-major `[n, dim]` slice, checked here.
+pub(crate) fn knn_agreement_rows(
     scores: &[f32],
     n: usize,
     dim: usize,
@@ -230,7 +237,12 @@ pub fn knn_agreement(
 ///
 /// A point alone in its class, or with both mean distances zero, scores 0 (as in scikit-learn).
 /// Errors on shape mismatches, non-finite scores, and unless `2 <= n_classes <= n - 1`.
-pub fn silhouette_true(
+pub fn silhouette_true(scores: &Matrix, labels: &[i64]) -> Result<f64, MetricsError> {
+    silhouette_true_rows(scores.as_slice(), scores.n(), scores.d(), labels)
+}
+
+/// [`silhouette_true`] on a row-major `[n, dim]` slice, checked here.
+pub(crate) fn silhouette_true_rows(
     scores: &[f32],
     n: usize,
     dim: usize,
@@ -933,11 +945,14 @@ mod tests {
             (5, 0.4666666666666667),
             (10, 0.44),
         ] {
-            let got = knn_agreement(&x, n, d, &lab, k)?;
+            let got = knn_agreement_rows(&x, n, d, &lab, k)?;
             assert!(close(got, want), "k={k}: {got} != {want}");
         }
         // k = n - 1: every other point is a neighbour, 9 of the 29 share the label.
-        assert!(close(knn_agreement(&x, n, d, &lab, n - 1)?, 9.0 / 29.0));
+        assert!(close(
+            knn_agreement_rows(&x, n, d, &lab, n - 1)?,
+            9.0 / 29.0
+        ));
         Ok(())
     }
 
@@ -945,29 +960,32 @@ mod tests {
     fn silhouette_matches_sklearn() -> Result<(), MetricsError> {
         let (x, lab, n, d) = fixed_points();
         // sklearn.metrics.silhouette_score(X, lab)
-        assert!(close(silhouette_true(&x, n, d, &lab)?, 0.10109703382982847));
+        assert!(close(
+            silhouette_true_rows(&x, n, d, &lab)?,
+            0.10109703382982847
+        ));
         // Same with point 0 moved to its own class 99 (a singleton, which scores 0).
         let mut lab2 = lab.clone();
         lab2[0] = 99;
         assert!(close(
-            silhouette_true(&x, n, d, &lab2)?,
+            silhouette_true_rows(&x, n, d, &lab2)?,
             0.047016148950599294
         ));
         // Labels i % 2, unrelated to the geometry.
         let lab3: Vec<i64> = (0..n as i64).map(|i| i % 2).collect();
         assert!(close(
-            silhouette_true(&x, n, d, &lab3)?,
+            silhouette_true_rows(&x, n, d, &lab3)?,
             -0.03684300559970506
         ));
 
         // silhouette_score([[0,0],[0,1],[3,0],[3,1],[3,2],[10,10]], [0,0,1,1,1,2])
         let x = [0., 0., 0., 1., 3., 0., 3., 1., 3., 2., 10., 10.];
         assert!(close(
-            silhouette_true(&x, 6, 2, &[0, 0, 1, 1, 1, 2])?,
+            silhouette_true_rows(&x, 6, 2, &[0, 0, 1, 1, 1, 2])?,
             0.519412706334527
         ));
         // silhouette_score(np.zeros((4, 1)), [0, 0, 1, 1]) == 0.0: every a = b = 0.
-        assert_eq!(silhouette_true(&[0.0; 4], 4, 1, &[0, 0, 1, 1])?, 0.0);
+        assert_eq!(silhouette_true_rows(&[0.0; 4], 4, 1, &[0, 0, 1, 1])?, 0.0);
         Ok(())
     }
 
@@ -975,51 +993,51 @@ mod tests {
     fn score_space_errors() {
         let (x, lab, n, d) = fixed_points();
         assert!(matches!(
-            knn_agreement(&x, n, d, &lab, 0),
+            knn_agreement_rows(&x, n, d, &lab, 0),
             Err(MetricsError::InvalidK { .. })
         ));
         assert!(matches!(
-            knn_agreement(&x, n, d, &lab, n),
+            knn_agreement_rows(&x, n, d, &lab, n),
             Err(MetricsError::InvalidK { .. })
         ));
         assert!(matches!(
-            knn_agreement(&[], 0, d, &[], 1),
+            knn_agreement_rows(&[], 0, d, &[], 1),
             Err(MetricsError::Empty)
         ));
         assert!(matches!(
-            knn_agreement(&x, n, 0, &lab, 1),
+            knn_agreement_rows(&x, n, 0, &lab, 1),
             Err(MetricsError::ZeroDim)
         ));
         assert!(matches!(
-            knn_agreement(&x[1..], n, d, &lab, 1),
+            knn_agreement_rows(&x[1..], n, d, &lab, 1),
             Err(MetricsError::LengthMismatch { what: "scores", .. })
         ));
         assert!(matches!(
-            silhouette_true(&x, n, d, &lab[1..]),
+            silhouette_true_rows(&x, n, d, &lab[1..]),
             Err(MetricsError::LengthMismatch { what: "labels", .. })
         ));
         assert!(matches!(
-            silhouette_true(&x, usize::MAX, 2, &lab),
+            silhouette_true_rows(&x, usize::MAX, 2, &lab),
             Err(MetricsError::ShapeOverflow { .. })
         ));
         let mut bad = x.clone();
         bad[17] = f32::NAN;
         assert!(matches!(
-            knn_agreement(&bad, n, d, &lab, 3),
+            knn_agreement_rows(&bad, n, d, &lab, 3),
             Err(MetricsError::NonFinite { index: 17, .. })
         ));
         bad[17] = f32::INFINITY;
         assert!(matches!(
-            silhouette_true(&bad, n, d, &lab),
+            silhouette_true_rows(&bad, n, d, &lab),
             Err(MetricsError::NonFinite { .. })
         ));
         assert!(matches!(
-            silhouette_true(&x, n, d, &[1; 30]),
+            silhouette_true_rows(&x, n, d, &[1; 30]),
             Err(MetricsError::InvalidClassCount { n_classes: 1, .. })
         ));
         let distinct: Vec<i64> = (0..30).collect();
         assert!(matches!(
-            silhouette_true(&x, n, d, &distinct),
+            silhouette_true_rows(&x, n, d, &distinct),
             Err(MetricsError::InvalidClassCount { n_classes: 30, .. })
         ));
     }
@@ -1077,7 +1095,7 @@ mod tests {
                 .count();
         }
         let want_knn = matches as f64 / (n * k) as f64;
-        assert!(close(knn_agreement(&x, n, d, &lab, k)?, want_knn));
+        assert!(close(knn_agreement_rows(&x, n, d, &lab, k)?, want_knn));
 
         let mut total = 0.0;
         for i in 0..n {
@@ -1095,7 +1113,7 @@ mod tests {
                 .fold(f64::INFINITY, f64::min);
             total += (b - a) / a.max(b);
         }
-        let got = silhouette_true(&x, n, d, &lab)?;
+        let got = silhouette_true_rows(&x, n, d, &lab)?;
         assert!(
             (got - total / n as f64).abs() < 1e-9,
             "{got} vs {}",
@@ -1109,12 +1127,12 @@ mod tests {
         let (x, lab, n, d) = fixed_points();
         let renamed: Vec<i64> = lab.iter().map(|&l| 1_000_000 - l * 3).collect();
         let shifted: Vec<f32> = x.iter().map(|&v| v + 1024.0).collect();
-        let s = silhouette_true(&x, n, d, &lab)?;
-        assert!(close(silhouette_true(&x, n, d, &renamed)?, s));
-        assert!(close(silhouette_true(&shifted, n, d, &lab)?, s));
-        let q = knn_agreement(&x, n, d, &lab, 5)?;
-        assert!(close(knn_agreement(&x, n, d, &renamed, 5)?, q));
-        assert!(close(knn_agreement(&shifted, n, d, &lab, 5)?, q));
+        let s = silhouette_true_rows(&x, n, d, &lab)?;
+        assert!(close(silhouette_true_rows(&x, n, d, &renamed)?, s));
+        assert!(close(silhouette_true_rows(&shifted, n, d, &lab)?, s));
+        let q = knn_agreement_rows(&x, n, d, &lab, 5)?;
+        assert!(close(knn_agreement_rows(&x, n, d, &renamed, 5)?, q));
+        assert!(close(knn_agreement_rows(&shifted, n, d, &lab, 5)?, q));
         assert!((0.0..=1.0).contains(&q) && (-1.0..=1.0).contains(&s));
         Ok(())
     }

@@ -2,19 +2,26 @@
 //! cluster (HDBSCAN) → purity and the other agreement measures → the representation measures
 //! (class-subspace alignment, NC1, linear probe) → t-SNE (optional). Cross-epoch CKA needs two
 //! epochs, so [`analyze_layer`] can hand back the layer's centred Gram matrix for it.
+//!
+//! It takes a [`Representation`] (the caller's matrix and labels) and nothing about where it
+//! came from: file, layer name, epoch and the time spent reading are the reader's and the
+//! run's (`reporting::layer` puts them together).
 
 use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::cluster::{ClusterError, HdbscanParams, hdbscan};
-use crate::dynamics::{self, CenteredGram, DynamicsError, Hsic, ProbeResult, SubspaceAlignment};
-use crate::embed::{EmbedError, Embedding, TsneParams, tsne};
-use crate::metrics::{
-    ClusterAgreement, MetricsError, cluster_agreement, knn_agreement, silhouette_true,
+use crate::numerics::cluster::{ClusterError, HdbscanParams, hdbscan};
+use crate::numerics::dynamics::{
+    self, CenteredGram, DynamicsError, Hsic, ProbeResult, SubspaceAlignment,
 };
-use crate::reduce::{
-    FilterClass, Method, ReduceError, Solver, filter_features, reduce, select_columns,
+use crate::numerics::embed::{EmbedError, Embedding, TsneParams, tsne};
+use crate::numerics::matrix::Representation;
+use crate::numerics::metrics::{
+    ClusterAgreement, MetricsError, cluster_agreement, knn_agreement_rows, silhouette_true_rows,
+};
+use crate::numerics::reduce::{
+    FilterClass, Method, ReduceError, Solver, filter_features, reduce_rows, select_columns,
 };
 
 /// Above this many samples CKA uses the first `CKA_MAX_N` of them (the probe set is the same
@@ -25,7 +32,6 @@ pub const CKA_MAX_N: usize = 4096;
 /// The seed of the linear probe's train/test split, fixed so every epoch and layer is split
 /// alike and runs are reproducible.
 pub const PROBE_SEED: u64 = 0;
-use crate::source::Activations;
 
 /// Settings of the analysis, as given; [`check`](AnalysisParams::check) validates them once.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,50 +104,20 @@ pub enum AnalysisError {
         problem: String,
     },
     /// The reduce step failed.
-    #[error("{layer}: {source}")]
-    Reduce {
-        /// The layer.
-        layer: String,
-        /// Why.
-        #[source]
-        source: ReduceError,
-    },
+    #[error(transparent)]
+    Reduce(#[from] ReduceError),
     /// Clustering failed.
-    #[error("{layer}: {source}")]
-    Cluster {
-        /// The layer.
-        layer: String,
-        /// Why.
-        #[source]
-        source: ClusterError,
-    },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// A measure could not be computed.
-    #[error("{layer}: {source}")]
-    Metrics {
-        /// The layer.
-        layer: String,
-        /// Why.
-        #[source]
-        source: MetricsError,
-    },
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     /// A representation measure failed on valid-looking data.
-    #[error("{layer}: {source}")]
-    Dynamics {
-        /// The layer.
-        layer: String,
-        /// Why.
-        #[source]
-        source: DynamicsError,
-    },
+    #[error(transparent)]
+    Dynamics(#[from] DynamicsError),
     /// t-SNE failed.
-    #[error("{layer}: {source}")]
-    Embed {
-        /// The layer.
-        layer: String,
-        /// Why.
-        #[source]
-        source: EmbedError,
-    },
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
 }
 
 impl AnalysisParams {
@@ -179,7 +155,7 @@ impl AnalysisParams {
 /// Seconds spent in each step.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Seconds {
-    /// Reading the file.
+    /// Reading the file (0 here: set by whoever read it).
     pub load: f64,
     /// The feature filter.
     pub filter: f64,
@@ -211,19 +187,10 @@ impl Seconds {
     }
 }
 
-/// Everything the analysis of one layer finds; serialises to the JSON of `cnnu reduce --json`.
+/// Everything the analysis of one representation finds (with where it came from, it is the
+/// JSON of `cnnu reduce --json`).
 #[derive(Debug, Clone, Serialize)]
-pub struct LayerReport {
-    /// The file analysed.
-    pub source: String,
-    /// Whole epochs completed when the sample was taken, for snapshots.
-    pub epoch: Option<usize>,
-    /// Optimizer steps done when the sample was taken (snapshots of runs with step sampling).
-    pub step: Option<u64>,
-    /// The sample's file stem (`epoch-003`, `step-0000040`), for snapshots of a run.
-    pub sample: Option<String>,
-    /// The layer.
-    pub layer: String,
+pub struct LayerAnalysis {
     /// `pca` or `svd`.
     pub method: Method,
     /// The SVD route taken.
@@ -285,28 +252,25 @@ pub struct LayerReport {
     pub class_names: Option<Vec<String>>,
 }
 
-/// Runs the analysis of one layer. `load_seconds` is what reading it took.
+/// Runs the analysis of one layer's representation: `rep`'s rows are the samples, its labels
+/// their classes.
 pub fn analyze(
-    acts: &Activations,
+    rep: &Representation,
     params: &ValidAnalysisParams,
-    load_seconds: f64,
-) -> Result<LayerReport, AnalysisError> {
-    analyze_layer(acts, params, load_seconds, false).map(|(r, _)| r)
+) -> Result<LayerAnalysis, AnalysisError> {
+    analyze_layer(rep, params, false).map(|(r, _)| r)
 }
 
 /// A representation measure that is undefined on this data (one class, a constant layer, too
 /// few samples to split) is a NaN for the layer, not a failed analysis.
-fn undefined_or(e: DynamicsError, layer: &str) -> Result<f64, AnalysisError> {
+fn undefined_or(e: DynamicsError) -> Result<f64, AnalysisError> {
     match e {
         DynamicsError::TooFewClasses { .. }
         | DynamicsError::TooFewSamples { .. }
         | DynamicsError::NoBetweenClassSpread
         | DynamicsError::EmptySplit { .. }
         | DynamicsError::DegenerateRepresentation { .. } => Ok(f64::NAN),
-        source => Err(AnalysisError::Dynamics {
-            layer: layer.to_string(),
-            source,
-        }),
+        source => Err(AnalysisError::Dynamics(source)),
     }
 }
 
@@ -314,40 +278,23 @@ fn undefined_or(e: DynamicsError, layer: &str) -> Result<f64, AnalysisError> {
 /// (for CKA across epochs). The Gram solver's matrix is reused when it formed one on the
 /// sample side; otherwise it costs one more `n²·d` product.
 pub fn analyze_layer(
-    acts: &Activations,
+    rep: &Representation,
     params: &ValidAnalysisParams,
-    load_seconds: f64,
     keep_gram: bool,
-) -> Result<(LayerReport, Option<CenteredGram>), AnalysisError> {
+) -> Result<(LayerAnalysis, Option<CenteredGram>), AnalysisError> {
     let p = params.params();
-    let layer = acts.layer.clone();
-    let reduce_err = |source| AnalysisError::Reduce {
-        layer: layer.clone(),
-        source,
-    };
-    let (n, d) = (acts.n, acts.d());
-    let mut seconds = Seconds {
-        load: load_seconds,
-        ..Seconds::default()
-    };
+    let (n, d) = (rep.n(), rep.d());
+    let (data, labels) = (rep.features().as_slice(), rep.labels());
+    let mut seconds = Seconds::default();
 
     let t = Instant::now();
-    let filter = filter_features(
-        &acts.data,
-        n,
-        d,
-        &acts.labels,
-        p.filter_class,
-        p.act_threshold,
-    )
-    .map_err(reduce_err)?;
-    let kept = select_columns(&acts.data, n, d, &filter.kept);
+    let filter = filter_features(data, n, d, labels, p.filter_class, p.act_threshold)?;
+    let kept = select_columns(data, n, d, &filter.kept);
     seconds.filter = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
     let d_kept = filter.kept.len();
-    let mut red =
-        reduce(&kept, n, d_kept, p.method, p.energy, p.max_k, p.solver).map_err(reduce_err)?;
+    let mut red = reduce_rows(&kept, n, d_kept, p.method, p.energy, p.max_k, p.solver)?;
     seconds.svd = t.elapsed().as_secs_f64();
 
     // The Gram solver's sample-side matrix, when it formed one, serves CKA and the class
@@ -355,7 +302,7 @@ pub fn analyze_layer(
     let sample_gram = red.sample_gram.take();
     let t = Instant::now();
     let gram = if keep_gram {
-        cka_gram(&kept, n, d_kept, sample_gram.as_deref(), &layer)?
+        cka_gram(&kept, n, d_kept, sample_gram.as_deref())?
     } else {
         None
     };
@@ -364,44 +311,23 @@ pub fn analyze_layer(
     // The class subspaces and NC1 live in the filtered feature space (the directions the
     // reduce step sees); the probe reads the k scores, as HDBSCAN does.
     let t = Instant::now();
-    let (subspace, nc1) = class_measures(
-        &kept,
-        n,
-        d_kept,
-        sample_gram,
-        &acts.labels,
-        p.energy,
-        &layer,
-    )?;
+    let (subspace, nc1) = class_measures(&kept, n, d_kept, sample_gram, labels, p.energy)?;
     drop(kept);
-    let probe = match dynamics::linear_probe(&red.scores, n, red.k_used, &acts.labels, PROBE_SEED) {
+    let probe = match dynamics::linear_probe(&red.scores, n, red.k_used, labels, PROBE_SEED) {
         Ok(r) => Some(r),
         Err(e) => {
-            undefined_or(e, &layer)?;
+            undefined_or(e)?;
             None
         }
     };
     seconds.dynamics = t.elapsed().as_secs_f64();
 
-    let (clusters, agreement, knn, silhouette) = cluster_and_agree(
-        &red.scores,
-        n,
-        red.k_used,
-        &acts.labels,
-        p,
-        &layer,
-        &mut seconds,
-    )?;
+    let (clusters, agreement, knn, silhouette) =
+        cluster_and_agree(&red.scores, n, red.k_used, labels, p, &mut seconds)?;
 
     let embedding = if p.tsne {
         let t = Instant::now();
-        let e =
-            tsne(&red.scores, n, red.k_used, &acts.labels, &p.tsne_params).map_err(|source| {
-                AnalysisError::Embed {
-                    layer: layer.clone(),
-                    source,
-                }
-            })?;
+        let e = tsne(&red.scores, n, red.k_used, labels, &p.tsne_params)?;
         seconds.tsne = t.elapsed().as_secs_f64();
         Some(e)
     } else {
@@ -409,12 +335,7 @@ pub fn analyze_layer(
     };
 
     let verdict = verdict(agreement.n_clusters, agreement.noise_frac, red.k_used, p);
-    let report = LayerReport {
-        source: acts.source.display().to_string(),
-        epoch: acts.epoch,
-        step: acts.step,
-        sample: None,
-        layer,
+    let report = LayerAnalysis {
         method: p.method,
         solver: red.solver,
         n,
@@ -439,8 +360,8 @@ pub fn analyze_layer(
         seconds,
         verdict,
         embedding,
-        labels: acts.labels.clone(),
-        class_names: acts.class_names.clone(),
+        labels: labels.to_vec(),
+        class_names: rep.class_names().map(<[String]>::to_vec),
     };
     Ok((report, gram))
 }
@@ -452,16 +373,15 @@ fn cka_gram(
     n: usize,
     d_kept: usize,
     sample_gram: Option<&[f64]>,
-    layer: &str,
 ) -> Result<Option<CenteredGram>, AnalysisError> {
     let m = n.min(CKA_MAX_N);
     let g = match sample_gram {
         Some(g) if m == n => CenteredGram::from_gram(g, n),
-        _ => CenteredGram::from_features(&kept[..m * d_kept], m, d_kept),
+        _ => CenteredGram::from_rows(&kept[..m * d_kept], m, d_kept),
     };
     match g {
         Ok(g) => Ok(Some(g)),
-        Err(e) => undefined_or(e, layer).map(|_| None),
+        Err(e) => undefined_or(e).map(|_| None),
     }
 }
 
@@ -474,7 +394,6 @@ fn class_measures(
     sample_gram: Option<Vec<f64>>,
     labels: &[i64],
     energy: f64,
-    layer: &str,
 ) -> Result<(Option<SubspaceAlignment>, f64), AnalysisError> {
     let subspace = match &sample_gram {
         Some(g) => dynamics::class_subspace_alignment_from_gram(g, n, labels, energy),
@@ -484,11 +403,11 @@ fn class_measures(
     let subspace = match subspace {
         Ok(s) => Some(s),
         Err(e) => {
-            undefined_or(e, layer)?;
+            undefined_or(e)?;
             None
         }
     };
-    let nc1 = dynamics::nc1(kept, n, d_kept, labels).or_else(|e| undefined_or(e, layer))?;
+    let nc1 = dynamics::nc1(kept, n, d_kept, labels).or_else(undefined_or)?;
     Ok((subspace, nc1))
 }
 
@@ -500,30 +419,20 @@ fn cluster_and_agree(
     k: usize,
     labels: &[i64],
     p: &AnalysisParams,
-    layer: &str,
     seconds: &mut Seconds,
 ) -> Result<(Vec<i64>, ClusterAgreement, f64, f64), AnalysisError> {
     let t = Instant::now();
-    let cluster_err = |source| AnalysisError::Cluster {
-        layer: layer.to_string(),
-        source,
-    };
     let hdb = HdbscanParams::new(p.min_cluster_size)
         .with_min_samples(p.min_samples.unwrap_or(p.min_cluster_size))
-        .validate(n)
-        .map_err(cluster_err)?;
-    let clusters = hdbscan(scores, n, k, hdb).map_err(cluster_err)?;
+        .validate(n)?;
+    let clusters = hdbscan(scores, n, k, hdb)?;
     seconds.cluster = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let metrics_err = |source| AnalysisError::Metrics {
-        layer: layer.to_string(),
-        source,
-    };
-    let agreement = cluster_agreement(labels, &clusters).map_err(metrics_err)?;
+    let agreement = cluster_agreement(labels, &clusters)?;
     // Both measures are undefined on degenerate inputs (one sample; one class, or one class
     // per sample): that is a NaN (null in JSON) for this layer, not a failed analysis.
-    let knn = match knn_agreement(
+    let knn = match knn_agreement_rows(
         scores,
         n,
         k,
@@ -531,11 +440,11 @@ fn cluster_and_agree(
         p.knn_k.min(n.saturating_sub(1)).max(1),
     ) {
         Err(MetricsError::InvalidK { .. }) => f64::NAN,
-        other => other.map_err(metrics_err)?,
+        other => other?,
     };
-    let silhouette = match silhouette_true(scores, n, k, labels) {
+    let silhouette = match silhouette_true_rows(scores, n, k, labels) {
         Err(MetricsError::InvalidClassCount { .. }) => f64::NAN,
-        other => other.map_err(metrics_err)?,
+        other => other?,
     };
     seconds.metrics = t.elapsed().as_secs_f64();
     Ok((clusters, agreement, knn, silhouette))
@@ -556,51 +465,6 @@ pub fn verdict(n_clusters: usize, noise_frac: f64, k_used: usize, p: &AnalysisPa
             "HDBSCAN found {n_clusters} cluster{} on {k_used} scores, {:.0}% of samples noise.",
             if n_clusters == 1 { "" } else { "s" },
             noise_frac * 100.0
-        )
-    }
-}
-
-impl LayerReport {
-    /// A few lines for a terminal.
-    pub fn summary_text(&self) -> String {
-        let purity_wo = self
-            .agreement
-            .purity_without_noise
-            .map_or("n/a (all noise)".to_string(), |v| format!("{v:.3}"));
-        format!(
-            "{layer}{epoch}: n={n} d={d_total} kept={d_kept} k={k} (energy {e:.4}{capped})\n\
-             clusters={nc} noise={noise:.1}% purity={pw:.3} purity_without_noise={purity_wo}\n\
-             homogeneity={h:.3} completeness={c:.3} v_measure={v:.3} ari={ari:.3} nmi={nmi:.3}\n\
-             knn_agreement={knn:.3} silhouette_true={sil:.3}\n\
-             subspace_cos_mean={scos:.3} nc1={nc1:.4} probe_acc={probe:.3}\n{verdict}",
-            layer = self.layer,
-            epoch = self
-                .epoch
-                .map_or(String::new(), |e| format!(" (epoch {e})")),
-            n = self.n,
-            d_total = self.d_total,
-            d_kept = self.d_kept,
-            k = self.k,
-            e = self.energy_at_k,
-            capped = if self.k_used < self.k {
-                format!(", first {} used", self.k_used)
-            } else {
-                String::new()
-            },
-            nc = self.agreement.n_clusters,
-            noise = self.agreement.noise_frac * 100.0,
-            pw = self.agreement.purity_with_noise,
-            h = self.agreement.homogeneity,
-            c = self.agreement.completeness,
-            v = self.agreement.v_measure,
-            ari = self.agreement.ari,
-            nmi = self.agreement.nmi,
-            knn = self.knn_agreement,
-            sil = self.silhouette_true,
-            scos = self.subspace_cos_mean,
-            nc1 = self.nc1,
-            probe = self.probe_acc,
-            verdict = self.verdict,
         )
     }
 }

@@ -57,7 +57,7 @@
 //! benchmark 3.2 % of the pairs are recomputed, which is
 //! lost in the timing noise.
 
-use crate::scores::ScoresError;
+use crate::numerics::scores::ScoresError;
 use std::collections::VecDeque;
 
 use ndarray::linalg::general_mat_mul;
@@ -188,7 +188,7 @@ pub fn hdbscan_with(
     params: HdbscanParams,
     route: Route,
 ) -> Result<Vec<i64>, ClusterError> {
-    crate::scores::check(scores, n, dim)?;
+    crate::numerics::scores::check(scores, n, dim)?;
     let params = params.validate(n)?;
     let x = centre_and_scale(scores, n, dim);
     let dense_fits = n

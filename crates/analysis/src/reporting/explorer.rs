@@ -8,10 +8,10 @@ use std::path::Path;
 use base64::Engine as _;
 use serde::{Serialize, Serializer};
 
-use crate::figures;
-use crate::pipeline::LayerReport;
-use crate::source::{self, SourceError};
-use crate::summary::{SummaryError, layer_order, sample_name, sample_order};
+use crate::readers::source::{self, SourceError};
+use crate::reporting::figures;
+use crate::reporting::layer::LayerReport;
+use crate::reporting::summary::{SummaryError, layer_order, sample_name, sample_order};
 
 /// The explorer's script, run once the fragment's markup and data are in the page.
 const EXPLORER_JS: &str = include_str!("explorer.js");
@@ -205,7 +205,7 @@ impl ExplorerData {
             let path = cnnu_run::RunDir::new(run).sample_path(s);
             let p = match source::snapshot_info(&path) {
                 Ok(info) => info.predictions,
-                Err(SourceError::Io { .. }) => None,
+                Err(SourceError::Io(_)) => None,
                 Err(e) => return Err(e.into()),
             };
             predictions.push(p);

@@ -7,7 +7,7 @@ use faer::{Accum, Mat, MatRef, Par, Side};
 use super::data::par_matmul;
 use super::energy::{Crossing, Goal};
 use super::{EXTRA_SINGULAR_VALUES, ReduceError};
-use crate::rng::SplitMix64;
+use crate::numerics::rng::SplitMix64;
 
 /// A symmetric positive semi-definite operator `A` on `R^dim`, driven one block at a time.
 ///
@@ -388,8 +388,8 @@ fn norm(a: &[f64]) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use crate::reduce::testing::*;
-    use crate::reduce::{Method, reduce};
+    use crate::numerics::reduce::testing::*;
+    use crate::numerics::reduce::{Method, reduce_rows};
 
     /// Singular values placed so that the energy at `k0 − 1` sits `margin` from the threshold.
     fn tiny_margin_spectrum(k0: usize, r: usize, margin: f64) -> Vec<f64> {
@@ -420,7 +420,7 @@ mod tests {
             let gap = if margin < 0.0 { 0.9 - before } else { at - 0.9 };
             assert!(gap > 5e-7 && gap < 2e-6, "margin in the f32 matrix: {gap}");
             for solver in SOLVERS {
-                let red = reduce(&x, n, d, Method::Svd, 0.9, None, solver).expect("reduce");
+                let red = reduce_rows(&x, n, d, Method::Svd, 0.9, None, solver).expect("reduce");
                 assert_eq!(red.k, want, "{solver:?} margin {margin}");
                 assert!((red.energy_before_k - before).abs() < 1e-7);
                 assert!((red.energy_at_k - at).abs() < 1e-7);
@@ -450,7 +450,7 @@ mod tests {
             "k = {k}"
         );
         for solver in SOLVERS {
-            let red = reduce(&x, n, d, Method::Svd, 0.9, None, solver).expect("reduce");
+            let red = reduce_rows(&x, n, d, Method::Svd, 0.9, None, solver).expect("reduce");
             assert_eq!(red.k, k, "{solver:?}");
         }
     }

@@ -4,7 +4,7 @@
 use faer::{Mat, MatRef};
 
 use super::{Method, Solver};
-use crate::rng::SplitMix64;
+use crate::numerics::rng::SplitMix64;
 
 /// Deterministic standard-normal-ish numbers (a sum of four uniforms).
 pub(super) struct Gen(SplitMix64);

@@ -34,8 +34,8 @@
 //! 1.9.1 on the same data: 5.8 s / 18.8 s with its default PCA init, 24.6 s / 24.6 s with
 //! random init.
 
-use crate::rng::SplitMix64;
-use crate::scores::ScoresError;
+use crate::numerics::rng::SplitMix64;
+use crate::numerics::scores::ScoresError;
 use bhtsne::tSNE;
 
 /// Settings for [`tsne`].
@@ -177,7 +177,7 @@ pub fn tsne(
     labels: &[i64],
     params: &TsneParams,
 ) -> Result<Embedding, EmbedError> {
-    crate::scores::check(scores, n, dim)?;
+    crate::numerics::scores::check(scores, n, dim)?;
     if labels.len() != n {
         return Err(EmbedError::Labels {
             labels: labels.len(),

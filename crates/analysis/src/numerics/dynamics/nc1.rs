@@ -6,7 +6,7 @@ use faer::{Accum, Mat, MatRef, Par, Side};
 use rayon::prelude::*;
 
 use super::{DynamicsError, check_data, check_labels, class_sums};
-use crate::metrics::dense_ids;
+use crate::numerics::metrics::dense_ids;
 
 /// Eigenvalues of `Σ_B` below this share of the largest are treated as zero by [`nc1`]'s
 /// pseudo-inverse. With balanced classes `Σ_c (μ_c − μ_G) = 0`, so one eigenvalue is zero up to
@@ -138,7 +138,7 @@ fn within_projections(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dynamics::testing::Gen;
+    use crate::numerics::dynamics::testing::Gen;
 
     #[test]
     fn collapsed_classes_have_zero_nc1() {

@@ -20,7 +20,7 @@ mod nc1;
 mod probe;
 mod subspace;
 
-pub use cka::{CenteredGram, Hsic, linear_cka};
+pub use cka::{CenteredGram, Hsic, cka, linear_cka};
 pub use nc1::{NC1_PINV_RTOL, nc1};
 pub use probe::{PROBE_L2, PROBE_MAX_ITER, ProbeResult, linear_probe};
 pub use subspace::{
@@ -29,8 +29,8 @@ pub use subspace::{
 
 use rayon::prelude::*;
 
-use crate::reduce::ReduceError;
-use crate::scores::ScoresError;
+use crate::numerics::reduce::ReduceError;
+use crate::numerics::scores::ScoresError;
 
 /// Asymmetry allowed in a Gram matrix given to [`CenteredGram::from_gram`], relative to its
 /// largest entry: far above the rounding of any product `X Xᵀ`, far below a layout mistake.
@@ -168,18 +168,7 @@ pub enum DynamicsError {
 /// Tile edge for the cache-friendly passes over `n × n` matrices.
 const TILE: usize = 64;
 
-/// The first (row-major) index of a NaN or infinite value.
-fn first_non_finite<T: Copy + Into<f64> + Sync>(v: &[T]) -> Option<usize> {
-    const CHUNK: usize = 1 << 16;
-    v.par_chunks(CHUNK)
-        .enumerate()
-        .find_map_first(|(c, chunk)| {
-            chunk
-                .iter()
-                .position(|&x| !x.into().is_finite())
-                .map(|i| c * CHUNK + i)
-        })
-}
+use crate::numerics::matrix::first_non_finite;
 
 /// The first pair `(i, j)`, `j < i`, with `|g_ij − g_ji| > tol`, in a fixed order (tile rows,
 /// then tiles, then entries), compared tile by tile so that both reads stay in cache.
@@ -259,7 +248,7 @@ fn check_labels(labels: &[i64], n: usize) -> Result<(), DynamicsError> {
 
 #[cfg(test)]
 mod testing {
-    use crate::rng::SplitMix64;
+    use crate::numerics::rng::SplitMix64;
 
     /// Seeded standard normals for the tests of every measure.
     pub(super) struct Gen(pub(super) SplitMix64);

@@ -69,6 +69,8 @@ pub use filter::{FilterClass, FilterResult, filter_features, select_columns};
 pub use gram::sample_gram;
 
 use faer::Mat;
+
+use crate::numerics::matrix::Matrix;
 use rayon::prelude::*;
 
 use data::{Data, check_shape, column_stats};
@@ -209,6 +211,17 @@ pub enum ReduceError {
 /// with cumulative energy > `energy`, the leading singular values and the scores `U_k·S_k` cut to
 /// `max_k` columns. See the module documentation for the algorithms and their accuracy.
 pub fn reduce(
+    x: &Matrix,
+    method: Method,
+    energy: f64,
+    max_k: Option<usize>,
+    solver: Solver,
+) -> Result<Reduction, ReduceError> {
+    reduce_rows(x.as_slice(), x.n(), x.d(), method, energy, max_k, solver)
+}
+
+/// [`reduce`] on a row-major `[n, d]` slice, checked here (the pipeline's filtered copy).
+pub(crate) fn reduce_rows(
     x: &[f32],
     n: usize,
     d: usize,
@@ -352,7 +365,7 @@ mod tests {
             for method in [Method::Pca, Method::Svd] {
                 let dense = dense_singular_values(&x, n, d, method);
                 for solver in SOLVERS {
-                    let r = reduce(&x, n, d, method, 0.99, None, solver).expect("reduce");
+                    let r = reduce_rows(&x, n, d, method, 0.99, None, solver).expect("reduce");
                     let (k, before, at) = dense_k(&dense, 0.99);
                     assert_eq!(r.k, k, "{n}×{d} {method:?} {solver:?}");
                     // Both solvers multiply in f32: energies move by ~1e-8.
@@ -396,7 +409,7 @@ mod tests {
         let (k, before, at) = dense_k(&dense, 0.95);
         assert!(k > 120, "k = {k}");
         for solver in SOLVERS {
-            let r = reduce(&x, n, d, Method::Pca, 0.95, None, solver).expect("reduce");
+            let r = reduce_rows(&x, n, d, Method::Pca, 0.95, None, solver).expect("reduce");
             assert_eq!(r.k, k, "{solver:?}");
             assert!((r.energy_before_k - before).abs() < 1e-7);
             assert!((r.energy_at_k - at).abs() < 1e-7);
@@ -415,7 +428,7 @@ mod tests {
         let a = from_f32_row_major(&x, n, d);
         for solver in SOLVERS {
             // Energy 1 keeps every nonzero component: k is the rank.
-            let r = reduce(&x, n, d, Method::Svd, 1.0, None, solver).expect("reduce");
+            let r = reduce_rows(&x, n, d, Method::Svd, 1.0, None, solver).expect("reduce");
             assert_eq!(r.k, rank, "{solver:?}");
             let k = r.k_used;
             let u = Mat::from_fn(n, k, |i, j| {
@@ -459,8 +472,8 @@ mod tests {
             xp[i * d..(i + 1) * d].copy_from_slice(&x[p * d..(p + 1) * d]);
         }
         for solver in SOLVERS {
-            let a = reduce(&x, n, d, Method::Pca, 0.9, None, solver).expect("reduce");
-            let b = reduce(&xp, n, d, Method::Pca, 0.9, None, solver).expect("reduce");
+            let a = reduce_rows(&x, n, d, Method::Pca, 0.9, None, solver).expect("reduce");
+            let b = reduce_rows(&xp, n, d, Method::Pca, 0.9, None, solver).expect("reduce");
             assert_eq!(a.k, b.k);
             assert!((a.energy_at_k - b.energy_at_k).abs() < 1e-7);
             for (s, t) in a.singular_values.iter().zip(&b.singular_values).take(20) {
@@ -486,9 +499,10 @@ mod tests {
             }
         }
         for solver in SOLVERS {
-            let pca = reduce(&x, n, d, Method::Pca, 0.9, None, solver).expect("reduce");
-            let svd_of_centred = reduce(&xc, n, d, Method::Svd, 0.9, None, solver).expect("reduce");
-            let svd = reduce(&x, n, d, Method::Svd, 0.9, None, solver).expect("reduce");
+            let pca = reduce_rows(&x, n, d, Method::Pca, 0.9, None, solver).expect("reduce");
+            let svd_of_centred =
+                reduce_rows(&xc, n, d, Method::Svd, 0.9, None, solver).expect("reduce");
+            let svd = reduce_rows(&x, n, d, Method::Svd, 0.9, None, solver).expect("reduce");
             assert_eq!(pca.k, svd_of_centred.k);
             for (a, b) in pca
                 .singular_values
@@ -520,10 +534,10 @@ mod tests {
         let mut g = Gen::new(6);
         let (n, d) = (2000, 3000);
         let x = conv_like(&mut g, n, d, 300, 0.985, 0.05);
-        let gram = reduce(&x, n, d, Method::Pca, 0.9, Some(50), Solver::Gram).expect("gram");
-        let rand =
-            reduce(&x, n, d, Method::Pca, 0.9, Some(50), Solver::Randomized).expect("randomized");
-        let auto = reduce(&x, n, d, Method::Pca, 0.9, Some(50), Solver::Auto).expect("auto");
+        let gram = reduce_rows(&x, n, d, Method::Pca, 0.9, Some(50), Solver::Gram).expect("gram");
+        let rand = reduce_rows(&x, n, d, Method::Pca, 0.9, Some(50), Solver::Randomized)
+            .expect("randomized");
+        let auto = reduce_rows(&x, n, d, Method::Pca, 0.9, Some(50), Solver::Auto).expect("auto");
         assert_eq!(auto.solver, Solver::Gram);
         assert_eq!(gram.k, rand.k);
         assert!(gram.k > 50 && gram.k < 300, "k = {}", gram.k);
@@ -559,8 +573,8 @@ mod tests {
         let (n, d) = (200, 150);
         let x = conv_like(&mut g, n, d, 60, 0.93, 0.2);
         for solver in SOLVERS {
-            let a = reduce(&x, n, d, Method::Pca, 0.9, Some(3), solver).expect("reduce");
-            let b = reduce(&x, n, d, Method::Pca, 0.9, Some(3), solver).expect("reduce");
+            let a = reduce_rows(&x, n, d, Method::Pca, 0.9, Some(3), solver).expect("reduce");
+            let b = reduce_rows(&x, n, d, Method::Pca, 0.9, Some(3), solver).expect("reduce");
             assert!(a.k > 3);
             assert_eq!(a.k_used, 3);
             assert_eq!(a.scores.len(), n * 3);
@@ -572,37 +586,37 @@ mod tests {
     #[test]
     fn invalid_input_is_an_error() {
         let x = vec![1f32, 2.0, 3.0, 4.0, 5.0, 7.0];
-        let ok = |e: f64| reduce(&x, 3, 2, Method::Svd, e, None, Solver::Auto);
+        let ok = |e: f64| reduce_rows(&x, 3, 2, Method::Svd, e, None, Solver::Auto);
         for e in [0.0, -0.1, 1.5, f64::NAN] {
             assert!(matches!(ok(e), Err(ReduceError::InvalidEnergy(_))), "{e}");
         }
         assert!(ok(1.0).is_ok());
         assert!(matches!(
-            reduce(&x, 0, 2, Method::Svd, 0.9, None, Solver::Auto),
+            reduce_rows(&x, 0, 2, Method::Svd, 0.9, None, Solver::Auto),
             Err(ReduceError::Empty { .. })
         ));
         assert!(matches!(
-            reduce(&x, 2, 2, Method::Svd, 0.9, None, Solver::Auto),
+            reduce_rows(&x, 2, 2, Method::Svd, 0.9, None, Solver::Auto),
             Err(ReduceError::ShapeMismatch { len: 6, n: 2, d: 2 })
         ));
         assert!(matches!(
-            reduce(&x, 3, 2, Method::Svd, 0.9, Some(0), Solver::Auto),
+            reduce_rows(&x, 3, 2, Method::Svd, 0.9, Some(0), Solver::Auto),
             Err(ReduceError::InvalidMaxK)
         ));
         let mut bad = x.clone();
         bad[3] = f32::INFINITY;
         assert!(matches!(
-            reduce(&bad, 3, 2, Method::Pca, 0.9, None, Solver::Auto),
+            reduce_rows(&bad, 3, 2, Method::Pca, 0.9, None, Solver::Auto),
             Err(ReduceError::NonFinite { row: 1, col: 1, .. })
         ));
         let constant = vec![2f32; 6];
         assert!(matches!(
-            reduce(&constant, 3, 2, Method::Pca, 0.9, None, Solver::Auto),
+            reduce_rows(&constant, 3, 2, Method::Pca, 0.9, None, Solver::Auto),
             Err(ReduceError::ZeroEnergy { method: "pca" })
         ));
         // One sample, uncentred: a single component.
         let one =
-            reduce(&x[..2], 1, 2, Method::Svd, 0.9, None, Solver::Randomized).expect("reduce");
+            reduce_rows(&x[..2], 1, 2, Method::Svd, 0.9, None, Solver::Randomized).expect("reduce");
         assert_eq!((one.k, one.singular_values.len()), (1, 1));
         assert!((one.singular_values[0] - 5f64.sqrt()).abs() < 1e-6);
     }

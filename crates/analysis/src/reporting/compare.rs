@@ -22,13 +22,14 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::dynamics::{CenteredGram, DynamicsError, Hsic, linear_cka};
-use crate::pipeline::CKA_MAX_N;
-use crate::plot;
-use crate::reduce;
-use crate::rng::SplitMix64;
-use crate::source::{self, SourceError};
-use crate::summary::{self, SummaryError};
+use crate::io_error::IoError;
+use crate::numerics::dynamics::{CenteredGram, DynamicsError, Hsic, linear_cka};
+use crate::numerics::pipeline::CKA_MAX_N;
+use crate::numerics::reduce;
+use crate::numerics::rng::SplitMix64;
+use crate::readers::source::{self, SourceError};
+use crate::reporting::plot;
+use crate::reporting::summary::{self, SummaryError};
 use cnnu_run::SampleName;
 
 /// The fewest permutations accepted: with 99 the smallest possible p-value is 0.01.
@@ -252,8 +253,8 @@ pub fn cross_cka(
     da: usize,
     db: usize,
 ) -> Result<f64, DynamicsError> {
-    let ga = CenteredGram::from_features(a, n, da)?;
-    let gb = CenteredGram::from_features(b, n, db)?;
+    let ga = CenteredGram::from_rows(a, n, da)?;
+    let gb = CenteredGram::from_rows(b, n, db)?;
     linear_cka(&ga, &gb, Hsic::Biased)
 }
 
@@ -553,18 +554,17 @@ fn dynamics_err(path: &Path, layer: &str, source: DynamicsError) -> CompareError
 /// [`CKA_MAX_N`] rows.
 fn load_side(path: &Path, layer: &str, indices: usize) -> Result<Side, CompareError> {
     let acts = source::load(path, layer, LABELS)?;
-    if acts.n != indices {
+    if acts.n() != indices {
         return Err(CompareError::RowCount {
             path: path.to_path_buf(),
             layer: layer.to_string(),
-            n: acts.n,
+            n: acts.n(),
             indices,
         });
     }
-    let (m, d) = (acts.n.min(CKA_MAX_N), acts.d());
-    // A short buffer cannot come from the reader; if it did, the shape check reports it.
-    let rows = acts.data.get(..m * d).unwrap_or(&acts.data);
-    Side::new(rows, m, d).map_err(|e| dynamics_err(path, layer, e))
+    let features = acts.representation.features();
+    let (m, d) = (features.n().min(CKA_MAX_N), features.d());
+    Side::new(&features.as_slice()[..m * d], m, d).map_err(|e| dynamics_err(path, layer, e))
 }
 
 /// CKA of every layer of A with every layer of B, from each layer's last Gram matrices.
@@ -584,13 +584,7 @@ fn layer_matrix(last: &[Option<Grams>]) -> Vec<Vec<f64>> {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CompareError + '_ {
-    move |source| {
-        SummaryError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-        .into()
-    }
+    move |source| SummaryError::Io(IoError::at(path)(source)).into()
 }
 
 /// Writes `compare.csv`, `compare.json` and `cka-layers.png` into `dir`, each atomically.
