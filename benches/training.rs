@@ -15,21 +15,23 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use cnnu::kernels::FusedAdam;
 use cnnu::model::{BackendKind, ResNetConfig};
-use cnnu::train::{DEFAULT_TAPS, MnistSplit, mnist::Split};
+use cnnu::train::{DEFAULT_TAPS, DatasetKind, ImageDataset};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// The repository's MNIST slice: its 2000 test images are more than any batch here.
-fn test_split() -> MnistSplit {
-    MnistSplit::read(&cnnu_fixtures::mnist_small(), Split::Test).expect("the repository's MNIST")
+fn test_split() -> ImageDataset {
+    ImageDataset::read(DatasetKind::Mnist, &cnnu_fixtures::mnist_small())
+        .expect("the repository's MNIST")
 }
 
-fn batch(split: &MnistSplit, n: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+/// The first `n` test images and labels.
+fn batch(mnist: &ImageDataset, n: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
     let idx: Vec<usize> = (0..n).collect();
     let x = Tensor::from_data(
-        TensorData::new(split.normalized(&idx), [n, 1, 28, 28]),
+        TensorData::new(mnist.normalized(&mnist.test, &idx), [n, 1, 28, 28]),
         device,
     );
-    let labels: Vec<i64> = idx.iter().map(|&i| split.labels[i] as i64).collect();
+    let labels: Vec<i64> = idx.iter().map(|&i| mnist.test.labels[i] as i64).collect();
     (x, Tensor::from_data(TensorData::new(labels, [n]), device))
 }
 

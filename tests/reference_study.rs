@@ -7,7 +7,7 @@
 use cnnu::analysis::numerics::matrix::{Matrix, Representation};
 use cnnu::analysis::numerics::pipeline::{AnalysisParams, analyze};
 use cnnu::model::{BackendKind, ResNetConfig};
-use cnnu::train::mnist::{MnistSplit, Split};
+use cnnu::train::{DatasetKind, ImageDataset};
 
 #[test]
 fn epoch_zero_reproduces_the_reference_study() {
@@ -32,10 +32,11 @@ fn epoch_zero_reproduces_the_reference_study() {
         .unwrap()
         .load_torchvision(shared.join("fixtures/resnet18_parity/weights_epoch0.safetensors"))
         .unwrap();
-    let test = MnistSplit::read(&shared.join("data/mnist"), Split::Test).unwrap();
+    let mnist = ImageDataset::read(DatasetKind::Mnist, &shared.join("data/mnist")).unwrap();
+    let test = &mnist.test;
     let n = 2000;
     let indices: Vec<usize> = (0..n).collect();
-    let input = test.normalized(&indices);
+    let input = mnist.normalized(test, &indices);
     let labels: Vec<i64> = test.labels[..n].iter().map(|&l| l as i64).collect();
     let taps = model.catalogue().parse("conv1,relu,layer1,layer2").unwrap();
     let (_, outputs) =

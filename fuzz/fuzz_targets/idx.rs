@@ -1,4 +1,4 @@
-//! Fuzzes the MNIST idx reader, `cnnu_train::mnist::MnistSplit::read`, through its real
+//! Fuzzes the MNIST idx reader, `cnnu_train::idx::read_split`, through its real
 //! path-based API. The input format (both files of one split in a little container), the
 //! calls and the post-conditions are in `fuzz/harness/idx.rs`, shared with the stable seed
 //! test `crates/train/tests/fuzz_seeds.rs`; this file only feeds it libFuzzer's inputs.

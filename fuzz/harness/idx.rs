@@ -1,5 +1,5 @@
 //! The harness of the `idx` fuzz target: the MNIST idx reader,
-//! `cnnu_train::mnist::MnistSplit::read`, driven through its real path-based API. No reader
+//! `cnnu_train::idx::read_split`, driven through its real path-based API. No reader
 //! code is copied; this file depends on `cnnu_train` (and `flate2`, which it uses too) only.
 //!
 //! One copy serves two builds:
@@ -28,13 +28,17 @@
 use std::io::Read;
 use std::path::Path;
 
-use cnnu_train::mnist::{MnistError, MnistSplit, PIXELS, Split};
+use cnnu_train::ImageSplit;
+use cnnu_train::idx::{IdxError, Split, read_split};
+
+/// Pixels of one 28x28 image.
+const PIXELS: usize = 28 * 28;
 
 /// Decodes `data`, writes both files to `dir` (first removing every name the reader could
 /// pick up from a previous input: either split, raw or `.gz`), reads the split and checks
 /// what the reader promises. Returns the split when it read, for the seed test to tell the
 /// valid seeds from the broken ones.
-pub fn run_idx(dir: &Path, data: &[u8]) -> Option<MnistSplit> {
+pub fn run_idx(dir: &Path, data: &[u8]) -> Option<ImageSplit> {
     let (&flags, rest) = data.split_first()?;
     let (len, rest) = match rest {
         [a, b, rest @ ..] => (usize::from(u16::from_le_bytes([*a, *b])), rest),
@@ -65,7 +69,7 @@ pub fn run_idx(dir: &Path, data: &[u8]) -> Option<MnistSplit> {
     std::fs::write(name(img_stem, flags & 2 != 0), images).expect("write images");
     std::fs::write(name(lbl_stem, flags & 4 != 0), labels).expect("write labels");
 
-    let split = match MnistSplit::read(dir, split) {
+    let split = match read_split(dir, split) {
         Ok(split) => split,
         Err(e) => {
             check_sizes(&e);
@@ -77,7 +81,7 @@ pub fn run_idx(dir: &Path, data: &[u8]) -> Option<MnistSplit> {
     assert!(split.labels.iter().all(|&l| l <= 9));
     if !split.is_empty() {
         let _ = split.image(split.len() - 1);
-        let _ = split.normalized(&[0, split.len() - 1]);
+        assert_eq!(split.dims, [1, 28, 28]);
     }
     Some(split)
 }
@@ -100,14 +104,14 @@ fn decoded(path: &Path) -> Option<Vec<u8>> {
 
 /// A size error must report the size the header really implies (header + count x item,
 /// computed without overflow; saturated at u64::MAX where the error's field is a u64).
-fn check_sizes(e: &MnistError) {
+fn check_sizes(e: &IdxError) {
     let (path, reported, present) = match e {
-        MnistError::Truncated {
+        IdxError::Truncated {
             path,
             expected,
             found,
         } => (path, *expected, *found),
-        MnistError::TrailingBytes {
+        IdxError::TrailingBytes {
             path,
             expected,
             extra,

@@ -112,12 +112,12 @@ fn all_noise_is_said_plainly_with_what_to_try() {
     }
     .check()
     .unwrap_err();
-    assert_eq!(err.to_string(), "--energy must be in (0, 1], got 1.5");
+    assert_eq!(err.to_string(), "energy must be in (0, 1], got 1.5");
     let err = AnalysisParams {
         min_cluster_size: 1,
         ..AnalysisParams::default()
     }
     .check()
     .unwrap_err();
-    assert!(err.to_string().starts_with("--min-cluster-size"));
+    assert!(err.to_string().starts_with("min_cluster_size"));
 }

@@ -3,7 +3,7 @@
 //! per-channel normalisation. Which dataset it is matters only here, where it is read.
 //!
 //! Adding a dataset: a [`DatasetKind`] variant with its constants (name, classes, shape,
-//! mean/std, files) and, for a new file format, a reader beside [`crate::mnist`] (idx) and
+//! mean/std, files) and, for a new file format, a reader beside [`crate::idx`] and
 //! [`crate::cifar`] (CIFAR binary).
 
 use std::path::{Path, PathBuf};
@@ -12,7 +12,9 @@ use burn::prelude::*;
 
 use crate::cifar::{self, CifarError};
 use crate::download::{self, DownloadError};
-use crate::mnist::{self, MnistError, Split};
+use cnnu_run::stratified::{Within, stratified};
+
+use crate::idx::{self, IdxError, Split};
 
 /// Which dataset.
 #[derive(Config, Debug, PartialEq, Eq, Copy, Hash)]
@@ -118,7 +120,9 @@ impl DatasetKind {
     /// them for `Normalize`.
     pub fn normalization(self) -> (&'static [f32], &'static [f32]) {
         match self {
-            DatasetKind::Mnist => (&[mnist::MEAN], &[mnist::STD]),
+            // The MNIST training set's pixel mean and standard deviation, as torchvision's
+            // `Normalize((0.1307,), (0.3081,))` uses them.
+            DatasetKind::Mnist => (&[0.1307], &[0.3081]),
             DatasetKind::FashionMnist => (&[0.2860], &[0.3530]),
             DatasetKind::Kmnist => (&[0.1918], &[0.3483]),
             DatasetKind::Cifar10 => (&[0.4914, 0.4822, 0.4465], &[0.2470, 0.2435, 0.2616]),
@@ -141,7 +145,7 @@ impl DatasetKind {
 pub enum DatasetError {
     /// An idx file (MNIST, Fashion-MNIST, KMNIST).
     #[error(transparent)]
-    Idx(#[from] MnistError),
+    Idx(#[from] IdxError),
     /// A CIFAR-10 binary file.
     #[error(transparent)]
     Cifar(#[from] CifarError),
@@ -234,7 +238,7 @@ impl ImageDataset {
         let names = || kind.class_names().map(String::from).to_vec();
         let (train, test, class_names) = match kind.format() {
             FileFormat::Idx => {
-                let split = |s| mnist::MnistSplit::read(dir, s).map(ImageSplit::from);
+                let split = |s| idx::read_split(dir, s);
                 (split(Split::Train)?, split(Split::Test)?, names())
             }
             FileFormat::CifarBinary => {
@@ -303,50 +307,12 @@ impl ImageDataset {
     }
 }
 
-impl From<mnist::MnistSplit> for ImageSplit {
-    fn from(split: mnist::MnistSplit) -> Self {
-        ImageSplit {
-            images: split.images,
-            labels: split.labels,
-            dims: [1, 28, 28],
-        }
-    }
-}
-
 /// A deterministic class-stratified subset of `n` indices: each class gets its share of `n`
-/// in proportion to its frequency (largest remainders break ties, lower labels first), taken
-/// as the first images of that class in file order; returned in file order.
+/// ([`cnnu_run::stratified`]), taken as the first images of that class in file order;
+/// returned in file order.
 pub fn stratified_subset(labels: &[u8], n: usize) -> Vec<usize> {
-    if n >= labels.len() {
-        return (0..labels.len()).collect();
-    }
-    let classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
-    let mut counts = vec![0usize; classes];
-    for &l in labels {
-        counts[l as usize] += 1;
-    }
-    let total = labels.len();
-    let mut quota: Vec<usize> = counts.iter().map(|&c| c * n / total).collect();
-    let mut remainders: Vec<(usize, usize)> = counts
-        .iter()
-        .enumerate()
-        .map(|(d, &c)| (c * n % total, d))
-        .collect();
-    remainders.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let short = n - quota.iter().sum::<usize>();
-    for &(_, d) in remainders.iter().take(short) {
-        quota[d] += 1;
-    }
-    let mut taken = vec![0usize; classes];
-    let mut out = Vec::with_capacity(n);
-    for (i, &l) in labels.iter().enumerate() {
-        let d = l as usize;
-        if taken[d] < quota[d] {
-            taken[d] += 1;
-            out.push(i);
-        }
-    }
-    out
+    let labels: Vec<i64> = labels.iter().map(|&l| i64::from(l)).collect();
+    stratified(&labels, n, Within::First)
 }
 
 #[cfg(test)]
@@ -359,27 +325,6 @@ mod tests {
         // left goes to the largest remainder, a tie between 0 and 11 that the lower label wins.
         // The first image of each class in file order: indices 1, 3 and 0.
         assert_eq!(stratified_subset(&[11, 0, 11, 5, 11, 5], 3), vec![0, 1, 3]);
-    }
-
-    #[test]
-    fn mnist_normalisation_is_the_idx_readers_bit_for_bit() {
-        let split = ImageSplit {
-            images: (0..=255u8).cycle().take(2 * 784).collect(),
-            labels: vec![3, 4],
-            dims: [1, 28, 28],
-        };
-        let data = ImageDataset {
-            kind: DatasetKind::Mnist,
-            train: split.clone(),
-            test: split.clone(),
-            class_names: vec![],
-        };
-        let ours = data.normalized(&split, &[1, 0]);
-        let theirs: Vec<f32> = [1, 0]
-            .iter()
-            .flat_map(|&i| split.image(i).iter().map(|&p| mnist::normalize(p)))
-            .collect();
-        assert_eq!(ours, theirs);
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub mod cifar;
 pub mod config;
 pub mod dataset;
 pub mod download;
-pub mod mnist;
+pub mod idx;
 pub mod probe;
 pub mod progress;
 pub mod snapshot;
@@ -19,7 +19,7 @@ pub use config::{
     ConfigError, DEFAULT_TAPS, OptimizerKind, SampleAt, TrainConfig, ValidTrainConfig,
 };
 pub use dataset::{DataSource, DatasetError, DatasetKind, ImageDataset, ImageSplit};
-pub use mnist::{Mnist, MnistError, MnistSplit};
+pub use idx::IdxError;
 pub use probe::{ProbeError, probe};
 pub use progress::TrainProgress;
 pub use snapshot::{SnapshotError, SnapshotWriter};

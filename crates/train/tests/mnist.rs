@@ -6,7 +6,13 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use cnnu_train::dataset::stratified_subset;
-use cnnu_train::mnist::{Mnist, MnistError, MnistSplit, Split, normalize};
+use cnnu_train::idx::{IdxError, Split, read_split};
+use cnnu_train::{DatasetError, DatasetKind, ImageDataset};
+
+/// Both splits of the MNIST files in `dir`.
+fn read_mnist(dir: &Path) -> Result<ImageDataset, DatasetError> {
+    ImageDataset::read(DatasetKind::Mnist, dir)
+}
 
 fn mnist_dir() -> PathBuf {
     cnnu_fixtures::mnist_small()
@@ -37,7 +43,7 @@ fn real_test_files() -> (Vec<u8>, Vec<u8>) {
 
 #[test]
 fn reads_the_repository_slice() {
-    let m = Mnist::read(&mnist_dir()).unwrap();
+    let m = read_mnist(&mnist_dir()).unwrap();
     assert_eq!((m.train.len(), m.test.len()), (2000, 2000));
     assert_eq!(m.train.images.len(), 2000 * 784);
     assert_eq!(&m.train.labels[..5], &[5, 0, 4, 1, 9]);
@@ -45,7 +51,7 @@ fn reads_the_repository_slice() {
     // The slice is the official files' first images, bit for bit.
     let shared = cnnu_fixtures::shared_dir().map(|d| d.join("data/mnist"));
     if let Some(full) = shared.filter(|d| d.is_dir()) {
-        let full = Mnist::read(&full).unwrap();
+        let full = read_mnist(&full).unwrap();
         assert_eq!(m.train.images[..], full.train.images[..2000 * 784]);
         assert_eq!(m.test.labels[..], full.test.labels[..2000]);
     }
@@ -54,7 +60,7 @@ fn reads_the_repository_slice() {
 #[test]
 fn reads_the_official_files() {
     let dir = cnnu_fixtures::shared_or_skip!("data/mnist");
-    let m = Mnist::read(&dir).unwrap();
+    let m = read_mnist(&dir).unwrap();
     assert_eq!((m.train.len(), m.test.len()), (60_000, 10_000));
     assert_eq!(m.train.images.len(), 60_000 * 784);
     assert_eq!(&m.train.labels[..5], &[5, 0, 4, 1, 9]);
@@ -80,29 +86,28 @@ fn normalisation_is_torchvisions_bit_for_bit() {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect();
-    let test = MnistSplit::read(&mnist_dir(), Split::Test).unwrap();
-    let ours = test.normalized(&(0..8).collect::<Vec<_>>());
+    let mnist = read_mnist(&mnist_dir()).unwrap();
+    let ours = mnist.normalized(&mnist.test, &(0..8).collect::<Vec<_>>());
     assert_eq!(ours.len(), torch.len());
     assert!(
         ours.iter()
             .zip(&torch)
             .all(|(a, b)| a.to_bits() == b.to_bits())
     );
-    assert_eq!(normalize(0), (0.0f32 - 0.1307) / 0.3081);
 }
 
 #[test]
 fn raw_files_read_like_gzipped_ones() {
     let (images, labels) = real_test_files();
     let dir = test_split_dir(&images, &labels);
-    let raw = MnistSplit::read(dir.path(), Split::Test).unwrap();
-    let gz = MnistSplit::read(&mnist_dir(), Split::Test).unwrap();
+    let raw = read_split(dir.path(), Split::Test).unwrap();
+    let gz = read_split(&mnist_dir(), Split::Test).unwrap();
     assert_eq!(raw, gz);
 }
 
 fn error_for(images: &[u8], labels: &[u8]) -> String {
     let dir = test_split_dir(images, labels);
-    let err = MnistSplit::read(dir.path(), Split::Test).unwrap_err();
+    let err = read_split(dir.path(), Split::Test).unwrap_err();
     err.to_string()
 }
 
@@ -167,22 +172,22 @@ fn corrupt_gzip_and_missing_files_are_reported() {
         dir.path().join("t10k-labels-idx1-ubyte.gz"),
     )
     .unwrap();
-    let err = MnistSplit::read(dir.path(), Split::Test).unwrap_err();
-    assert!(matches!(err, MnistError::BadGzip { .. }), "{err}");
+    let err = read_split(dir.path(), Split::Test).unwrap_err();
+    assert!(matches!(err, IdxError::BadGzip { .. }), "{err}");
     assert!(
         err.to_string()
             .contains("t10k-images-idx3-ubyte.gz: bad gzip data"),
         "{err}"
     );
 
-    let err = MnistSplit::read(dir.path(), Split::Train)
+    let err = read_split(dir.path(), Split::Train)
         .unwrap_err()
         .to_string();
     assert!(
         err.contains("neither train-images-idx3-ubyte nor train-images-idx3-ubyte.gz"),
         "{err}"
     );
-    let err = Mnist::read(Path::new("/no/such/mnist"))
+    let err = read_mnist(Path::new("/no/such/mnist"))
         .unwrap_err()
         .to_string();
     assert_eq!(err, "/no/such/mnist: MNIST directory not found");
@@ -190,7 +195,7 @@ fn corrupt_gzip_and_missing_files_are_reported() {
 
 #[test]
 fn stratified_subsets_of_the_slice_keep_class_proportions() {
-    let train = MnistSplit::read(&mnist_dir(), Split::Train).unwrap();
+    let train = read_split(&mnist_dir(), Split::Train).unwrap();
     for n in [10, 96, 500, 1999] {
         let subset = stratified_subset(&train.labels, n);
         assert_eq!(subset.len(), n);
@@ -212,7 +217,7 @@ fn stratified_subsets_of_the_slice_keep_class_proportions() {
 #[test]
 fn stratified_subsets_keep_class_proportions_and_are_deterministic() {
     let dir = cnnu_fixtures::shared_or_skip!("data/mnist");
-    let train = MnistSplit::read(&dir, Split::Train).unwrap();
+    let train = read_split(&dir, Split::Train).unwrap();
     let subset = stratified_subset(&train.labels, 1000);
     assert_eq!(subset.len(), 1000);
     assert!(subset.windows(2).all(|w| w[0] < w[1]), "sorted and unique");

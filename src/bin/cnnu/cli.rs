@@ -10,8 +10,9 @@ use clap::{Parser, Subcommand};
 
 use cnnu::study::{StudyDefaults, StudyError, StudyPlan};
 use cnnu_analysis::numerics::dynamics::Hsic;
-use cnnu_analysis::numerics::pipeline::{AnalysisParams, ValidAnalysisParams};
+use cnnu_analysis::numerics::pipeline::{AnalysisError, AnalysisParams, ValidAnalysisParams};
 use cnnu_analysis::numerics::reduce::{FilterClass, Method, Solver};
+use cnnu_analysis::reporting::compare::CompareParamsError;
 use cnnu_model::{BackendKind, ResNetArch, ResNetConfig};
 use cnnu_train::config::ConfigError;
 use cnnu_train::{DatasetKind, OptimizerKind, SampleAt, TrainConfig, TrainError};
@@ -26,6 +27,22 @@ pub fn flag_error(e: ConfigError) -> anyhow::Error {
         ConfigError::Taps(e) => anyhow::anyhow!("--taps: {e}"),
         e => e.into(),
     }
+}
+
+/// An analysis-parameter error in the command line's words: the field `min_cluster_size` is
+/// the option `--min-cluster-size`.
+pub fn analysis_flag_error(e: AnalysisError) -> anyhow::Error {
+    match e {
+        AnalysisError::Invalid { name, problem } => {
+            anyhow::anyhow!("--{} {problem}", name.replace('_', "-"))
+        }
+        e => e.into(),
+    }
+}
+
+/// A `compare` parameter error in the command line's words.
+pub fn compare_flag_error(e: CompareParamsError) -> anyhow::Error {
+    anyhow::anyhow!("--{e}")
 }
 
 /// A training error in the command line's words (see [`flag_error`]).
@@ -264,7 +281,7 @@ impl AnalysisArgs {
             SolverArg::Randomized => Solver::Randomized,
             SolverArg::Auto => Solver::Auto,
         };
-        Ok(AnalysisParams {
+        AnalysisParams {
             method: method.method(),
             energy: self.energy,
             act_threshold: self.act_threshold,
@@ -280,7 +297,8 @@ impl AnalysisArgs {
             },
             ..AnalysisParams::default()
         }
-        .check()?)
+        .check()
+        .map_err(analysis_flag_error)
     }
 }
 

@@ -16,7 +16,7 @@ use cnnu::training::{TrainRequest, train_run};
 
 use crate::cli::{
     AggregateArgs, AnalyzeArgs, Cli, Command, CompareArgs, ExportArgs, ModelArg, ProbeArgs,
-    ReduceArgs, StudyArgs, TrainCommand, flag_error, study_error, train_error,
+    ReduceArgs, StudyArgs, TrainCommand, compare_flag_error, flag_error, study_error, train_error,
 };
 use crate::console::{Console, run_line};
 
@@ -288,7 +288,8 @@ fn compare(args: &CompareArgs) -> Result<()> {
         seed: args.seed,
         layers: args.layers.clone(),
     }
-    .check()?;
+    .check()
+    .map_err(compare_flag_error)?;
     let c = compare::compare_runs(&args.run_a, &args.run_b, &params)?;
     compare::write_compare(&args.out, &c)?;
     for r in &c.rows {

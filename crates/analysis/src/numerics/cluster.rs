@@ -57,6 +57,7 @@
 //! benchmark 3.2 % of the pairs are recomputed, which is
 //! lost in the timing noise.
 
+use crate::numerics::matrix::column_means;
 use crate::numerics::scores::ScoresError;
 use std::collections::VecDeque;
 
@@ -209,14 +210,7 @@ pub fn hdbscan_with(
 
 /// Subtracts the column means and scales by a power of two so that `max |x| < 1`.
 fn centre_and_scale(scores: &[f32], n: usize, dim: usize) -> Vec<f32> {
-    let mut mean = vec![0f64; dim];
-    for row in scores.chunks_exact(dim) {
-        for (m, &v) in mean.iter_mut().zip(row) {
-            *m += f64::from(v);
-        }
-    }
-    let inv_n = 1.0 / n as f64;
-    mean.iter_mut().for_each(|m| *m *= inv_n);
+    let mean = column_means(scores, n, dim);
     let max_abs = scores
         .chunks_exact(dim)
         .flat_map(|row| {

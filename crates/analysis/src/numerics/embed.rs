@@ -34,6 +34,8 @@
 //! 1.9.1 on the same data: 5.8 s / 18.8 s with its default PCA init, 24.6 s / 24.6 s with
 //! random init.
 
+use cnnu_run::stratified::{Within, stratified};
+
 use crate::numerics::rng::SplitMix64;
 use crate::numerics::scores::ScoresError;
 use bhtsne::tSNE;
@@ -112,57 +114,11 @@ pub enum EmbedError {
     },
 }
 
-/// Picks at most `max_points` row indices so that every class keeps its share of the rows.
-///
-/// Deterministic and sorted. If there are at most `max_points` labels, all rows are kept.
-/// Otherwise class `c` with `n_c` of the `n` rows gets `⌊max_points · n_c / n⌋` rows, and the
-/// rows left over go one each to the classes with the largest remainders (ties: smaller label
-/// first), so the total is exactly `max_points`. Within a class the picks are evenly spaced
-/// over its rows in input order, `j ↦ ⌊(2j + 1) n_c / (2 q_c)⌋`, so that an ordering of the
-/// input (say, by time) is covered evenly. Every label value, `-1` included, is a class.
+/// Picks at most `max_points` row indices so that every class keeps its share of the rows,
+/// evenly spaced within each class ([`cnnu_run::stratified`] with [`Within::Spread`]).
+/// Deterministic and sorted; all rows when there are at most `max_points`.
 pub fn stratified_sample(labels: &[i64], max_points: usize) -> Vec<usize> {
-    let n = labels.len();
-    if n <= max_points {
-        return (0..n).collect();
-    }
-    let mut classes: Vec<(i64, Vec<usize>)> = Vec::new();
-    {
-        let mut order: Vec<usize> = (0..n).collect();
-        // Stable sort: rows of a class stay in input order.
-        order.sort_by_key(|&i| labels[i]);
-        for i in order {
-            match classes.last_mut() {
-                Some((label, rows)) if *label == labels[i] => rows.push(i),
-                _ => classes.push((labels[i], vec![i])),
-            }
-        }
-    }
-    // Largest-remainder apportionment in exact integer arithmetic (u128: no overflow).
-    let (total, budget) = (n as u128, max_points as u128);
-    let mut quota: Vec<usize> = Vec::with_capacity(classes.len());
-    let mut remainder: Vec<(u128, usize)> = Vec::with_capacity(classes.len());
-    for (k, (_, rows)) in classes.iter().enumerate() {
-        let share = budget * rows.len() as u128;
-        quota.push((share / total) as usize);
-        remainder.push((share % total, k));
-    }
-    let left = max_points - quota.iter().sum::<usize>();
-    // Classes are in ascending label order, so a stable sort on the remainder breaks ties
-    // towards the smaller label.
-    remainder.sort_by_key(|&(r, _)| std::cmp::Reverse(r));
-    for &(_, k) in remainder.iter().take(left) {
-        quota[k] += 1;
-    }
-    let mut picked: Vec<usize> = classes
-        .iter()
-        .zip(&quota)
-        .flat_map(|((_, rows), &q)| {
-            let c = rows.len();
-            (0..q).map(move |j| rows[(2 * j + 1) * c / (2 * q)])
-        })
-        .collect();
-    picked.sort_unstable();
-    picked
+    stratified(labels, max_points, Within::Spread)
 }
 
 /// Embeds (a class-stratified subsample of) the rows of `scores` (row-major `[n, dim]`) in 2-D

@@ -34,7 +34,7 @@ pub enum MatrixError {
         d: usize,
     },
     /// A value is NaN or infinite.
-    #[error("the value at row {row}, column {col} is not finite ({value})")]
+    #[error("activation at sample {row}, feature {col} is {value}")]
     NonFinite {
         /// Row of the first offending value.
         row: usize,
@@ -146,6 +146,41 @@ pub(crate) fn first_non_finite<T: Copy + Into<f64> + Sync>(v: &[T]) -> Option<us
                 .position(|&x| !x.into().is_finite())
                 .map(|i| c * CHUNK + i)
         })
+}
+
+/// Column means of an `n × d` row-major matrix, summed in f64 row by row: the one centring
+/// helper's first half (with [`centred_f64`] and [`centre_rows_into`]).
+pub fn column_means(x: &[f32], n: usize, d: usize) -> Vec<f64> {
+    let mut mean = vec![0f64; d];
+    for row in x.chunks_exact(d) {
+        for (m, &v) in mean.iter_mut().zip(row) {
+            *m += f64::from(v);
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= n as f64);
+    mean
+}
+
+/// Every row of `x` (`d` columns) minus `mean`, in f64.
+pub fn centred_f64(x: &[f32], d: usize, mean: &[f64]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks_exact(d) {
+        out.extend(row.iter().zip(mean).map(|(&v, &m)| f64::from(v) - m));
+    }
+    out
+}
+
+/// The rows `rows` of `x` (`d` columns) minus `mean`, in f32, into `dst` (`rows.len() · d`),
+/// in parallel.
+pub fn centre_rows_into(x: &[f32], d: usize, rows: &[usize], mean: &[f64], dst: &mut [f32]) {
+    use rayon::prelude::*;
+    dst.par_chunks_mut(d)
+        .zip(rows.par_iter())
+        .for_each(|(out, &i)| {
+            for ((o, &v), m) in out.iter_mut().zip(&x[i * d..(i + 1) * d]).zip(mean) {
+                *o = (f64::from(v) - m) as f32;
+            }
+        });
 }
 
 /// A layer's representation of `n` samples: the feature matrix, one label per row, and the

@@ -21,7 +21,7 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
-use crate::numerics::matrix::Matrix;
+use crate::numerics::matrix::{Matrix, centred_f64, column_means};
 
 /// Cluster id that marks a noise point (HDBSCAN / DBSCAN convention).
 pub const NOISE: i64 = -1;
@@ -212,7 +212,7 @@ pub(crate) fn knn_agreement_rows(
     if k == 0 || k >= n {
         return Err(MetricsError::InvalidK { k, n });
     }
-    let x = centered_f64(scores, n, dim);
+    let x = centred_f64(scores, dim, &column_means(scores, n, dim));
     let norms = sq_norms(&x, n, dim);
 
     let mut matches: u64 = 0;
@@ -272,7 +272,7 @@ pub(crate) fn silhouette_true_rows(
         class_start[c + 1] += class_start[c];
     }
 
-    let x = centered_f64(&sorted, n, dim);
+    let x = centred_f64(&sorted, dim, &column_means(&sorted, n, dim));
     let norms = sq_norms(&x, n, dim);
 
     let mut sil = vec![0f64; n];
@@ -419,30 +419,11 @@ fn check_scores(scores: &[f32], n: usize, dim: usize, labels: &[i64]) -> Result<
             got: labels.len(),
         });
     }
-    if let Some((index, &value)) = scores.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+    if let Some(index) = crate::numerics::matrix::first_non_finite(scores) {
+        let value = scores[index];
         return Err(MetricsError::NonFinite { index, value });
     }
     Ok(())
-}
-
-/// Scores as f64 with the column means removed. Distances are translation-invariant, and
-/// centring shrinks the norms in the Gram identity, which is where its cancellation error comes
-/// from (activations often sit far from the origin, e.g. after a ReLU).
-fn centered_f64(scores: &[f32], n: usize, dim: usize) -> Vec<f64> {
-    let mut mean = vec![0f64; dim];
-    for row in scores.chunks_exact(dim) {
-        for (m, &v) in mean.iter_mut().zip(row) {
-            *m += f64::from(v);
-        }
-    }
-    for m in &mut mean {
-        *m /= n as f64;
-    }
-    let mut x = Vec::with_capacity(n * dim);
-    for row in scores.chunks_exact(dim) {
-        x.extend(row.iter().zip(&mean).map(|(&v, &m)| f64::from(v) - m));
-    }
-    x
 }
 
 /// Squared Euclidean norm of every row of a row-major `[n, dim]` matrix.

@@ -95,10 +95,10 @@ impl ValidAnalysisParams {
 /// Errors of the analysis.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalysisError {
-    /// An option out of range.
-    #[error("--{name} {problem}")]
+    /// A parameter out of range.
+    #[error("{name} {problem}")]
     Invalid {
-        /// The option.
+        /// The field of [`AnalysisParams`].
         name: &'static str,
         /// Why.
         problem: String,
@@ -129,24 +129,24 @@ impl AnalysisParams {
         }
         if !(self.act_threshold.is_finite() && self.act_threshold >= 0.0) {
             return invalid(
-                "act-threshold",
+                "act_threshold",
                 format!("must be a number >= 0, got {}", self.act_threshold),
             );
         }
         if self.min_cluster_size < 2 {
             return invalid(
-                "min-cluster-size",
+                "min_cluster_size",
                 format!("must be at least 2, got {}", self.min_cluster_size),
             );
         }
         if self.min_samples == Some(0) {
-            return invalid("min-samples", "must be at least 1".into());
+            return invalid("min_samples", "must be at least 1".into());
         }
         if self.max_k == Some(0) {
-            return invalid("max-k", "must be at least 1".into());
+            return invalid("max_k", "must be at least 1".into());
         }
         if self.knn_k == 0 {
-            return invalid("knn-k", "must be at least 1".into());
+            return invalid("knn_k", "must be at least 1".into());
         }
         Ok(ValidAnalysisParams(self))
     }

@@ -41,7 +41,7 @@ pub fn check(scores: &[f32], n: usize, dim: usize) -> Result<(), ScoresError> {
     if dim == 0 {
         return Err(ScoresError::ZeroDim);
     }
-    match scores.iter().position(|v| !v.is_finite()) {
+    match crate::numerics::matrix::first_non_finite(scores) {
         Some(i) => Err(ScoresError::NonFinite {
             row: i / dim,
             col: i % dim,

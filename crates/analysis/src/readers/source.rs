@@ -105,7 +105,7 @@ pub enum SourceError {
         problem: String,
     },
     /// The values are not a usable matrix (no samples, or a NaN or infinite value).
-    #[error("{path}: `{layer}`: {source}")]
+    #[error("{path}: {layer}: {source}")]
     Matrix {
         /// The file.
         path: PathBuf,

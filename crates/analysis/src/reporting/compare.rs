@@ -66,7 +66,7 @@ impl Default for CompareParams {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CompareParamsError {
     /// Too few permutations for a p-value worth reading.
-    #[error("--permutations {given}: at least {min} are needed")]
+    #[error("permutations {given}: at least {min} are needed")]
     TooFewPermutations {
         /// Permutations asked for.
         given: usize,
@@ -74,10 +74,10 @@ pub enum CompareParamsError {
         min: usize,
     },
     /// An empty list of layers.
-    #[error("--layers names no layer")]
+    #[error("layers names no layer")]
     NoLayers,
     /// A layer named twice.
-    #[error("--layers names `{0}` twice")]
+    #[error("layers names `{0}` twice")]
     DuplicateLayer(String),
 }
 

@@ -118,6 +118,8 @@ pub fn linear_probe(
     })
 }
 
+/// A seeded random half of every class for training the probe, the rest for testing it: a
+/// split, not a sample, so not [`cnnu_run::stratified`] (which picks a deterministic subset).
 fn stratified_split(class_of: &[usize], c: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let mut rng = SplitMix64::new(seed);
     let mut train = Vec::new();

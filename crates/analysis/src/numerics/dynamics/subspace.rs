@@ -6,6 +6,7 @@ use faer::{Accum, Mat, MatRef, Par, Side};
 use rayon::prelude::*;
 
 use super::{DynamicsError, SYMMETRY_TOL, asymmetric_pair, check_data, check_labels, class_sums};
+use crate::numerics::matrix::centre_rows_into;
 use crate::numerics::metrics::dense_ids;
 use crate::numerics::reduce::{self, Method, ReduceError, Solver};
 
@@ -63,7 +64,7 @@ pub fn class_subspace_alignment(
             .collect();
         buf.resize(nc * d, 0.0);
         let xc = &mut buf[..nc * d];
-        centre_rows(x, d, &rows, &mu, xc);
+        centre_rows_into(x, d, &rows, &mu, xc);
         let red = match reduce::reduce_rows(xc, nc, d, Method::Pca, energy, None, Solver::Auto) {
             Ok(r) => r,
             Err(ReduceError::ZeroEnergy { .. }) => continue,
@@ -232,17 +233,6 @@ pub fn class_subspace_alignment_from_gram(
         let r = wa.ncols().min(wb.ncols());
         Ok(s.iter().take(r).map(|v| v.clamp(0.0, 1.0)).sum::<f64>() / r as f64)
     })
-}
-
-/// Writes the rows `rows` of `x`, less `mu` (their mean, f64), into `dst` (`[rows, d]`).
-fn centre_rows(x: &[f32], d: usize, rows: &[usize], mu: &[f64], dst: &mut [f32]) {
-    dst.par_chunks_mut(d)
-        .zip(rows.par_iter())
-        .for_each(|(out, &i)| {
-            for ((o, &v), m) in out.iter_mut().zip(&x[i * d..(i + 1) * d]).zip(mu) {
-                *o = (f64::from(v) - m) as f32;
-            }
-        });
 }
 
 /// The orthonormal basis `V = X_cᵀ U S⁻¹ = X_cᵀ · scores · S⁻²` (`[d, k]`) of one class's

@@ -1,5 +1,6 @@
-//! MNIST from the four official idx files (gzip-compressed or raw): validated reading,
-//! torchvision's normalisation and where to find the files.
+//! The idx files of MNIST, Fashion-MNIST and KMNIST (gzip-compressed or raw): validated
+//! reading of one split into an [`ImageSplit`]. Normalisation belongs to
+//! [`ImageDataset::normalized`](crate::ImageDataset::normalized), like every dataset's.
 //!
 //! The idx reader is written here rather than taken from burn-dataset because that one panics
 //! on a bad file and trusts the header's counts; a researcher's truncated download must give
@@ -9,10 +10,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Pixel mean of the MNIST training set, as torchvision's `Normalize` uses it.
-pub const MEAN: f32 = 0.1307;
-/// Pixel standard deviation of the MNIST training set.
-pub const STD: f32 = 0.3081;
+use crate::dataset::ImageSplit;
 
 const IMAGES_MAGIC: u32 = 2051;
 const LABELS_MAGIC: u32 = 2049;
@@ -20,12 +18,12 @@ const LABELS_MAGIC: u32 = 2049;
 /// would otherwise let a gzip bomb exhaust memory).
 const MAX_DECOMPRESSED: u64 = 64 << 20;
 
-/// The two MNIST splits.
+/// The two splits of an idx dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
-    /// The 60 000 training images.
+    /// The training images (60 000 in MNIST).
     Train,
-    /// The 10 000 test images.
+    /// The test images (10 000 in MNIST).
     Test,
 }
 
@@ -41,7 +39,7 @@ impl Split {
 
 /// What is wrong with an MNIST file.
 #[derive(Debug, thiserror::Error)]
-pub enum MnistError {
+pub enum IdxError {
     /// The data directory does not exist.
     #[error("{0}: MNIST directory not found")]
     MissingDir(PathBuf),
@@ -141,93 +139,51 @@ pub enum MnistError {
     },
 }
 
-/// One split of MNIST: 28x28 u8 images, row-major, and their labels.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MnistSplit {
-    /// `len() * 784` pixels.
-    pub images: Vec<u8>,
-    /// One digit per image.
-    pub labels: Vec<u8>,
+/// Reads one split (28x28 u8 images and labels 0-9) from `dir`, each file as `stem` or
+/// `stem.gz`.
+pub fn read_split(dir: &Path, split: Split) -> Result<ImageSplit, IdxError> {
+    if !dir.is_dir() {
+        return Err(IdxError::MissingDir(dir.to_path_buf()));
+    }
+    let (img_stem, lbl_stem) = split.file_stems();
+    let img_path = find(dir, img_stem)?;
+    let lbl_path = find(dir, lbl_stem)?;
+    let img = read_maybe_gz(&img_path)?;
+    let lbl = read_maybe_gz(&lbl_path)?;
+    let (n_images, images) = parse_idx(&img_path, &img, IMAGES_MAGIC, 16)?;
+    let rows = be_u32(&img[8..12]);
+    let cols = be_u32(&img[12..16]);
+    if rows != 28 || cols != 28 {
+        return Err(IdxError::BadDims {
+            path: img_path,
+            rows,
+            cols,
+        });
+    }
+    let (n_labels, labels) = parse_idx(&lbl_path, &lbl, LABELS_MAGIC, 8)?;
+    if n_images != n_labels {
+        return Err(IdxError::CountMismatch {
+            images: img_path,
+            n_images,
+            labels: lbl_path,
+            n_labels,
+        });
+    }
+    if let Some((index, &label)) = labels.iter().enumerate().find(|(_, l)| **l > 9) {
+        return Err(IdxError::BadLabel {
+            path: lbl_path,
+            index,
+            label,
+        });
+    }
+    Ok(ImageSplit {
+        images: images.to_vec(),
+        labels: labels.to_vec(),
+        dims: [1, 28, 28],
+    })
 }
 
-/// Pixels per image.
-pub const PIXELS: usize = 28 * 28;
-
-impl MnistSplit {
-    /// Number of images.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// Whether the split has no images.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    /// The raw pixels of image `i`.
-    pub fn image(&self, i: usize) -> &[u8] {
-        &self.images[i * PIXELS..(i + 1) * PIXELS]
-    }
-
-    /// Reads a split from `dir`, each file as `stem` or `stem.gz`.
-    pub fn read(dir: &Path, split: Split) -> Result<Self, MnistError> {
-        if !dir.is_dir() {
-            return Err(MnistError::MissingDir(dir.to_path_buf()));
-        }
-        let (img_stem, lbl_stem) = split.file_stems();
-        let img_path = find(dir, img_stem)?;
-        let lbl_path = find(dir, lbl_stem)?;
-        let img = read_maybe_gz(&img_path)?;
-        let lbl = read_maybe_gz(&lbl_path)?;
-        let (n_images, images) = parse_idx(&img_path, &img, IMAGES_MAGIC, 16)?;
-        let rows = be_u32(&img[8..12]);
-        let cols = be_u32(&img[12..16]);
-        if rows != 28 || cols != 28 {
-            return Err(MnistError::BadDims {
-                path: img_path,
-                rows,
-                cols,
-            });
-        }
-        let (n_labels, labels) = parse_idx(&lbl_path, &lbl, LABELS_MAGIC, 8)?;
-        if n_images != n_labels {
-            return Err(MnistError::CountMismatch {
-                images: img_path,
-                n_images,
-                labels: lbl_path,
-                n_labels,
-            });
-        }
-        if let Some((index, &label)) = labels.iter().enumerate().find(|(_, l)| **l > 9) {
-            return Err(MnistError::BadLabel {
-                path: lbl_path,
-                index,
-                label,
-            });
-        }
-        Ok(MnistSplit {
-            images: images.to_vec(),
-            labels: labels.to_vec(),
-        })
-    }
-
-    /// The images `indices`, normalised as torchvision does, `[len, 1, 28, 28]` row-major.
-    pub fn normalized(&self, indices: &[usize]) -> Vec<f32> {
-        let mut out = Vec::with_capacity(indices.len() * PIXELS);
-        for &i in indices {
-            out.extend(self.image(i).iter().map(|&p| normalize(p)));
-        }
-        out
-    }
-}
-
-/// torchvision's `ToTensor()` then `Normalize((0.1307,), (0.3081,))`, each step in f32.
-#[inline]
-pub fn normalize(pixel: u8) -> f32 {
-    (pixel as f32 / 255.0 - MEAN) / STD
-}
-
-fn find(dir: &Path, stem: &str) -> Result<PathBuf, MnistError> {
+fn find(dir: &Path, stem: &str) -> Result<PathBuf, IdxError> {
     let raw = dir.join(stem);
     if raw.is_file() {
         return Ok(raw);
@@ -236,14 +192,14 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf, MnistError> {
     if gz.is_file() {
         return Ok(gz);
     }
-    Err(MnistError::MissingFile {
+    Err(IdxError::MissingFile {
         dir: dir.to_path_buf(),
         stem: stem.to_string(),
     })
 }
 
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, MnistError> {
-    let io = |source| MnistError::Io {
+fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, IdxError> {
+    let io = |source| IdxError::Io {
         path: path.to_path_buf(),
         source,
     };
@@ -253,7 +209,7 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, MnistError> {
         let mut decoder = flate2::read::GzDecoder::new(file).take(MAX_DECOMPRESSED + 1);
         decoder
             .read_to_end(&mut out)
-            .map_err(|source| MnistError::BadGzip {
+            .map_err(|source| IdxError::BadGzip {
                 path: path.to_path_buf(),
                 source,
             })?;
@@ -263,7 +219,7 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, MnistError> {
             .map_err(io)?;
     }
     if out.len() as u64 > MAX_DECOMPRESSED {
-        return Err(MnistError::TooLarge {
+        return Err(IdxError::TooLarge {
             path: path.to_path_buf(),
         });
     }
@@ -281,9 +237,9 @@ fn parse_idx<'a>(
     data: &'a [u8],
     magic: u32,
     header: usize,
-) -> Result<(u32, &'a [u8]), MnistError> {
+) -> Result<(u32, &'a [u8]), IdxError> {
     if data.len() < header {
-        return Err(MnistError::Truncated {
+        return Err(IdxError::Truncated {
             path: path.to_path_buf(),
             expected: header as u64,
             found: data.len() as u64,
@@ -291,7 +247,7 @@ fn parse_idx<'a>(
     }
     let found = be_u32(&data[0..4]);
     if found != magic {
-        return Err(MnistError::WrongMagic {
+        return Err(IdxError::WrongMagic {
             path: path.to_path_buf(),
             expected: magic,
             found,
@@ -309,37 +265,18 @@ fn parse_idx<'a>(
         .saturating_add(header as u64);
     let present = data.len() as u64;
     if present < expected {
-        return Err(MnistError::Truncated {
+        return Err(IdxError::Truncated {
             path: path.to_path_buf(),
             expected,
             found: present,
         });
     }
     if present > expected {
-        return Err(MnistError::TrailingBytes {
+        return Err(IdxError::TrailingBytes {
             path: path.to_path_buf(),
             expected,
             extra: present - expected,
         });
     }
     Ok((count, &data[header..]))
-}
-
-/// The whole of MNIST.
-#[derive(Debug, Clone)]
-pub struct Mnist {
-    /// The training split.
-    pub train: MnistSplit,
-    /// The test split.
-    pub test: MnistSplit,
-}
-
-impl Mnist {
-    /// Reads both splits from one directory.
-    pub fn read(dir: &Path) -> Result<Self, MnistError> {
-        Ok(Mnist {
-            train: MnistSplit::read(dir, Split::Train)?,
-            test: MnistSplit::read(dir, Split::Test)?,
-        })
-    }
 }
