@@ -19,9 +19,10 @@
 //!   own wrapping flex; one custom op is less code.
 //! - **Optimizer record names** (`RecordState for FusedSgdState`): the fused SGD keeps its
 //!   velocity in a state of its own, because burn-optim's `MomentumState` keeps the velocity
-//!   private (no getter, no constructor from parts besides `new`). Its checkpoint leaves are
-//!   named exactly as burn-optim's `SgdState` names them (`{param}.momentum.velocity`), so
-//!   checkpoints written by either optimizer load in the other.
+//!   private (`new` builds one; nothing but its record flattening reads it back). Its
+//!   checkpoint leaves are named exactly as burn-optim's `SgdState` names them
+//!   (`{param}.momentum.velocity`), so checkpoints written by either optimizer load in the
+//!   other.
 
 use burn::optim::{RecordState, StateSink, StateSource, join_path};
 use burn::prelude::*;

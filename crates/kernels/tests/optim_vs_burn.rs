@@ -200,8 +200,7 @@ fn a_state_of_the_wrong_length_is_an_error_not_a_restart() {
     };
     let err = sgd
         .try_step(0.1, param.clone(), grad.clone(), Some(state.clone()))
-        .err()
-        .expect("a velocity of 116 values for 120 is refused");
+        .expect_err("a velocity of 116 values for 120 is refused");
     assert_eq!(
         err,
         StateError::Length {
@@ -272,6 +271,9 @@ fn a_checkpoint_file_of_stock_sgd_resumes_in_fused_sgd() {
     assert_eq!(bits(&ma.weight.val()), bits(&mb.weight.val()));
     // Stepping the loaded state in place leaves the file alone (it is read lazily, so only
     // now is it removed).
-    assert!(std::fs::read(&path).unwrap() == written, "the checkpoint is untouched");
+    assert!(
+        std::fs::read(&path).unwrap() == written,
+        "the checkpoint is untouched"
+    );
     std::fs::remove_file(&path).unwrap();
 }
