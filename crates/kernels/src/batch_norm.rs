@@ -40,43 +40,28 @@ pub fn batch_norm_eval(
     eps: f64,
 ) -> Tensor<4> {
     #[cfg(feature = "flex")]
-    if flex::applies(&x, &[&gamma, &beta, &mean, &var]) {
-        return flex::batch_norm_eval(x, [gamma, beta, mean, var], eps);
+    {
+        use crate::glue::{FlexMut, is_flex_f32};
+        let stats = [&gamma, &beta, &mean, &var];
+        if is_flex_f32(&x, false) && stats.iter().all(|t| is_flex_f32(t, false)) {
+            let dims @ [_, channels, h, w] = x.dims();
+            let [gamma, beta, mean, var] = [gamma, beta, mean, var].map(|t| {
+                t.into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .expect("f32 statistics")
+            });
+            // Written in place when the input is a dense tensor nobody else holds.
+            let mut x = FlexMut::take(x);
+            batch_norm_eval_in_place(
+                x.values_mut(),
+                channels,
+                h * w,
+                [&gamma, &beta, &mean, &var],
+                eps as f32,
+            );
+            return x.into_tensor(dims);
+        }
     }
     burn::tensor::module::batch_norm(x, gamma, beta, mean, var, eps)
-}
-
-#[cfg(feature = "flex")]
-mod flex {
-    use burn::backend::Flex;
-
-    use super::*;
-    use crate::flex_tensor::{dense, is_flex_f32};
-
-    pub(super) fn applies(x: &Tensor<4>, stats: &[&Tensor<1>]) -> bool {
-        is_flex_f32(x, false) && stats.iter().all(|t| is_flex_f32(t, false))
-    }
-
-    fn values(t: Tensor<1>) -> Vec<f32> {
-        t.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .expect("f32 statistics")
-    }
-
-    pub(super) fn batch_norm_eval(x: Tensor<4>, stats: [Tensor<1>; 4], eps: f64) -> Tensor<4> {
-        let [_, channels, h, w] = x.dims();
-        let [gamma, beta, mean, var] = stats.map(values);
-        // Written in place when the input is a dense tensor nobody else holds.
-        let mut x = dense(x.try_into_primitive::<Flex>().expect("checked: flex"));
-        let n = x.layout().num_elements();
-        batch_norm_eval_in_place(
-            &mut x.storage_mut::<f32>()[..n],
-            channels,
-            h * w,
-            [&gamma, &beta, &mean, &var],
-            eps as f32,
-        );
-        Tensor::from_primitive::<Flex>(x)
-    }
 }

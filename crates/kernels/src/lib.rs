@@ -7,16 +7,19 @@
 //!   Burn's autodiff graph on flex;
 //! - [`batch_norm`]: eval-mode BatchNorm as one pass, Burn's arithmetic bit for bit;
 //! - [`optim`]: Adam and SGD with momentum as one in-place pass per parameter, burn-optim's
-//!   arithmetic and state.
+//!   arithmetic and checkpoint format.
+//!
+//! Everything that reaches into Burn's internals (flex storage, autodiff registration, the
+//! backend behind a device, optimizer record names) is in one private module, `glue`; the
+//! modules above hold the numerics on slices and use Burn's public API.
 
 pub mod batch_norm;
 pub mod burn_conv;
 pub mod conv;
-#[cfg(feature = "flex")]
-mod flex_tensor;
+mod glue;
 pub mod optim;
 
 pub use batch_norm::batch_norm_eval;
 pub use burn_conv::{conv2d, conv2d_module};
 pub use conv::{Conv2dPlan, Conv2dShape, ConvError};
-pub use optim::{FusedAdam, FusedSgd};
+pub use optim::{FusedAdam, FusedSgd, FusedSgdState, StateError, StepError};
