@@ -1,15 +1,19 @@
-//! The run directory, owned in one place: where each file of a run lives, the metrics line,
-//! how samples (snapshots) are named and versioned, and the atomic writes every file goes
-//! through. Training writes it and analysis reads it through this crate; it knows nothing of
+//! The run directory, owned in one place: where each file of a run lives, a typed view of its
+//! `config.json`, the metrics line, how samples (snapshots) are named and versioned, the one
+//! safetensors header reader, and the atomic writes every file goes through. Training writes it and analysis reads it through this crate; it knows nothing of
 //! Burn.
 
 #![forbid(unsafe_code)]
 
 pub mod atomic;
+pub mod config;
 pub mod dir;
+pub mod header;
 pub mod metrics;
 pub mod sample;
 
+pub use config::{ConfigViewError, RunConfigView};
 pub use dir::RunDir;
+pub use header::{HeaderError, SafetensorsHeader};
 pub use metrics::{EpochMetrics, MetricsError, read_metrics, write_metrics};
 pub use sample::{SampleFile, SampleName, SnapshotFormat, SnapshotFormatError};

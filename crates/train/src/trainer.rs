@@ -818,3 +818,51 @@ impl Session<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cnnu_model::{ResNetArch, ResNetConfig};
+    use cnnu_run::RunConfigView;
+
+    /// `cnnu_run::RunConfigView` repeats some of `RunConfig`'s fields (cnnu-run cannot depend
+    /// on this crate): a real configuration, written as training writes it, must read back
+    /// through the view with every field the view names present and equal.
+    #[test]
+    fn run_config_reads_back_through_the_view() {
+        let train = TrainConfig::new()
+            .with_dataset(crate::dataset::DatasetKind::Cifar10)
+            .with_model(
+                ResNetConfig::new()
+                    .with_arch(ResNetArch::ResNet34)
+                    .with_in_channels(3),
+            )
+            .with_probe_limit(123)
+            .with_taps("conv1,layer2".into())
+            .with_sample_at(SampleAt::Log(5))
+            .with_train_limit(Some(777))
+            .with_batch_size(32);
+        let config = RunConfig {
+            train,
+            backend: BackendKind::Flex,
+            data_source: "somewhere".into(),
+            cnnu_version: "0".into(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        let json = serde_json::to_string_pretty(&config).unwrap();
+        atomic::write_atomic(&run.config_path(), json.as_bytes()).unwrap();
+
+        let view = RunConfigView::read(&run).unwrap();
+        let written: serde_json::Value = serde_json::from_str(&json).unwrap();
+        // Every field of the view, serialised back, is the written field of the same name:
+        // none is missing (a rename would read as null) and none is reshaped.
+        let seen = serde_json::to_value(&view.train).unwrap();
+        for (key, value) in seen.as_object().unwrap() {
+            assert!(!value.is_null(), "the view reads no `train.{key}`");
+            assert_eq!(value, &written["train"][key], "train.{key}");
+        }
+        assert_eq!(view.train.taps.as_deref(), Some("conv1,layer2"));
+        assert_eq!(view.train.model.unwrap().arch.as_deref(), Some("ResNet34"));
+    }
+}
