@@ -23,7 +23,7 @@ impl From<PlotError> for AggregateError {
 fn io_error(path: &Path, source: std::io::Error) -> AggregateError {
     AggregateError::Summary(io(path)(source))
 }
-use crate::reporting::report::is_early;
+use crate::reporting::report::EarlyLayers;
 use crate::reporting::summary::{
     CsvColumns, MissingColumn, SUMMARY_CSV, SampleAxis, SummaryError, columns, io,
 };
@@ -353,8 +353,9 @@ pub const EARLY_MEASURES: [&str; 6] = [
     "probe_acc",
 ];
 
-/// Reads and summarises analysed runs of one setup.
-pub fn aggregate(runs: &[PathBuf]) -> Result<Aggregate, AggregateError> {
+/// Reads and summarises analysed runs of one setup; `early` are the layers the early-layer
+/// changes average over (the runs' model's early taps, see [`EarlyLayers`]).
+pub fn aggregate(runs: &[PathBuf], early: &EarlyLayers) -> Result<Aggregate, AggregateError> {
     if runs.is_empty() {
         return Err(AggregateError::NoRuns);
     }
@@ -397,7 +398,7 @@ pub fn aggregate(runs: &[PathBuf]) -> Result<Aggregate, AggregateError> {
     let early_changes = EARLY_MEASURES
         .iter()
         .filter_map(|&name| figures::figure(name))
-        .map(|f| early_change(&tables, &samples, f))
+        .map(|f| early_change(&tables, &samples, early, f))
         .collect();
     Ok(Aggregate {
         runs: runs.to_vec(),
@@ -411,13 +412,14 @@ pub fn aggregate(runs: &[PathBuf]) -> Result<Aggregate, AggregateError> {
 fn early_change(
     tables: &[RunTable],
     samples: &[(SampleName, Option<u64>, usize)],
+    early: &EarlyLayers,
     f: &Figure,
 ) -> EarlyChange {
     let early_mean = |t: &RunTable, s: SampleName| -> f64 {
         let v: Vec<f64> = t
             .layers
             .iter()
-            .filter(|l| is_early(l))
+            .filter(|l| early.contains(l))
             .filter_map(|l| t.rows.get(&(l.clone(), s))?.values.get(f.name).copied())
             .filter(|v| v.is_finite())
             .collect();
@@ -680,7 +682,7 @@ mod tests {
             fake_run(dir.path(), 1, [0.1, 0.3, 0.40], "conv1,layer4"),
             fake_run(dir.path(), 2, [0.1, 0.4, 0.35], "conv1,layer4"),
         ];
-        let agg = aggregate(&runs).unwrap();
+        let agg = aggregate(&runs, &EarlyLayers::new(["conv1"])).unwrap();
         assert_eq!(agg.rows.len(), 6);
         let row = |layer: &str, sample: &str| {
             agg.rows
@@ -734,11 +736,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = fake_run(dir.path(), 0, [0.1, 0.2, 0.3], "conv1,layer4");
         let b = fake_run(dir.path(), 1, [0.1, 0.2, 0.3], "conv1,layer2");
-        let e = aggregate(&[a, b]).unwrap_err().to_string();
+        let e = aggregate(&[a, b], &EarlyLayers::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("taps") && e.contains("conv1,layer2"), "{e}");
         let c = dir.path().join("none");
         fs::create_dir_all(&c).unwrap();
-        let e = aggregate(&[c]).unwrap_err();
+        let e = aggregate(&[c], &EarlyLayers::default()).unwrap_err();
         assert!(matches!(e, AggregateError::NotAnalysed(_)), "{e}");
     }
 
