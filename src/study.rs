@@ -11,9 +11,11 @@ use std::time::Instant;
 use cnnu_analysis::numerics::pipeline::ValidAnalysisParams;
 use cnnu_analysis::reporting::aggregate::{self, AggregateError};
 use cnnu_analysis::reporting::layer::LayerReport;
-use cnnu_analysis::reporting::report::{self, EpochAccuracy, ReportPaths, read_accuracy};
+use cnnu_analysis::reporting::report::{
+    self, EarlyLayers, EpochAccuracy, ReportPaths, read_accuracy,
+};
 use cnnu_analysis::reporting::summary::{Progress, SummaryError, analyze_run, sample_name};
-use cnnu_model::BackendKind;
+use cnnu_model::{BackendKind, Catalogue};
 use cnnu_train::trainer::read_run_config;
 use cnnu_train::{
     ConfigError, DatasetError, ImageDataset, RunDir, SampleAt, TrainError, TrainProgress,
@@ -231,6 +233,8 @@ pub fn expected_seconds(plan: &StudyPlan, train_images: usize, layers: usize) ->
 /// One seed's trained, analysed and reported run.
 struct SeedRun {
     root: PathBuf,
+    /// Its network's early layers.
+    early: EarlyLayers,
     reports: Vec<LayerReport>,
     accuracy: Vec<EpochAccuracy>,
     report: ReportPaths,
@@ -283,7 +287,7 @@ pub fn run(plan: &StudyPlan, progress: &mut dyn StudyProgress) -> Result<StudyOu
         });
     }
     let roots: Vec<PathBuf> = runs.iter().map(|r| r.root.clone()).collect();
-    let agg = aggregate::aggregate(&roots)?;
+    let agg = aggregate::aggregate(&roots, &runs[0].early)?;
     let agg_dir = plan.out.join("aggregate");
     aggregate::write_aggregate(&agg_dir, &agg)?;
     let settings = format!(
@@ -323,6 +327,12 @@ pub fn run(plan: &StudyPlan, progress: &mut dyn StudyProgress) -> Result<StudyOu
     })
 }
 
+/// The layers the report calls early: the early taps of the network's catalogue (the analysis
+/// crate takes them as names; it does not know the network).
+pub fn early_layers(catalogue: &Catalogue) -> EarlyLayers {
+    EarlyLayers::new(catalogue.early())
+}
+
 /// One seed: trained or resumed, analysed, reported.
 fn run_seed(
     plan: &StudyPlan,
@@ -351,6 +361,7 @@ fn run_seed(
     };
     progress.run_started(&request, source);
     let trained = train_run(&request, dataset, source, progress)?;
+    let early = early_layers(request.config.catalogue());
     let root = request.run.root().to_path_buf();
     progress.analysing(&root);
     let shared: &dyn StudyProgress = progress;
@@ -388,12 +399,14 @@ fn run_seed(
         "cnnu study: does training make early-layer clusters purer?",
         &settings,
         &analysis.reports,
+        &early,
         &accuracy,
         &analysis.dir,
     )
     .map_err(failed)?;
     Ok(SeedRun {
         root,
+        early,
         reports: analysis.reports,
         accuracy,
         report,

@@ -6,8 +6,7 @@
 //! - [`readers`]: everything that reads files (cnnu snapshots, MATLAB v5 `.mat` files).
 //! - [`reporting`]: run-level outputs: summaries, aggregates, comparisons, figures, plots,
 //!   the study report and the explorer page.
-//! - [`io_error`]: the one I/O-error wrapper (a path with its `std::io::Error`) the readers and
-//!   the reports share.
+//! - I/O errors are `cnnu_run::IoError` (a path with its `std::io::Error`), shared with training.
 //!
 //! # Analyse your own arrays
 //!
@@ -76,7 +75,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod io_error;
 pub mod numerics;
 pub mod readers;
 pub mod reporting;

@@ -29,6 +29,9 @@ pub struct TapInfo {
     pub name: String,
     /// What kind of point it is.
     pub kind: TapKind,
+    /// Where in the network: 0 the stem (the input included), 1 to 4 the residual stages
+    /// `layer1`..`layer4`, 5 the head (`avgpool`, `flatten`, `fc`).
+    pub stage: usize,
     shape: ShapeRule,
 }
 
@@ -95,46 +98,68 @@ impl Catalogue {
     /// (`[2, 2, 2, 2]`: ResNet-18's 85 taps; `[3, 4, 6, 3]`: ResNet-34's 149).
     pub fn resnet(blocks: [usize; 4]) -> Self {
         let mut taps = Vec::new();
-        let mut push = |name: String, kind, shape| taps.push(TapInfo { name, kind, shape });
+        // Each tap's stage: the stem 0, the residual stages 1..=4, the head 5.
+        let mut push = |name: String, kind, shape, stage| {
+            taps.push(TapInfo {
+                name,
+                kind,
+                stage,
+                shape,
+            })
+        };
         let spatial = |channels, halvings| ShapeRule::Spatial { channels, halvings };
 
-        push("x".into(), TapKind::Input, spatial(0, 0));
-        push("conv1".into(), TapKind::Leaf, spatial(64, 1));
-        push("bn1".into(), TapKind::Leaf, spatial(64, 1));
-        push("relu".into(), TapKind::Leaf, spatial(64, 1));
-        push("maxpool".into(), TapKind::Leaf, spatial(64, 2));
+        push("x".into(), TapKind::Input, spatial(0, 0), 0);
+        push("conv1".into(), TapKind::Leaf, spatial(64, 1), 0);
+        push("bn1".into(), TapKind::Leaf, spatial(64, 1), 0);
+        push("relu".into(), TapKind::Leaf, spatial(64, 1), 0);
+        push("maxpool".into(), TapKind::Leaf, spatial(64, 2), 0);
         for (s, (&channels, &count)) in STAGE_CHANNELS.iter().zip(&blocks).enumerate() {
-            let stage = format!("layer{}", s + 1);
+            let stage = s + 1;
+            let name = format!("layer{stage}");
             // layer1 keeps the maxpool's size; each later stage halves it in its first block's
             // conv1 (and downsample), so every tap of a stage has the stage's output size.
             let size = spatial(channels, 2 + s as u32);
             for b in 0..count {
-                let block = format!("{stage}.{b}");
+                let block = format!("{name}.{b}");
                 for leaf in BLOCK_LEAVES {
-                    push(format!("{block}.{leaf}"), TapKind::Leaf, size);
+                    push(format!("{block}.{leaf}"), TapKind::Leaf, size, stage);
                 }
                 if b == 0 && s > 0 {
-                    push(format!("{block}.downsample.0"), TapKind::Leaf, size);
-                    push(format!("{block}.downsample.1"), TapKind::Leaf, size);
-                    push(format!("{block}.downsample"), TapKind::Container, size);
+                    push(format!("{block}.downsample.0"), TapKind::Leaf, size, stage);
+                    push(format!("{block}.downsample.1"), TapKind::Leaf, size, stage);
+                    push(
+                        format!("{block}.downsample"),
+                        TapKind::Container,
+                        size,
+                        stage,
+                    );
                 }
-                push(format!("{block}.add"), TapKind::Node, size);
-                push(format!("{block}.relu_1"), TapKind::Node, size);
-                push(block, TapKind::Container, size);
+                push(format!("{block}.add"), TapKind::Node, size, stage);
+                push(format!("{block}.relu_1"), TapKind::Node, size, stage);
+                push(block, TapKind::Container, size, stage);
             }
-            push(stage, TapKind::Container, size);
+            push(name, TapKind::Container, size, stage);
         }
+        let head = STAGE_CHANNELS.len() + 1;
         push(
             "avgpool".into(),
             TapKind::Leaf,
             ShapeRule::Pooled { channels: 512 },
+            head,
         );
         push(
             "flatten".into(),
             TapKind::Node,
             ShapeRule::Flat { features: 512 },
+            head,
         );
-        push("fc".into(), TapKind::Leaf, ShapeRule::Flat { features: 0 });
+        push(
+            "fc".into(),
+            TapKind::Leaf,
+            ShapeRule::Flat { features: 0 },
+            head,
+        );
         Self { taps }
     }
 
@@ -161,6 +186,20 @@ impl Catalogue {
     /// The tap with this name.
     pub fn get(&self, name: &str) -> Option<&TapInfo> {
         self.index(name).map(|i| &self.taps[i])
+    }
+
+    /// Whether the research question counts this tap as an early layer: the stem and the
+    /// first residual stage (stage 0 or 1). Names outside the catalogue are not early.
+    pub fn is_early(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|t| t.stage <= 1)
+    }
+
+    /// The early taps (see [`Catalogue::is_early`]), in forward order.
+    pub fn early(&self) -> impl Iterator<Item = &str> + '_ {
+        self.taps
+            .iter()
+            .filter(|t| t.stage <= 1)
+            .map(|t| t.name.as_str())
     }
 
     /// Every tap selected.
@@ -497,5 +536,25 @@ mod tests {
         assert_eq!(shape("avgpool"), vec![512, 1, 1]);
         assert_eq!(shape("flatten"), vec![512]);
         assert_eq!(shape("fc"), vec![10]);
+    }
+
+    #[test]
+    fn the_early_taps_are_the_stem_and_the_first_stage() {
+        for cat in [r18(), Catalogue::resnet([3, 4, 6, 3])] {
+            // What the report's name rule said before the catalogue owned it: `layer1*`, and
+            // every name that is neither another stage nor the head.
+            let by_name = |n: &str| {
+                n.starts_with("layer1.")
+                    || n == "layer1"
+                    || !(n.starts_with("layer") || matches!(n, "avgpool" | "flatten" | "fc"))
+            };
+            for t in cat.taps() {
+                assert_eq!(cat.is_early(&t.name), by_name(&t.name), "{}", t.name);
+            }
+            assert!(!cat.is_early("logits") && !cat.is_early("layer10"));
+            let early: Vec<&str> = cat.early().collect();
+            assert_eq!(early[..5], ["x", "conv1", "bn1", "relu", "maxpool"]);
+            assert_eq!(early.last(), Some(&"layer1"));
+        }
     }
 }

@@ -10,6 +10,8 @@ use burn_store::{
     SafetensorsStoreError,
 };
 
+use cnnu_run::SafetensorsHeader;
+
 use crate::resnet::{ResNet, ResNetArch, ResNetConfig};
 
 /// Errors from reading or writing torchvision-convention weights.
@@ -182,15 +184,14 @@ impl ResNetConfig {
             path: path.to_path_buf(),
             problem,
         };
-        let shapes = header_shapes(path).map_err(|problem| WeightsError::Header {
+        let header = SafetensorsHeader::read(path).map_err(|e| WeightsError::Header {
             path: path.to_path_buf(),
-            problem,
+            problem: e.to_string(),
         })?;
         let shape = |key: &str| {
-            shapes
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, s)| s.clone())
+            header
+                .tensor(key)
+                .map(|t| t.shape.clone())
                 .ok_or_else(|| not_resnet(format!("no `{key}`")))
         };
         let conv1 = shape("conv1.weight")?;
@@ -201,7 +202,7 @@ impl ResNetConfig {
             )));
         };
         let mut blocks = [0usize; 4];
-        for (key, _) in &shapes {
+        for key in header.tensors.iter().map(|t| &t.name) {
             let mut parts = key.split('.');
             let stage = parts.next().and_then(|s| s.strip_prefix("layer"));
             let block = parts.next().and_then(|b| b.parse::<usize>().ok());
@@ -217,42 +218,4 @@ impl ResNetConfig {
             num_classes,
         })
     }
-}
-
-/// Every tensor's key and shape from a safetensors header.
-fn header_shapes(path: &Path) -> Result<Vec<(String, Vec<usize>)>, String> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len)
-        .map_err(|e| format!("no safetensors header: {e}"))?;
-    let n = u64::from_le_bytes(len);
-    // The format caps the header at 100 MB; anything larger is not a safetensors file.
-    if n > 100_000_000 {
-        return Err(format!("not a safetensors file (header of {n} bytes)"));
-    }
-    let mut header = Vec::new();
-    file.take(n)
-        .read_to_end(&mut header)
-        .map_err(|e| e.to_string())?;
-    // The header is JSON: `{name: {"dtype", "shape", "data_offsets"}, "__metadata__": {..}}`;
-    // the safetensors crate parses it only together with the whole data section.
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&header).map_err(|e| format!("bad safetensors header: {e}"))?;
-    Ok(header
-        .into_iter()
-        .filter(|(k, _)| k != "__metadata__")
-        .map(|(k, v)| {
-            let shape = v["shape"]
-                .as_array()
-                .map(|d| {
-                    d.iter()
-                        .filter_map(|x| x.as_u64())
-                        .map(|x| x as usize)
-                        .collect()
-                })
-                .unwrap_or_default();
-            (k, shape)
-        })
-        .collect())
 }

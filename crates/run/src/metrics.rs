@@ -1,6 +1,7 @@
 //! `metrics.jsonl`: one line of test (and training) figures per complete epoch. The file is
 //! rewritten whole and atomically after each epoch, so its last line is always complete.
 
+use crate::io_error::IoError;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -31,14 +32,8 @@ pub struct EpochMetrics {
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     /// The file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// A line that is not a metrics line.
     #[error("{path}: line {line}: {problem}")]
     Corrupt {
@@ -57,10 +52,10 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>, MetricsError> {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => {
-            return Err(MetricsError::Io {
+            return Err(MetricsError::Io(IoError {
                 path: path.to_path_buf(),
                 source,
-            });
+            }));
         }
     };
     text.lines()
@@ -83,9 +78,11 @@ pub fn write_metrics(path: &Path, metrics: &[EpochMetrics]) -> Result<(), Metric
         text.push_str(&serde_json::to_string(m).expect("metrics serialise"));
         text.push('\n');
     }
-    crate::atomic::write_atomic(path, text.as_bytes()).map_err(|source| MetricsError::Io {
-        path: path.to_path_buf(),
-        source,
+    crate::atomic::write_atomic(path, text.as_bytes()).map_err(|source| {
+        MetricsError::Io(IoError {
+            path: path.to_path_buf(),
+            source,
+        })
     })
 }
 

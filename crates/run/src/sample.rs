@@ -3,10 +3,11 @@
 //! `step-SSSSSSS` inside an epoch), the reserved tensor names, the metadata keys and the format
 //! version every reader checks.
 
+use crate::io_error::IoError;
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use crate::header::{HeaderError, SafetensorsHeader};
 
 /// The snapshot format this cnnu writes, as the `format` metadata entry.
 pub const FORMAT: &str = "cnnu-snapshot-1";
@@ -150,16 +151,10 @@ impl SampleFile {
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotFormatError {
     /// The file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// The safetensors header is not what the format says.
-    #[error("{path}: not a safetensors snapshot: {problem}")]
+    #[error("{path}: {problem}")]
     Header {
         /// The file.
         path: PathBuf,
@@ -186,6 +181,22 @@ pub enum SnapshotFormatError {
     },
 }
 
+impl SnapshotFormatError {
+    /// A header that [`SafetensorsHeader`] could not read, as this file's error.
+    pub fn from_header(path: &Path, e: HeaderError) -> Self {
+        match e {
+            HeaderError::Io(source) => SnapshotFormatError::Io(IoError {
+                path: path.to_path_buf(),
+                source,
+            }),
+            problem => SnapshotFormatError::Header {
+                path: path.to_path_buf(),
+                problem: problem.to_string(),
+            },
+        }
+    }
+}
+
 /// The version check every reader of a snapshot makes.
 pub struct SnapshotFormat;
 
@@ -202,34 +213,11 @@ impl SnapshotFormat {
     }
 }
 
-/// The largest header this reader accepts; safetensors' own limit.
-const MAX_HEADER: u64 = 100_000_000;
-
 /// A snapshot's `__metadata__` entries, read from its header alone (the tensors stay on disk).
 pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>, SnapshotFormatError> {
-    let io = |source| SnapshotFormatError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let header = |problem: String| SnapshotFormatError::Header {
-        path: path.to_path_buf(),
-        problem,
-    };
-    let mut file = File::open(path).map_err(io)?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(io)?;
-    let len = u64::from_le_bytes(len);
-    if len > MAX_HEADER {
-        return Err(header(format!("header length {len}")));
-    }
-    let mut text = vec![0u8; len as usize];
-    file.read_exact(&mut text).map_err(io)?;
-    let json: serde_json::Value =
-        serde_json::from_slice(&text).map_err(|e| header(e.to_string()))?;
-    let Some(meta) = json.get("__metadata__") else {
-        return Ok(BTreeMap::new());
-    };
-    serde_json::from_value(meta.clone()).map_err(|e| header(format!("__metadata__: {e}")))
+    SafetensorsHeader::read(path)
+        .map(|h| h.metadata)
+        .map_err(|e| SnapshotFormatError::from_header(path, e))
 }
 
 #[cfg(test)]

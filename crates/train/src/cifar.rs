@@ -6,6 +6,7 @@
 //! of records, or a label above 9 is a one-line error naming the file. The official files hold
 //! 10 000 records each; fewer are accepted, so that a slice can stand in for the whole.
 
+use cnnu_run::IoError;
 use std::path::{Path, PathBuf};
 
 use crate::dataset::ImageSplit;
@@ -42,14 +43,8 @@ pub enum CifarError {
         file: &'static str,
     },
     /// The file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// The length is not a positive whole number of records.
     #[error("{path}: {len} bytes is not a whole number of {RECORD}-byte CIFAR-10 records")]
     BadSize {
@@ -125,10 +120,7 @@ pub fn read_batch(dir: &Path, file: &'static str) -> Result<ImageSplit, CifarErr
             file,
         });
     }
-    let bytes = std::fs::read(&path).map_err(|source| CifarError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    let bytes = std::fs::read(&path).map_err(IoError::at(&path))?;
     if bytes.is_empty() || bytes.len() % RECORD != 0 {
         return Err(CifarError::BadSize {
             path,
@@ -152,10 +144,7 @@ fn read_meta(path: &Path) -> Result<Option<Vec<String>>, CifarError> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|source| CifarError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(IoError::at(path))?;
     let names: Vec<String> = text
         .lines()
         .map(str::trim)

@@ -3,6 +3,7 @@
 //! lists them), into a cache directory. A file is written beside its final name and renamed
 //! only once its checksum matches, so a cut or corrupt download never looks cached.
 
+use cnnu_run::IoError;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -118,14 +119,8 @@ pub enum DownloadError {
         got: String,
     },
     /// The cache could not be written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// The archive does not hold what it should.
     #[error("{path}: {problem}")]
     Archive {
@@ -170,7 +165,7 @@ pub fn fetch(
     }
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| DownloadError::Io { path, source }
+        move |source| DownloadError::Io(IoError { path, source })
     };
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     for &(name, md5) in remote.files {
@@ -199,9 +194,11 @@ fn get_checked(url: &str, md5: &str, path: &Path) -> Result<(), DownloadError> {
             got,
         });
     }
-    cnnu_run::atomic::write_atomic(path, &bytes).map_err(|source| DownloadError::Io {
-        path: path.to_path_buf(),
-        source,
+    cnnu_run::atomic::write_atomic(path, &bytes).map_err(|source| {
+        DownloadError::Io(IoError {
+            path: path.to_path_buf(),
+            source,
+        })
     })
 }
 
@@ -275,7 +272,7 @@ fn extract(archive: &Path, inner: &str, dir: &Path) -> Result<(), DownloadError>
             .map_err(|e| bad(e.to_string()))?;
         let out = dir.join(name);
         cnnu_run::atomic::write_atomic(&out, &bytes)
-            .map_err(|source| DownloadError::Io { path: out, source })?;
+            .map_err(|source| DownloadError::Io(IoError { path: out, source }))?;
         found += 1;
     }
     if found == 0 {

@@ -6,6 +6,7 @@
 //! on a bad file and trusts the header's counts; a researcher's truncated download must give
 //! a one-line error naming the file instead.
 
+use cnnu_run::IoError;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -52,14 +53,8 @@ pub enum IdxError {
         stem: String,
     },
     /// The file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// The gzip stream is corrupt.
     #[error("{path}: bad gzip data: {source}")]
     BadGzip {
@@ -199,9 +194,11 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf, IdxError> {
 }
 
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, IdxError> {
-    let io = |source| IdxError::Io {
-        path: path.to_path_buf(),
-        source,
+    let io = |source| {
+        IdxError::Io(IoError {
+            path: path.to_path_buf(),
+            source,
+        })
     };
     let file = File::open(path).map_err(io)?;
     let mut out = Vec::new();

@@ -7,6 +7,7 @@
 //! in-memory buffers, hence this writer; the file it produces is plain safetensors
 //! (`safetensors.numpy.load_file` reads it).
 
+use cnnu_run::IoError;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{Seek, SeekFrom, Write};
@@ -54,14 +55,8 @@ pub struct TensorSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     /// An I/O error on the temporary or final file.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// A batch that does not fit the layout declared up front.
     #[error("{path}: tensor `{name}`: {problem}")]
     Layout {
@@ -112,9 +107,11 @@ impl SnapshotWriter {
         specs: &[TensorSpec],
         metadata: &BTreeMap<String, String>,
     ) -> Result<Self, SnapshotError> {
-        let io = |source| SnapshotError::Io {
-            path: path.to_path_buf(),
-            source,
+        let io = |source| {
+            SnapshotError::Io(IoError {
+                path: path.to_path_buf(),
+                source,
+            })
         };
         let mut header = serde_json::Map::new();
         header.insert(
@@ -147,10 +144,7 @@ impl SnapshotWriter {
         }
         let data_start = 8 + json.len() as u64;
         let tmp = tmp.to_path_buf();
-        let mut file = File::create(&tmp).map_err(|source| SnapshotError::Io {
-            path: tmp.clone(),
-            source,
-        })?;
+        let mut file = File::create(&tmp).map_err(IoError::at(&tmp))?;
         let mut writer = SnapshotWriter {
             file: None,
             tmp,
@@ -211,9 +205,11 @@ impl SnapshotWriter {
             )));
         }
         let file = self.file.as_mut().expect("open until finish");
-        let io = |source| SnapshotError::Io {
-            path: path.clone(),
-            source,
+        let io = |source| {
+            SnapshotError::Io(IoError {
+                path: path.clone(),
+                source,
+            })
         };
         file.seek(SeekFrom::Start(t.start + row as u64 * t.row_bytes))
             .map_err(io)?;
@@ -254,9 +250,11 @@ impl SnapshotWriter {
                 problem: format!("only {} of {} rows written", t.rows_written, self.n),
             });
         }
-        let io = |source| SnapshotError::Io {
-            path: self.path.clone(),
-            source,
+        let io = |source| {
+            SnapshotError::Io(IoError {
+                path: self.path.clone(),
+                source,
+            })
         };
         let file = self.file.take().expect("open until finish");
         file.sync_all().map_err(io)?;

@@ -1,5 +1,6 @@
 //! Reading and writing named f32 tensors in safetensors files (probe inputs and outputs).
 
+use cnnu_run::IoError;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -11,14 +12,8 @@ use cnnu_run::atomic::write_atomic;
 #[derive(Debug, thiserror::Error)]
 pub enum TensorFileError {
     /// The file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// The file is not valid safetensors.
     #[error("{path}: not a valid safetensors file: {source}")]
     Format {
@@ -64,10 +59,7 @@ pub enum TensorFileError {
 
 /// Reads the f32 tensor `key` from a safetensors file: its shape and values.
 pub fn read_f32(path: &Path, key: &str) -> Result<(Vec<usize>, Vec<f32>), TensorFileError> {
-    let bytes = std::fs::read(path).map_err(|source| TensorFileError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(IoError::at(path))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|source| TensorFileError::Format {
         path: path.to_path_buf(),
         source,
@@ -141,8 +133,10 @@ pub fn write_f32(
             path: path.to_path_buf(),
             source,
         })?;
-    write_atomic(path, &bytes).map_err(|source| TensorFileError::Io {
-        path: path.to_path_buf(),
-        source,
+    write_atomic(path, &bytes).map_err(|source| {
+        TensorFileError::Io(IoError {
+            path: path.to_path_buf(),
+            source,
+        })
     })
 }

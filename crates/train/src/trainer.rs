@@ -10,6 +10,7 @@
 //! line. The line is written last, so an epoch counts as complete only when everything it
 //! produces is on disk; a run killed at any moment redoes at most the epoch in progress.
 
+use cnnu_run::IoError;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -36,14 +37,8 @@ use cnnu_run::{EpochMetrics, RunDir, atomic, read_metrics, write_metrics};
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     /// File-system trouble in the run directory.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// A run directory file that cannot be parsed.
     #[error("{path}: {problem}")]
     Corrupt {
@@ -97,9 +92,11 @@ pub enum TrainError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io {
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        TrainError::Io(IoError {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 
@@ -130,10 +127,10 @@ pub fn read_run_config(run: &RunDir) -> Result<RunConfig, TrainError> {
     let path = run.config_path();
     let text = fs::read_to_string(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => TrainError::NoRun(run.root().to_path_buf()),
-        _ => TrainError::Io {
+        _ => TrainError::Io(IoError {
             path: path.clone(),
             source: e,
-        },
+        }),
     })?;
     let corrupt = |e: serde_json::Error| TrainError::Corrupt {
         path: path.clone(),
@@ -816,5 +813,53 @@ impl Session<'_> {
             train_seconds: part.seconds,
             eval_seconds: started.elapsed().as_secs_f64(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cnnu_model::{ResNetArch, ResNetConfig};
+    use cnnu_run::RunConfigView;
+
+    /// `cnnu_run::RunConfigView` repeats some of `RunConfig`'s fields (cnnu-run cannot depend
+    /// on this crate): a real configuration, written as training writes it, must read back
+    /// through the view with every field the view names present and equal.
+    #[test]
+    fn run_config_reads_back_through_the_view() {
+        let train = TrainConfig::new()
+            .with_dataset(crate::dataset::DatasetKind::Cifar10)
+            .with_model(
+                ResNetConfig::new()
+                    .with_arch(ResNetArch::ResNet34)
+                    .with_in_channels(3),
+            )
+            .with_probe_limit(123)
+            .with_taps("conv1,layer2".into())
+            .with_sample_at(SampleAt::Log(5))
+            .with_train_limit(Some(777))
+            .with_batch_size(32);
+        let config = RunConfig {
+            train,
+            backend: BackendKind::Flex,
+            data_source: "somewhere".into(),
+            cnnu_version: "0".into(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        let json = serde_json::to_string_pretty(&config).unwrap();
+        atomic::write_atomic(&run.config_path(), json.as_bytes()).unwrap();
+
+        let view = RunConfigView::read(&run).unwrap();
+        let written: serde_json::Value = serde_json::from_str(&json).unwrap();
+        // Every field of the view, serialised back, is the written field of the same name:
+        // none is missing (a rename would read as null) and none is reshaped.
+        let seen = serde_json::to_value(&view.train).unwrap();
+        for (key, value) in seen.as_object().unwrap() {
+            assert!(!value.is_null(), "the view reads no `train.{key}`");
+            assert_eq!(value, &written["train"][key], "train.{key}");
+        }
+        assert_eq!(view.train.taps.as_deref(), Some("conv1,layer2"));
+        assert_eq!(view.train.model.unwrap().arch.as_deref(), Some("ResNet34"));
     }
 }

@@ -268,7 +268,15 @@ pub fn analyze(args: &AnalyzeArgs) -> Result<RunAnalysis> {
 
 /// `cnnu aggregate`: analysed runs of one setup summarised into `--out`.
 fn aggregate(args: &AggregateArgs) -> Result<()> {
-    let agg = cnnu_analysis::reporting::aggregate::aggregate(&args.runs)?;
+    // Runs of one setup share a network: the first run's model says which layers are early.
+    let early = match args.runs.first() {
+        Some(run) => {
+            let model = read_run_config(&RunDir::new(run))?.train.model;
+            cnnu::study::early_layers(&model.arch.catalogue())
+        }
+        None => Default::default(),
+    };
+    let agg = cnnu_analysis::reporting::aggregate::aggregate(&args.runs, &early)?;
     cnnu_analysis::reporting::aggregate::write_aggregate(&args.out, &agg)?;
     println!("{}", cnnu_analysis::reporting::aggregate::answer(&agg));
     eprintln!(

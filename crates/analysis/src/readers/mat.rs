@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::ZlibDecoder;
 
-use crate::io_error::IoError;
+use cnnu_run::IoError;
 
 /// One numeric variable, converted to `f32` to keep memory low.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
 
-use crate::io_error::IoError;
 use crate::numerics::matrix::{Matrix, MatrixError, Representation};
 use crate::readers::mat::{self, MatError};
+use cnnu_run::IoError;
 
 /// Tensors of a snapshot that are bookkeeping, not layers.
 const NOT_LAYERS: [&str; 3] = cnnu_run::sample::RESERVED;
@@ -311,7 +311,7 @@ fn load_snapshot(path: &Path, layer: &str, labels_var: &str) -> Result<Raw, Sour
             ),
         )
     })?;
-    let metadata = metadata(&map);
+    let metadata = metadata(path, &map)?;
     cnnu_run::SnapshotFormat::check(path, &metadata)?;
     let epoch = metadata
         .get(cnnu_run::sample::KEY_EPOCH)
@@ -377,14 +377,14 @@ pub struct ProbePixels {
     pub pixels: Vec<u8>,
 }
 
-/// A snapshot's `__metadata__` (empty when it has none or it does not parse).
-fn metadata(bytes: &[u8]) -> std::collections::BTreeMap<String, String> {
-    SafeTensors::read_metadata(bytes)
-        .ok()
-        .and_then(|(_, meta)| meta.metadata().clone())
-        .unwrap_or_default()
-        .into_iter()
-        .collect()
+/// A mapped snapshot's `__metadata__` (empty when it has none), through the one header reader.
+fn metadata(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<std::collections::BTreeMap<String, String>, SourceError> {
+    cnnu_run::SafetensorsHeader::parse(bytes)
+        .map(|h| h.metadata)
+        .map_err(|e| cnnu_run::SnapshotFormatError::from_header(path, e).into())
 }
 
 /// What a snapshot records besides its layers: which probe images its rows are and what the
@@ -413,7 +413,7 @@ pub fn snapshot_info(path: &Path) -> Result<SnapshotInfo, SourceError> {
     };
     let indices = integers(cnnu_run::sample::INDICES)?;
     let predictions = integers(cnnu_run::sample::PREDICTIONS)?;
-    cnnu_run::SnapshotFormat::check(path, &metadata(&map))?;
+    cnnu_run::SnapshotFormat::check(path, &metadata(path, &map)?)?;
     Ok(SnapshotInfo {
         indices,
         predictions,

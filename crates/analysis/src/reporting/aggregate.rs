@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use cnnu_run::{RunDir, SampleName};
+use cnnu_run::{ConfigViewError, RunConfigView, RunDir, SampleName};
 
 use crate::reporting::figures::{self, Figure};
 use crate::reporting::plot::{self, PlotError};
@@ -23,8 +23,10 @@ impl From<PlotError> for AggregateError {
 fn io_error(path: &Path, source: std::io::Error) -> AggregateError {
     AggregateError::Summary(io(path)(source))
 }
-use crate::reporting::report::is_early;
-use crate::reporting::summary::{SampleAxis, SummaryError, io};
+use crate::reporting::report::EarlyLayers;
+use crate::reporting::summary::{
+    CsvColumns, MissingColumn, SUMMARY_CSV, SampleAxis, SummaryError, columns, io,
+};
 
 /// Errors of an aggregation.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,15 @@ pub enum AggregateError {
         /// What is wrong.
         problem: String,
     },
+    /// A run's summary lacks a column the aggregate needs.
+    #[error("{path}: {source}")]
+    MissingColumn {
+        /// The summary.
+        path: PathBuf,
+        /// The column.
+        #[source]
+        source: MissingColumn,
+    },
     /// The runs are not of one setup.
     #[error("{a} and {b} differ in {what}: {va} vs {vb}; only runs of one setup (seeds) aggregate")]
     Differ {
@@ -57,6 +68,9 @@ pub enum AggregateError {
         /// Its value in the other.
         vb: String,
     },
+    /// A run's `config.json` is missing or not a run configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigViewError),
     /// Reading, writing or drawing failed.
     #[error(transparent)]
     Summary(#[from] SummaryError),
@@ -145,7 +159,7 @@ struct Row {
 }
 
 fn read_table(run: &Path) -> Result<RunTable, AggregateError> {
-    let path = RunDir::new(run).analysis_dir().join("summary.csv");
+    let path = RunDir::new(run).analysis_dir().join(SUMMARY_CSV);
     let text = fs::read_to_string(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => AggregateError::NotAnalysed(run.to_path_buf()),
         _ => io_error(&path, e),
@@ -155,12 +169,22 @@ fn read_table(run: &Path) -> Result<RunTable, AggregateError> {
         problem,
     };
     let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name);
-    let (Some(c_layer), Some(c_epoch)) = (col("layer"), col("epoch")) else {
-        return Err(corrupt("no layer/epoch columns".into()));
+    let header = CsvColumns::parse(lines.next().unwrap_or_default());
+    let required = |name| {
+        header
+            .require(name)
+            .map_err(|source| AggregateError::MissingColumn {
+                path: path.clone(),
+                source,
+            })
     };
-    let (c_step, c_sample) = (col("step"), col("sample"));
+    let (c_layer, c_epoch) = (required(columns::LAYER)?, required(columns::EPOCH)?);
+    // Summaries from before step sampling have neither.
+    let (c_step, c_sample) = (header.find(columns::STEP), header.find(columns::SAMPLE));
+    // Summaries from before a figure was added lack its column: no value there.
+    let c_figures: Vec<(&str, usize)> = figures::aggregated()
+        .filter_map(|f| Some((f.name, header.find(f.name)?)))
+        .collect();
     let mut table = RunTable {
         dir: run.to_path_buf(),
         rows: BTreeMap::new(),
@@ -180,11 +204,9 @@ fn read_table(run: &Path) -> Result<RunTable, AggregateError> {
             .and_then(|c| SampleName::from_stem(cells[c]))
             .unwrap_or(SampleName::Epoch(epoch));
         let layer = cells[c_layer].to_string();
-        let values = figures::aggregated()
-            .filter_map(|f| {
-                let v = cells.get(col(f.name)?)?.parse::<f64>().ok()?;
-                Some((f.name.to_string(), v))
-            })
+        let values = c_figures
+            .iter()
+            .filter_map(|&(name, c)| Some((name.to_string(), cells[c].parse::<f64>().ok()?)))
             .collect();
         if !table.layers.contains(&layer) {
             table.layers.push(layer.clone());
@@ -201,28 +223,24 @@ fn read_table(run: &Path) -> Result<RunTable, AggregateError> {
     Ok(table)
 }
 
-/// The settings that make runs one setup, from `config.json` (the seed is left out on purpose).
+/// The settings that make runs one setup, from `config.json` (the seed is left out on purpose),
+/// each as its JSON text ("default" where the run's config does not record it).
 fn setup(run: &Path) -> Result<Vec<(&'static str, String)>, AggregateError> {
-    let path = RunDir::new(run).config_path();
-    let text = fs::read_to_string(&path).map_err(|e| io_error(&path, e))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| AggregateError::Corrupt {
-            path: path.clone(),
-            problem: e.to_string(),
-        })?;
-    let t = &json["train"];
-    Ok([
-        "dataset",
-        "model",
-        "probe_limit",
-        "taps",
-        "sample_at",
-        "train_limit",
-        "batch_size",
-    ]
-    .into_iter()
-    .map(|k| (k, t.get(k).map_or("default".into(), |v| v.to_string())))
-    .collect())
+    let t = RunConfigView::read(&RunDir::new(run))?.train;
+    fn shown<T: serde::Serialize>(v: &Option<T>) -> String {
+        v.as_ref().map_or("default".into(), |v| {
+            serde_json::to_string(v).expect("the view serialises")
+        })
+    }
+    Ok(vec![
+        ("dataset", shown(&t.dataset)),
+        ("model", shown(&t.model)),
+        ("probe_limit", shown(&t.probe_limit)),
+        ("taps", shown(&t.taps)),
+        ("sample_at", shown(&t.sample_at)),
+        ("train_limit", shown(&t.train_limit)),
+        ("batch_size", shown(&t.batch_size)),
+    ])
 }
 
 /// Refuses runs of different setups, saying what differs.
@@ -335,8 +353,9 @@ pub const EARLY_MEASURES: [&str; 6] = [
     "probe_acc",
 ];
 
-/// Reads and summarises analysed runs of one setup.
-pub fn aggregate(runs: &[PathBuf]) -> Result<Aggregate, AggregateError> {
+/// Reads and summarises analysed runs of one setup; `early` are the layers the early-layer
+/// changes average over (the runs' model's early taps, see [`EarlyLayers`]).
+pub fn aggregate(runs: &[PathBuf], early: &EarlyLayers) -> Result<Aggregate, AggregateError> {
     if runs.is_empty() {
         return Err(AggregateError::NoRuns);
     }
@@ -379,7 +398,7 @@ pub fn aggregate(runs: &[PathBuf]) -> Result<Aggregate, AggregateError> {
     let early_changes = EARLY_MEASURES
         .iter()
         .filter_map(|&name| figures::figure(name))
-        .map(|f| early_change(&tables, &samples, f))
+        .map(|f| early_change(&tables, &samples, early, f))
         .collect();
     Ok(Aggregate {
         runs: runs.to_vec(),
@@ -393,13 +412,14 @@ pub fn aggregate(runs: &[PathBuf]) -> Result<Aggregate, AggregateError> {
 fn early_change(
     tables: &[RunTable],
     samples: &[(SampleName, Option<u64>, usize)],
+    early: &EarlyLayers,
     f: &Figure,
 ) -> EarlyChange {
     let early_mean = |t: &RunTable, s: SampleName| -> f64 {
         let v: Vec<f64> = t
             .layers
             .iter()
-            .filter(|l| is_early(l))
+            .filter(|l| early.contains(l))
             .filter_map(|l| t.rows.get(&(l.clone(), s))?.values.get(f.name).copied())
             .filter(|v| v.is_finite())
             .collect();
@@ -439,7 +459,14 @@ fn cell(v: f64) -> String {
 /// `aggregate.csv`: per (layer, sample) `n_runs` and, for every figure F, `F_mean`, `F_std`,
 /// `F_ci_low`, `F_ci_high`.
 pub fn csv(agg: &Aggregate) -> String {
-    let mut out = String::from("layer,sample,step,epoch,n_runs");
+    let mut out = [
+        columns::LAYER,
+        columns::SAMPLE,
+        columns::STEP,
+        columns::EPOCH,
+        "n_runs",
+    ]
+    .join(",");
     for f in figures::aggregated() {
         for s in ["mean", "std", "ci_low", "ci_high"] {
             out.push_str(&format!(",{}_{s}", f.name));
@@ -655,7 +682,7 @@ mod tests {
             fake_run(dir.path(), 1, [0.1, 0.3, 0.40], "conv1,layer4"),
             fake_run(dir.path(), 2, [0.1, 0.4, 0.35], "conv1,layer4"),
         ];
-        let agg = aggregate(&runs).unwrap();
+        let agg = aggregate(&runs, &EarlyLayers::new(["conv1"])).unwrap();
         assert_eq!(agg.rows.len(), 6);
         let row = |layer: &str, sample: &str| {
             agg.rows
@@ -709,11 +736,53 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = fake_run(dir.path(), 0, [0.1, 0.2, 0.3], "conv1,layer4");
         let b = fake_run(dir.path(), 1, [0.1, 0.2, 0.3], "conv1,layer2");
-        let e = aggregate(&[a, b]).unwrap_err().to_string();
+        let e = aggregate(&[a, b], &EarlyLayers::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("taps") && e.contains("conv1,layer2"), "{e}");
         let c = dir.path().join("none");
         fs::create_dir_all(&c).unwrap();
-        let e = aggregate(&[c]).unwrap_err();
+        let e = aggregate(&[c], &EarlyLayers::default()).unwrap_err();
         assert!(matches!(e, AggregateError::NotAnalysed(_)), "{e}");
+    }
+
+    #[test]
+    fn summary_columns_are_read_by_name_and_a_missing_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = fake_run(dir.path(), 0, [0.1, 0.2, 0.3], "conv1,layer4");
+        let want = read_table(&run).unwrap();
+        // The same summary with its columns in another order reads the same.
+        let path = run.join("analysis/summary.csv");
+        let text = fs::read_to_string(&path).unwrap();
+        let order = [6, 3, 5, 0, 4, 2, 1];
+        let shuffled: String = text
+            .lines()
+            .map(|l| {
+                let cells: Vec<&str> = l.split(',').collect();
+                let row: Vec<&str> = order.iter().map(|&i| cells[i]).collect();
+                row.join(",") + "\n"
+            })
+            .collect();
+        assert!(shuffled.starts_with("seconds_svd,layer,"), "{shuffled}");
+        fs::write(&path, shuffled).unwrap();
+        let got = read_table(&run).unwrap();
+        assert_eq!(got.layers, want.layers);
+        assert_eq!(got.rows.len(), want.rows.len());
+        for (key, row) in &want.rows {
+            let other = &got.rows[key];
+            assert_eq!((other.step, other.epoch), (row.step, row.epoch));
+            assert_eq!(format!("{:?}", other.values), format!("{:?}", row.values));
+        }
+        // Without the layer column: an error that names it.
+        let text = fs::read_to_string(&path)
+            .unwrap()
+            .replace(",layer,", ",stratum,");
+        fs::write(&path, text).unwrap();
+        let e = read_table(&run).unwrap_err();
+        assert!(matches!(e, AggregateError::MissingColumn { .. }), "{e}");
+        assert!(
+            e.to_string().ends_with("summary.csv: no `layer` column"),
+            "{e}"
+        );
     }
 }

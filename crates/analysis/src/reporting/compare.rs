@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::io_error::IoError;
 use crate::numerics::dynamics::{CenteredGram, DynamicsError, Hsic, linear_cka};
 use crate::numerics::pipeline::CKA_MAX_N;
 use crate::numerics::reduce;
@@ -30,6 +29,7 @@ use crate::numerics::rng::SplitMix64;
 use crate::readers::source::{self, SourceError};
 use crate::reporting::plot;
 use crate::reporting::summary::{self, SummaryError};
+use cnnu_run::IoError;
 use cnnu_run::SampleName;
 
 /// The fewest permutations accepted: with 99 the smallest possible p-value is 0.01.

@@ -2,6 +2,7 @@
 //! (PNGs in a folder beside it), answering "did training raise the purity of early-layer
 //! clusters?" from the numbers.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -44,10 +45,28 @@ pub fn read_accuracy(run: &Path) -> Result<Vec<EpochAccuracy>, SummaryError> {
         .collect())
 }
 
-/// Whether a tap counts as an early layer for the research question: the stem and layer1.
-pub fn is_early(layer: &str) -> bool {
-    layer.starts_with("layer1")
-        || !(layer.starts_with("layer") || matches!(layer, "avgpool" | "flatten" | "fc" | "logits"))
+/// The layers the research question calls early (the stem and the first residual stage),
+/// by name.
+///
+/// Which taps those are is the network's to say: `cnnu_model::Catalogue::is_early`. This crate
+/// does not depend on cnnu-model, and it needs nothing written into the run for it: every
+/// run's `config.json` names its model, so the caller (the CLI, the study) builds that model's
+/// catalogue and hands its early taps in here. That keeps the run format as it is (old runs
+/// included) and leaves no tap name in the report; a layer not in the set (a MAT variable, the
+/// `logits` tensor) is not early.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EarlyLayers(BTreeSet<String>);
+
+impl EarlyLayers {
+    /// These layer names.
+    pub fn new<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Self {
+        Self(names.into_iter().map(Into::into).collect())
+    }
+
+    /// Whether `layer` is early.
+    pub fn contains(&self, layer: &str) -> bool {
+        self.0.contains(layer)
+    }
 }
 
 /// One layer's change from the first to the last epoch.
@@ -97,7 +116,7 @@ fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
 }
 
 /// The answer to the research question, computed from the numbers, in a few sentences.
-pub fn answer(reports: &[LayerReport]) -> String {
+pub fn answer(reports: &[LayerReport], early_layers: &EarlyLayers) -> String {
     let ch = changes(reports);
     if ch.is_empty() {
         return "No layers were analysed, so the question cannot be answered.".into();
@@ -108,8 +127,9 @@ pub fn answer(reports: &[LayerReport]) -> String {
             "Only epoch {first} was analysed: a change with training needs at least two epochs."
         );
     }
-    let early: Vec<&LayerChange> = ch.iter().filter(|c| is_early(&c.layer)).collect();
-    let deep: Vec<&LayerChange> = ch.iter().filter(|c| !is_early(&c.layer)).collect();
+    let is_early = |c: &&LayerChange| early_layers.contains(&c.layer);
+    let early: Vec<&LayerChange> = ch.iter().filter(is_early).collect();
+    let deep: Vec<&LayerChange> = ch.iter().filter(|c| !is_early(c)).collect();
     let delta = |cs: &[&LayerChange], f: fn(&LayerChange) -> (f64, f64)| {
         mean(cs.iter().map(|c| f(c).1 - f(c).0))
     };
@@ -184,7 +204,7 @@ pub fn answer(reports: &[LayerReport]) -> String {
 /// The representation measures' half of the answer: how much each group of layers moved
 /// (CKA with the final network), whether the class subspaces aligned (the hypothesis), and
 /// what NC1 and the linear probe add; computed from the numbers behind the heatmaps.
-pub fn dynamics_answer(reports: &[LayerReport]) -> String {
+pub fn dynamics_answer(reports: &[LayerReport], early_layers: &EarlyLayers) -> String {
     let layers = layer_order(reports);
     // (first, last) report of every layer.
     let ends: Vec<(&LayerReport, &LayerReport)> = layers
@@ -205,7 +225,7 @@ pub fn dynamics_answer(reports: &[LayerReport]) -> String {
     let group = |early: bool| -> Vec<(&LayerReport, &LayerReport)> {
         ends.iter()
             .copied()
-            .filter(|(a, _)| is_early(&a.layer) == early)
+            .filter(|(a, _)| early_layers.contains(&a.layer) == early)
             .collect()
     };
     let (early, deep) = (group(true), group(false));
@@ -319,6 +339,7 @@ pub fn write_report(
     title: &str,
     settings: &str,
     reports: &[LayerReport],
+    early: &EarlyLayers,
     accuracy: &[EpochAccuracy],
     analysis_dir: &Path,
 ) -> Result<ReportPaths, SummaryError> {
@@ -329,9 +350,9 @@ pub fn write_report(
     let mut doc = vec![
         Block::Para(settings.to_string()),
         Block::Heading("The answer".into()),
-        Block::Para(answer(reports)),
+        Block::Para(answer(reports, early)),
     ];
-    let dynamics = dynamics_answer(reports);
+    let dynamics = dynamics_answer(reports, early);
     if !dynamics.is_empty() {
         doc.push(Block::Para(dynamics));
     }

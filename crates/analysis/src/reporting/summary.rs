@@ -11,13 +11,13 @@ use std::time::Instant;
 
 use cnnu_run::{RunDir, SampleFile, SampleName, SnapshotFormatError};
 
-use crate::io_error::IoError;
 use crate::numerics::dynamics::{CenteredGram, linear_cka};
 use crate::numerics::pipeline::ValidAnalysisParams;
 use crate::readers::source::{self, SourceError};
 use crate::reporting::figures;
 use crate::reporting::layer::{LayerError, LayerReport, analyze_layer};
 use crate::reporting::plot::{self, PlotError};
+use cnnu_run::IoError;
 
 /// Errors of a run's analysis.
 #[derive(Debug, thiserror::Error)]
@@ -317,7 +317,7 @@ pub fn write_summary(dir: &Path, reports: &[LayerReport], tsne: bool) -> Result<
     let rows: Vec<serde_json::Value> = reports.iter().map(summary_row).collect();
     let json = serde_json::to_vec_pretty(&rows).expect("rows serialise");
     write_atomic(&dir.join("summary.json"), &json)?;
-    write_atomic(&dir.join("summary.csv"), csv(reports).as_bytes())?;
+    write_atomic(&dir.join(SUMMARY_CSV), csv(reports).as_bytes())?;
     let layers = layer_order(reports);
     write_line_plots(&plots, reports, &layers)?;
     write_heatmaps(&plots, reports, &layers)?;
@@ -565,29 +565,91 @@ fn file_name(path: &str) -> String {
         .map_or_else(|| path.to_string(), |n| n.to_string_lossy().into_owned())
 }
 
+/// The summary's CSV in `RUN/analysis/`.
+pub const SUMMARY_CSV: &str = "summary.csv";
+
+/// The column names of `summary.csv`'s keys, spelled once for its writer ([`csv`]) and its
+/// readers (the aggregate over runs), which look every column up by name, never by position.
+/// The figures' columns are named by [`figures::FIGURES`].
+pub mod columns {
+    /// Whole epochs completed.
+    pub const EPOCH: &str = "epoch";
+    /// Optimizer steps done (empty in runs from before step sampling).
+    pub const STEP: &str = "step";
+    /// The sample's stem (`epoch-001`, `step-0000040`).
+    pub const SAMPLE: &str = "sample";
+    /// The layer.
+    pub const LAYER: &str = "layer";
+}
+
+/// How a key column's cell is made from a report.
+type KeyCell = fn(&LayerReport) -> String;
+
+/// The key columns in the order written, each with how its cell is made.
+const KEY_COLUMNS: [(&str, KeyCell); 4] = [
+    (columns::EPOCH, |r| r.epoch.unwrap_or(0).to_string()),
+    (columns::STEP, |r| {
+        r.step.map_or(String::new(), |s| s.to_string())
+    }),
+    (columns::SAMPLE, |r| sample_name(r).stem()),
+    (columns::LAYER, |r| r.layer.clone()),
+];
+
 /// The summary as CSV, one row per (sample, layer): the sample's keys (whole epochs completed,
 /// optimizer steps done where recorded, the snapshot's name), the layer, then every figure of
 /// [`figures::FIGURES`] in its order.
 pub fn csv(reports: &[LayerReport]) -> String {
-    let mut out = String::from("epoch,step,sample,layer");
-    for f in figures::FIGURES {
-        out.push(',');
-        out.push_str(f.name);
-    }
+    let names = KEY_COLUMNS
+        .iter()
+        .map(|(name, _)| *name)
+        .chain(figures::FIGURES.iter().map(|f| f.name));
+    let mut out = names.collect::<Vec<_>>().join(",");
     out.push('\n');
     for r in reports {
-        out.push_str(&format!(
-            "{},{},{},{}",
-            r.epoch.unwrap_or(0),
-            r.step.map_or(String::new(), |s| s.to_string()),
-            sample_name(r).stem(),
-            r.layer
-        ));
-        for f in figures::FIGURES {
-            out.push(',');
-            out.push_str(&f.csv_cell(r));
-        }
+        let keys = KEY_COLUMNS.iter().map(|(_, cell)| cell(r));
+        let values = figures::FIGURES.iter().map(|f| f.csv_cell(r));
+        out.push_str(&keys.chain(values).collect::<Vec<_>>().join(","));
         out.push('\n');
     }
     out
 }
+
+/// The header of a `summary.csv`: its columns by name.
+#[derive(Debug, Clone)]
+pub struct CsvColumns {
+    names: Vec<String>,
+}
+
+impl CsvColumns {
+    /// The columns of a header line.
+    pub fn parse(header: &str) -> Self {
+        Self {
+            names: header.split(',').map(|c| c.trim().to_string()).collect(),
+        }
+    }
+
+    /// How many columns.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The position of the column `name`, if the file has it (older summaries lack some).
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    /// The position of the column `name`, which the file must have.
+    pub fn require(&self, name: &'static str) -> Result<usize, MissingColumn> {
+        self.find(name).ok_or(MissingColumn(name))
+    }
+}
+
+/// A column a reader needs is not in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no `{0}` column")]
+pub struct MissingColumn(pub &'static str);

@@ -1,5 +1,6 @@
-//! The one I/O-error wrapper of the crate: an `std::io::Error` with the file it happened to,
-//! which the readers' and the reports' error types carry as their `Io` variant.
+//! The one I/O-error wrapper of the workspace: an `std::io::Error` with the file it happened
+//! to, which the training side's and the analysis side's error types carry as their `Io`
+//! variant.
 
 use std::path::{Path, PathBuf};
 
