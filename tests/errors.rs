@@ -235,7 +235,7 @@ fn cifar_train(data: &Path, out: &Path) -> Command {
 /// A `.npy` file (format 1.0) with this header dict and data, written as numpy writes one.
 fn npy_file(path: &Path, dict: &str, data: &[u8]) {
     let mut header = dict.to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
