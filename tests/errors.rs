@@ -232,6 +232,41 @@ fn cifar_train(data: &Path, out: &Path) -> Command {
     cnnu(args)
 }
 
+/// A `.npy` file (format 1.0) with this header dict and data, written as numpy writes one.
+fn npy_file(path: &Path, dict: &str, data: &[u8]) {
+    let mut header = dict.to_string();
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(data);
+    fs::write(path, bytes).unwrap();
+}
+
+/// A C-order float64 `.npy` file of `rows × cols` values from `value(i)`.
+fn npy_f64(path: &Path, rows: usize, cols: usize, value: impl Fn(usize) -> f64) {
+    let data: Vec<u8> = (0..rows * cols)
+        .flat_map(|i| value(i).to_le_bytes())
+        .collect();
+    let dict = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    npy_file(path, &dict, &data);
+}
+
+/// `cnnu similarity A B EXTRA...`.
+fn similarity(a: &Path, b: &Path, extra: &[&str]) -> Command {
+    let mut args = vec!["similarity".to_string(), s(a), s(b)];
+    args.extend(extra.iter().map(|e| e.to_string()));
+    cnnu(args)
+}
+
+/// The Kornblith demo fixture's `name`.
+fn kornblith(name: &str) -> PathBuf {
+    cnnu_fixtures::repo("kornblith").join(name)
+}
+
 /// Builds the bad input of row `id` under `dir` and returns the command that must fail.
 fn setup(id: &str, dir: &Path) -> Option<Command> {
     let snap = dir.join("snap.safetensors");
@@ -350,6 +385,71 @@ fn setup(id: &str, dir: &Path) -> Option<Command> {
         "mat-non-numeric" => cnnu(reduce(Path::new(&mat_data("acts.mat")), "cellvar", &[])),
         "mat-labels-length" => cnnu(reduce(Path::new(&mat_data("acts.mat")), "conv1", &[])),
         "mat-missing-variable" => cnnu(reduce(Path::new(&mat_data("acts.mat")), "relu", &[])),
+        // ---- activation files of `cnnu similarity` (.npy, safetensors)
+        "similarity-sample-mismatch" => {
+            let b = dir.join("b.npy");
+            npy_f64(&b, 50, 3, |i| (i % 7) as f64);
+            similarity(&kornblith("x.npy"), &b, &[])
+        }
+        "similarity-two-floats" => {
+            let xy = kornblith("xy.safetensors");
+            similarity(&xy, &xy, &["--b-key", "y"])
+        }
+        "similarity-missing-key" => {
+            let xy = kornblith("xy.safetensors");
+            similarity(&xy, &xy, &["--a-key", "x", "--b-key", "z"])
+        }
+        "similarity-key-for-npy" => {
+            similarity(&kornblith("x.npy"), &kornblith("y.npy"), &["--a-key", "x"])
+        }
+        "similarity-not-a-file" => similarity(&kornblith("x.npy"), dir, &[]),
+        "similarity-constant" => {
+            let b = dir.join("b.npy");
+            npy_f64(&b, 100, 4, |_| 2.5);
+            similarity(&kornblith("x.npy"), &b, &[])
+        }
+        "npy-dtype" => {
+            let b = dir.join("b.npy");
+            npy_file(
+                &b,
+                "{'descr': '<c16', 'fortran_order': False, 'shape': (100, 1), }",
+                &[0; 1600],
+            );
+            similarity(&kornblith("x.npy"), &b, &[])
+        }
+        "npy-fortran" => {
+            let b = dir.join("b.npy");
+            npy_file(
+                &b,
+                "{'descr': '<f8', 'fortran_order': True, 'shape': (100, 2), }",
+                &[0; 1600],
+            );
+            similarity(&kornblith("x.npy"), &b, &[])
+        }
+        "npy-truncated" => {
+            let b = dir.join("b.npy");
+            npy_file(
+                &b,
+                "{'descr': '<f8', 'fortran_order': False, 'shape': (100, 10), }",
+                &[0; 800],
+            );
+            similarity(&kornblith("x.npy"), &b, &[])
+        }
+        "npy-not-npy" => {
+            let b = dir.join("b.npy");
+            fs::write(&b, "0.5,1.5\n2.5,3.5\n").unwrap();
+            similarity(&kornblith("x.npy"), &b, &[])
+        }
+        "rbf-sigma-zero" => similarity(
+            &kornblith("x.npy"),
+            &kornblith("y.npy"),
+            &["--rbf-sigma", "0"],
+        ),
+        "similarity-permutations" => similarity(
+            &kornblith("x.npy"),
+            &kornblith("y.npy"),
+            &["--permutations", "9"],
+        ),
         // ---- weights
         "weights-missing-key" => {
             let w = dir.join("w.safetensors");

@@ -103,6 +103,9 @@ pub enum Command {
     /// Two runs' representations of the same probe images compared: cross-run CKA with a
     /// permutation null, per layer and common sample.
     Compare(CompareArgs),
+    /// Two activation matrices of the same samples (.npy or .safetensors) compared: linear,
+    /// debiased and RBF CKA, and a permutation p-value.
+    Similarity(SimilarityArgs),
     /// The whole study: train one run per seed, analyse, aggregate, write OUT/report.html.
     Study(StudyArgs),
     /// Write a run's model at an epoch with torchvision keys, for PyTorch's `load_state_dict`.
@@ -508,6 +511,35 @@ pub struct CompareArgs {
     /// Layers to compare [default: every tap both runs recorded].
     #[arg(long, value_delimiter = ',')]
     pub layers: Option<Vec<String>>,
+}
+
+/// Options of `cnnu similarity`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimilarityArgs {
+    /// The first activations: a .npy file or a .safetensors file, `[N, ...]` float32/float64.
+    pub a: PathBuf,
+    /// The second activations, of the same N samples in the same order.
+    pub b: PathBuf,
+    /// The tensor of A to read [default: its only float tensor] (safetensors only).
+    #[arg(long, value_name = "NAME")]
+    pub a_key: Option<String>,
+    /// The tensor of B to read [default: its only float tensor] (safetensors only).
+    #[arg(long, value_name = "NAME")]
+    pub b_key: Option<String>,
+    /// RBF kernel width: sigma = F x the median pairwise distance, i.e. sigma² = F² x the
+    /// median of the squared distances (Kornblith et al.'s threshold).
+    #[arg(long, value_name = "F", default_value_t = cnnu_analysis::numerics::dynamics::DEFAULT_RBF_THRESHOLD)]
+    pub rbf_sigma: f64,
+    /// Permutations of B's rows for the p-value of linear CKA (at least 99).
+    #[arg(long, default_value_t = cnnu_analysis::reporting::compare::DEFAULT_PERMUTATIONS)]
+    pub permutations: usize,
+    /// Seed of the permutations.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print one JSON object (linear_cka, debiased_cka, rbf_cka, n, p_value, …) instead of
+    /// the summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `cnnu study` (and of the `train_and_probe` example).

@@ -16,7 +16,8 @@ use cnnu::training::{TrainRequest, train_run};
 
 use crate::cli::{
     AggregateArgs, AnalyzeArgs, Cli, Command, CompareArgs, ExportArgs, ModelArg, ProbeArgs,
-    ReduceArgs, StudyArgs, TrainCommand, compare_flag_error, flag_error, study_error, train_error,
+    ReduceArgs, SimilarityArgs, StudyArgs, TrainCommand, compare_flag_error, flag_error,
+    study_error, train_error,
 };
 use crate::console::{Console, run_line};
 
@@ -47,6 +48,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Analyze(args) => analyze(&args).map(|_| ()),
         Command::Aggregate(args) => aggregate(&args),
         Command::Compare(args) => compare(&args),
+        Command::Similarity(args) => similarity(&args),
         Command::Study(args) => study(cli.backend.as_deref(), &args),
         Command::Export(args) => export(&args),
     }
@@ -312,6 +314,42 @@ fn compare(args: &CompareArgs) -> Result<()> {
         );
     }
     eprintln!("compare: {}", args.out.join("compare.csv").display());
+    Ok(())
+}
+
+/// `cnnu similarity`: CKA of two activation files, in words or as one JSON object.
+fn similarity(args: &SimilarityArgs) -> Result<()> {
+    use cnnu_analysis::readers::array::{ArrayError, read_matrix};
+    use cnnu_analysis::reporting::similarity::{SimilarityParams, compare_arrays};
+    let params = SimilarityParams {
+        rbf_sigma: args.rbf_sigma,
+        permutations: args.permutations,
+        seed: args.seed,
+    }
+    .check()
+    .map_err(|e| anyhow::anyhow!("--{e}"))?;
+    // Each file's reading errors in the words of its own option.
+    let read = |path: &std::path::Path, key: Option<&str>, flag: &str| {
+        read_matrix(path, key).map_err(|e| match e {
+            ArrayError::AmbiguousTensor { .. } => anyhow::anyhow!("{e} with {flag}"),
+            ArrayError::KeyForNpy { path, key } => anyhow::anyhow!(
+                "{flag} {key}: {} is a .npy file, which holds one unnamed array",
+                path.display()
+            ),
+            e => e.into(),
+        })
+    };
+    let a = read(&args.a, args.a_key.as_deref(), "--a-key")?;
+    let b = read(&args.b, args.b_key.as_deref(), "--b-key")?;
+    let s = compare_arrays(&args.a, &a, &args.b, &b, &params)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&s).context("result serialises")?
+        );
+    } else {
+        println!("{}", s.summary_text());
+    }
     Ok(())
 }
 

@@ -115,6 +115,72 @@ impl Matrix {
     }
 }
 
+/// [`Matrix`] in `f64`, with the same checks: for inputs whose precision matters more than their
+/// memory (float64 arrays compared against published values, as `cnnu similarity` does), so
+/// that nothing is rounded to `f32` on the way in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix64 {
+    data: Vec<f64>,
+    n: usize,
+    d: usize,
+}
+
+impl Matrix64 {
+    /// Takes `data` as `n` rows of `d` values each, after checking the shape and that every
+    /// value is finite.
+    pub fn new(data: Vec<f64>, n: usize, d: usize) -> Result<Self, MatrixError> {
+        if n == 0 || d == 0 {
+            return Err(MatrixError::Empty { n, d });
+        }
+        if n.checked_mul(d) != Some(data.len()) {
+            return Err(MatrixError::Shape {
+                len: data.len(),
+                n,
+                d,
+            });
+        }
+        if let Some(i) = first_non_finite(&data) {
+            return Err(MatrixError::NonFinite {
+                row: i / d,
+                col: i % d,
+                // NaN and ±inf survive the narrowing, which is all this field ever holds.
+                value: data[i] as f32,
+            });
+        }
+        Ok(Self { data, n, d })
+    }
+
+    /// Rows (samples).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Columns (features).
+    pub fn d(&self) -> usize {
+        self.d
+    }
+
+    /// The values, row-major.
+    pub fn as_slice(&self) -> &[f64] {
+        &self.data
+    }
+
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f64] {
+        &self.data[i * self.d..(i + 1) * self.d]
+    }
+
+    /// The values rounded to `f32` (to nearest; magnitudes beyond `f32::MAX` become infinite,
+    /// which [`Matrix::new`] then refuses).
+    pub fn to_f32(&self) -> Result<Matrix, MatrixError> {
+        Matrix::new(
+            self.data.iter().map(|&v| v as f32).collect(),
+            self.n,
+            self.d,
+        )
+    }
+}
+
 /// The one finite-matrix check: `x` is `n × d` row-major with `n, d ≥ 1` and only finite
 /// values.
 pub fn check(x: &[f32], n: usize, d: usize) -> Result<(), MatrixError> {

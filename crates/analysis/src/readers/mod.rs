@@ -1,4 +1,7 @@
-//! Everything that reads files: cnnu snapshots (safetensors) and MATLAB v5 `.mat` files.
+//! Everything that reads files: cnnu snapshots (safetensors), MATLAB v5 `.mat` files, numpy's
+//! `.npy` files, and single float arrays from either `.npy` or safetensors.
 
+pub mod array;
 pub mod mat;
+pub mod npy;
 pub mod source;

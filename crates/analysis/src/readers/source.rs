@@ -227,15 +227,16 @@ fn load_mat(path: &Path, layer: &str, labels_var: &str) -> Result<Raw, SourceErr
     })
 }
 
+/// Maps a safetensors file (a snapshot, or the arrays `cnnu similarity` reads) for reading.
 #[allow(unsafe_code)] // the memory map below
-fn map_file(path: &Path) -> Result<memmap2::Mmap, SourceError> {
+pub(crate) fn map_file(path: &Path) -> Result<memmap2::Mmap, IoError> {
     let io = IoError::at(path);
     let file = File::open(path).map_err(io)?;
     // Mapping, not reading: only the pages of the one tensor asked for are touched, so a
     // multi-GB snapshot costs the size of one layer. The file is a finished snapshot that
     // nothing rewrites in place (cnnu replaces files by rename), which is what makes the map
     // safe to read.
-    Ok(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?)
+    unsafe { memmap2::Mmap::map(&file) }.map_err(io)
 }
 
 fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>, SourceError> {

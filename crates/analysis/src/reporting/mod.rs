@@ -1,5 +1,6 @@
 //! Run-level outputs: a run's summary, aggregates over runs, comparisons, the figure
-//! catalogue, plots, the study report and the explorer page.
+//! catalogue, plots, the study report and the explorer page; and the comparison of two
+//! activation files (`similarity`).
 
 pub mod aggregate;
 pub mod compare;
@@ -8,4 +9,5 @@ pub mod figures;
 pub mod layer;
 pub mod plot;
 pub mod report;
+pub mod similarity;
 pub mod summary;

@@ -43,8 +43,8 @@ impl FromStr for Hsic {
     }
 }
 
-/// A centred n×n Gram matrix of one representation (f32 storage to halve memory), with its
-/// self-HSIC cached.
+/// A centred n×n Gram matrix of one representation (f32 storage to halve memory, or f64 from
+/// [`CenteredGram::from_gram_f64`]), with its self-HSIC cached.
 ///
 /// Alongside the matrix it keeps, in f64, the few sums the unbiased estimator needs (diagonal,
 /// row sums without the diagonal), so that one HSIC between two representations is a single
@@ -53,7 +53,7 @@ impl FromStr for Hsic {
 pub struct CenteredGram {
     n: usize,
     /// `H K H`, row-major, exactly symmetric.
-    k: Vec<f32>,
+    k: Stored,
     /// The diagonal of the stored matrix.
     diag: Vec<f64>,
     /// Row sums of the stored matrix with its diagonal zeroed (`K̃ 1`).
@@ -66,11 +66,44 @@ pub struct CenteredGram {
     self_unbiased: Option<f64>,
 }
 
+/// The centred matrix as stored: `f32` by default, `f64` where precision matters more than
+/// memory.
+#[derive(Clone)]
+enum Stored {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+/// An element type the centred matrix is stored in.
+trait Elem: Copy + Send + Sync + Into<f64> {
+    /// `v` in this type (rounded to nearest for `f32`).
+    fn narrow(v: f64) -> Self;
+}
+
+impl Elem for f32 {
+    fn narrow(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl Elem for f64 {
+    fn narrow(v: f64) -> Self {
+        v
+    }
+}
+
 impl fmt::Debug for CenteredGram {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The matrix itself is millions of numbers: show what identifies it.
         f.debug_struct("CenteredGram")
             .field("n", &self.n)
+            .field(
+                "precision",
+                &match self.k {
+                    Stored::F32(_) => "f32",
+                    Stored::F64(_) => "f64",
+                },
+            )
             .field("self_biased", &self.self_biased)
             .field("self_unbiased", &self.self_unbiased)
             .finish_non_exhaustive()
@@ -84,6 +117,21 @@ impl CenteredGram {
     /// The lower triangle is used for both halves, so the stored matrix is exactly symmetric;
     /// the upper one must agree with it to [`SYMMETRY_TOL`] of the largest entry.
     pub fn from_gram(gram: &[f64], n: usize) -> Result<Self, DynamicsError> {
+        let (means, grand) = Self::row_means(gram, n)?;
+        let k = centred::<f32>(gram, n, &means, grand);
+        Ok(Self::from_centred(Stored::F32(k), n))
+    }
+
+    /// [`CenteredGram::from_gram`] keeping the centred matrix in `f64` (twice the memory): for
+    /// inputs whose precision matters, such as float64 arrays compared against published values.
+    pub fn from_gram_f64(gram: &[f64], n: usize) -> Result<Self, DynamicsError> {
+        let (means, grand) = Self::row_means(gram, n)?;
+        let k = centred::<f64>(gram, n, &means, grand);
+        Ok(Self::from_centred(Stored::F64(k), n))
+    }
+
+    /// Checks `gram` and gives the row means of its lower-triangle symmetrisation and their mean.
+    fn row_means(gram: &[f64], n: usize) -> Result<(Vec<f64>, f64), DynamicsError> {
         if n == 0 || n.checked_mul(n) != Some(gram.len()) {
             return Err(DynamicsError::GramShape { len: gram.len(), n });
         }
@@ -133,18 +181,7 @@ impl CenteredGram {
         let nf = n as f64;
         let means: Vec<f64> = sums.iter().map(|s| s / nf).collect();
         let grand = means.iter().sum::<f64>() / nf;
-        let mut k = vec![0f32; n * n];
-        k.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-            for (j, (o, &g)) in row[..=i]
-                .iter_mut()
-                .zip(&gram[i * n..=i * n + i])
-                .enumerate()
-            {
-                *o = (g - means[i] - means[j] + grand) as f32;
-            }
-        });
-        mirror_lower(&mut k, n);
-        Ok(Self::from_centred(k, n))
+        Ok((means, grand))
     }
 
     /// From features `[n, d]` row-major (uses [`reduce::sample_gram`] with centring).
@@ -168,15 +205,13 @@ impl CenteredGram {
         self.n
     }
 
-    /// Caches the sums the estimators need, from the stored f32 values (so that `HSIC(K, K)`
+    /// Caches the sums the estimators need, from the stored values (so that `HSIC(K, K)`
     /// and `HSIC(K, L)` see exactly the same numbers).
-    fn from_centred(k: Vec<f32>, n: usize) -> Self {
-        let diag: Vec<f64> = (0..n).map(|i| f64::from(k[i * n + i])).collect();
-        let offdiag_rows: Vec<f64> = k
-            .par_chunks(n)
-            .zip(diag.par_iter())
-            .map(|(row, &dii)| row.iter().map(|&v| f64::from(v)).sum::<f64>() - dii)
-            .collect();
+    fn from_centred(k: Stored, n: usize) -> Self {
+        let (diag, offdiag_rows) = match &k {
+            Stored::F32(k) => row_sums(k, n),
+            Stored::F64(k) => row_sums(k, n),
+        };
         let offdiag_total = offdiag_rows.iter().sum();
         let mut g = CenteredGram {
             n,
@@ -187,7 +222,7 @@ impl CenteredGram {
             self_biased: 0.0,
             self_unbiased: None,
         };
-        let dot = frobenius_dot(&g.k, &g.k, n);
+        let dot = stored_dot(&g.k, &g.k, n);
         g.self_biased = hsic_from_parts(&g, &g, dot, Hsic::Biased).unwrap_or(0.0);
         g.self_unbiased = hsic_from_parts(&g, &g, dot, Hsic::Unbiased);
         g
@@ -201,8 +236,36 @@ impl CenteredGram {
     }
 }
 
+/// `gram − row means − column means + grand mean` from the lower triangle, mirrored: `H K H`.
+fn centred<T: Elem>(gram: &[f64], n: usize, means: &[f64], grand: f64) -> Vec<T> {
+    let mut k = vec![T::narrow(0.0); n * n];
+    k.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+        for (j, (o, &g)) in row[..=i]
+            .iter_mut()
+            .zip(&gram[i * n..=i * n + i])
+            .enumerate()
+        {
+            *o = T::narrow(g - means[i] - means[j] + grand);
+        }
+    });
+    mirror_lower(&mut k, n);
+    k
+}
+
+/// The diagonal of the row-major `n × n` matrix `k` and its row sums without the diagonal, in
+/// f64.
+fn row_sums<T: Elem>(k: &[T], n: usize) -> (Vec<f64>, Vec<f64>) {
+    let diag: Vec<f64> = (0..n).map(|i| k[i * n + i].into()).collect();
+    let offdiag_rows: Vec<f64> = k
+        .par_chunks(n)
+        .zip(diag.par_iter())
+        .map(|(row, &dii)| row.iter().map(|&v| v.into()).sum::<f64>() - dii)
+        .collect();
+    (diag, offdiag_rows)
+}
+
 /// Copies the lower triangle of the row-major `n × n` matrix `k` onto the upper one, in tiles.
-fn mirror_lower(k: &mut [f32], n: usize) {
+fn mirror_lower<T: Copy>(k: &mut [T], n: usize) {
     for i0 in (0..n).step_by(TILE) {
         for j0 in (i0..n).step_by(TILE) {
             for i in i0..(i0 + TILE).min(n) {
@@ -214,16 +277,26 @@ fn mirror_lower(k: &mut [f32], n: usize) {
     }
 }
 
+/// [`frobenius_dot`] of two stored matrices, whatever their precisions.
+fn stored_dot(a: &Stored, b: &Stored, n: usize) -> f64 {
+    match (a, b) {
+        (Stored::F32(a), Stored::F32(b)) => frobenius_dot(a, b, n),
+        (Stored::F32(a), Stored::F64(b)) => frobenius_dot(a, b, n),
+        (Stored::F64(a), Stored::F32(b)) => frobenius_dot(a, b, n),
+        (Stored::F64(a), Stored::F64(b)) => frobenius_dot(a, b, n),
+    }
+}
+
 /// `Σ_ij a_ij b_ij` in f64; per-row sums added in row order, so the result does not depend on
 /// rayon's scheduling.
-fn frobenius_dot(a: &[f32], b: &[f32], n: usize) -> f64 {
+fn frobenius_dot<A: Elem, B: Elem>(a: &[A], b: &[B], n: usize) -> f64 {
     let rows: Vec<f64> = a
         .par_chunks(n)
         .zip(b.par_chunks(n))
         .map(|(ra, rb)| {
             ra.iter()
                 .zip(rb)
-                .map(|(&x, &y)| f64::from(x) * f64::from(y))
+                .map(|(&x, &y)| x.into() * y.into())
                 .sum::<f64>()
         })
         .collect();
@@ -263,7 +336,7 @@ fn hsic_value(a: &CenteredGram, b: &CenteredGram, hsic: Hsic) -> Result<f64, Dyn
     if a.n != b.n {
         return Err(DynamicsError::SampleMismatch { a: a.n, b: b.n });
     }
-    let dot = frobenius_dot(&a.k, &b.k, a.n);
+    let dot = stored_dot(&a.k, &b.k, a.n);
     hsic_from_parts(a, b, dot, hsic).ok_or(DynamicsError::TooFewSamples {
         n: a.n,
         need: min_samples(hsic),
@@ -530,7 +603,10 @@ mod tests {
         let h = hsic_value(&ar, &br, Hsic::Unbiased).expect("hsic");
         assert!((h - cen).abs() < 1e-5 * cen.abs(), "{h} vs {cen}");
         // from_gram centres: the stored matrices agree.
-        for (p, q) in ar.k.iter().zip(&ac.k) {
+        let (Stored::F32(kr), Stored::F32(kc)) = (&ar.k, &ac.k) else {
+            panic!("from_gram stores f32");
+        };
+        for (p, q) in kr.iter().zip(kc) {
             assert!((p - q).abs() < 1e-4, "{p} vs {q}");
         }
     }

@@ -4,6 +4,8 @@
 //! * [`linear_cka`] compares two representations of the same samples (one layer at two epochs,
 //!   or two layers) through their centred Gram matrices ([`CenteredGram`]), with the biased or
 //!   the unbiased HSIC estimator ([`Hsic`]).
+//! * [`kernel_cka`] gives linear, debiased and RBF CKA in f64, with the conventions of Kornblith
+//!   et al.'s reference demo (the RBF bandwidth from the median squared distance).
 //! * [`class_subspace_alignment`] asks whether the classes occupy different directions: the
 //!   mean cosine of the principal angles between every pair of per-class principal subspaces.
 //! * [`nc1`](fn@nc1) is the neural-collapse within-class variability measure `tr(Σ_W Σ_B⁺)/C`.
@@ -15,12 +17,17 @@
 //! (`d` = 12 544 at conv1 with `n` = 2000).
 
 mod cka;
+mod kernel;
 mod lbfgs;
 mod nc1;
 mod probe;
 mod subspace;
 
 pub use cka::{CenteredGram, Hsic, cka, linear_cka};
+pub use kernel::{
+    DEFAULT_RBF_THRESHOLD, KernelCka, centred_gram, gram_cka, kernel_cka, median_squared_distance,
+    rbf_gram, squared_distances,
+};
 pub use nc1::{NC1_PINV_RTOL, nc1};
 pub use probe::{PROBE_L2, PROBE_MAX_ITER, ProbeResult, linear_probe};
 pub use subspace::{
@@ -127,6 +134,20 @@ pub enum DynamicsError {
         which: &'static str,
         /// Its self-HSIC.
         value: f64,
+    },
+    /// The RBF threshold (σ as a multiple of the median distance) is not positive and finite.
+    #[error("RBF threshold {0} must be positive and finite")]
+    InvalidThreshold(f64),
+    /// The median squared distance between samples is 0 (more than half the pairs coincide),
+    /// so the RBF kernel has no bandwidth.
+    #[error(
+        "the {which} representation's median squared distance between samples is {median}: the RBF kernel has no bandwidth"
+    )]
+    ZeroBandwidth {
+        /// `first` or `second`.
+        which: &'static str,
+        /// The median.
+        median: f64,
     },
     /// Fewer than two usable classes.
     #[error("{found} usable classes, at least 2 are needed")]
