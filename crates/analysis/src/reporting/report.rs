@@ -469,7 +469,7 @@ pub fn write_aggregate_report(
                 ),
                 format!(
                     "How to read it: {} One line per layer, band = 95% interval over seeds.",
-                    f.how
+                    lower_first(f.how)
                 ),
             ));
         }
@@ -744,7 +744,7 @@ fn figures_section(reports: &[LayerReport], copied: &[String]) -> Vec<Block> {
                 format!("{}, one row per layer, one column per sample", f.human_title()),
                 format!(
                     "How to read it: {} One row per layer, one column per sample, left to right through training.",
-                    f.how
+                    lower_first(f.how)
                 ),
             ));
         }
@@ -761,7 +761,10 @@ fn figures_section(reports: &[LayerReport], copied: &[String]) -> Vec<Block> {
                     figure.human_title(),
                     axis.name()
                 ),
-                format!("How to read it: {} One line per layer.", figure.how),
+                format!(
+                    "How to read it: {} One line per layer.",
+                    lower_first(figure.how)
+                ),
             ));
         }
     }
@@ -814,9 +817,8 @@ fn spectra_section(reports: &[LayerReport], copied: &[String]) -> Vec<Block> {
 }
 
 /// The grid of t-SNE scatters, one row per layer, one column per sample. With the `explorer`
-/// beside it, report.html draws only the first and last samples' columns: the explorer shows
-/// every sample's map, and the full grid would be most of the file (about 80 of its 110 PNGs at
-/// 13 samples × 6 layers); report.md, whose images are links, keeps every column.
+/// beside it, report.html leaves the pictures out (the explorer shows every sample's map, and
+/// the grid would be a large part of the file); report.md, whose images are links, keeps them.
 fn tsne_section(reports: &[LayerReport], copied: &[String], explorer: bool) -> Vec<Block> {
     let samples = sample_order(reports);
     let (cols, rows) = tsne_grid(reports, copied, &samples);
@@ -828,14 +830,13 @@ fn tsne_section(reports: &[LayerReport], copied: &[String], explorer: bool) -> V
     if !explorer || samples.len() <= 2 {
         return vec![heading, all];
     }
-    let (cols, rows) = tsne_grid(reports, copied, &[samples[0], samples[samples.len() - 1]]);
-    let ends = Block::Group(vec![
-        Block::Para(
-            "The first and the last sample; the explorer above has every sample's map.".into(),
-        ),
-        Block::Grid(cols, rows),
-    ]);
-    vec![heading, Block::Apart(Box::new(ends), Box::new(all))]
+    // report.html has the explorer, with every sample's map: the static pictures would be a
+    // fifth of the file for nothing new.
+    let note = Block::Para(
+        "Every layer's t-SNE at every sample is in the explorer above; report.md links the static pictures."
+            .into(),
+    );
+    vec![heading, Block::Apart(Box::new(note), Box::new(all))]
 }
 
 /// Column titles and one row per layer of `samples`' t-SNE pictures (None where one is
@@ -916,6 +917,14 @@ fn md_block(md: &mut String, b: &Block) {
             md.push('\n');
         }
     }
+}
+
+/// `s` with its first letter in lower case (a sentence continued after "How to read it:").
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map_or(String::new(), |f| {
+        f.to_lowercase().collect::<String>() + c.as_str()
+    })
 }
 
 /// `s` with the characters HTML gives a meaning escaped.
