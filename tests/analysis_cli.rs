@@ -189,8 +189,8 @@ fn study_trains_analyses_and_reports() {
     assert!(html.contains("Did training raise the purity of early-layer clusters?"));
     let md = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(
-        md.contains("](report-images/accuracy.png)")
-            && run.join("report-images/accuracy.png").is_file()
+        md.contains("](report-images/network-fit.png)")
+            && run.join("report-images/network-fit.png").is_file()
     );
     assert!(
         md.contains("What the representation measures add")
@@ -241,10 +241,71 @@ fn a_study_over_two_seeds_aggregates_and_the_runs_compare() {
             md.contains("](report-images/tsne-conv1-step-0000002-labels.png)"),
             "{md}"
         );
-        assert!(html.contains("The first and the last sample; the explorer below"));
+        assert!(html.contains("Every layer's t-SNE at every sample is in the explorer above"));
+        // The order a reader meets: the answer table, the explorer, the figures over
+        // training, the full table folded away, then spectra and t-SNE.
+        let at = |needle: &str| {
+            html.find(needle)
+                .unwrap_or_else(|| panic!("{needle} not in the report"))
+        };
+        assert!(at("<h2>The answer</h2>") < at("<table"));
+        assert!(at("<table") < at("id=\"explorer\""));
+        assert!(at("id=\"explorer\"") < at("<h2>Figures over training</h2>"));
+        assert!(at("<h2>Figures over training</h2>") < at("<details class=\"full-table\">"));
+        let details = at("<details class=\"full-table\">");
+        let closed = details + html[details..].find("</details>").unwrap();
+        assert!(html[details..closed].contains("<th>layer</th><th>sample</th>"));
+        assert!(closed < at("<h2>Energy spectrum</h2>"));
+        assert!(html.contains("class=\"how\">How to read it:"));
+        // A quick seed report stays small: plots as palette PNGs, the explorer's data compact.
+        let bytes = std::fs::metadata(out_dir.join(seed).join("report.html"))
+            .unwrap()
+            .len();
+        assert!(bytes < 1_500_000, "report.html is {bytes} bytes");
+        // The network's own accuracy at every sample, step samples included: the share of
+        // the snapshot's predictions equal to its labels, by hand.
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let col = |name: &str| header.iter().position(|c| *c == name).unwrap();
+        let (c_sample, c_acc, c_loss) = (col("sample"), col("accuracy"), col("loss"));
+        let row: Vec<&str> = csv
+            .lines()
+            .find(|l| l.split(',').nth(c_sample) == Some("step-0000002"))
+            .unwrap()
+            .split(',')
+            .collect();
+        let snap = std::fs::read(
+            out_dir
+                .join(seed)
+                .join("snapshots/step-0000002.safetensors"),
+        )
+        .unwrap();
+        let st = safetensors::SafeTensors::deserialize(&snap).unwrap();
+        let ints = |name: &str| -> Vec<i64> {
+            st.tensor(name)
+                .unwrap()
+                .data()
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect()
+        };
+        let (labels, predictions) = (ints("labels"), ints("predictions"));
+        let hits = labels
+            .iter()
+            .zip(&predictions)
+            .filter(|(l, p)| l == p)
+            .count();
+        let accuracy: f64 = row[c_acc].parse().unwrap();
+        assert!(
+            (accuracy - hits as f64 / labels.len() as f64).abs() < 1e-12,
+            "{accuracy} vs {hits}/{}",
+            labels.len()
+        );
+        let loss: f64 = row[c_loss].parse().unwrap();
+        assert!(loss.is_finite() && loss > 0.0, "{loss}");
+        assert!(md.contains("](report-images/network-fit.png)"));
         assert_eq!(
             html.matches("src=\"data:image/png;base64,").count(),
-            md.matches("](report-images/").count() - 2,
+            md.matches("](report-images/").count() - md.matches("](report-images/tsne-").count(),
             "{md}"
         );
     }
@@ -259,9 +320,46 @@ fn a_study_over_two_seeds_aggregates_and_the_runs_compare() {
     );
     let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
     assert!(
-        md.contains("Over 2 seeds") && md.contains("seed-1/report.html"),
+        md.contains("Over 2 seeds") && md.contains("[seed 1](seed-1/report.html)"),
         "{md}"
     );
+    assert!(
+        md.contains("[aggregate.csv](aggregate/aggregate.csv)"),
+        "{md}"
+    );
+    // The answer first, as a table of the early measures by their titles, the question of
+    // the seed project before it.
+    let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
+    let purity = html.find("Did training raise the purity of early-layer HDBSCAN clusters?");
+    let table = html.find("<th>early-layer measure</th>");
+    assert!(
+        purity.is_some() && table.is_some() && purity < table,
+        "{md}"
+    );
+    assert!(html.contains("<td>kNN label agreement</td>"), "{md}");
+    assert!(!html[..html.find("<h2>Figures").unwrap()].contains("knn_agreement"));
+    assert!(html.contains("<a href=\"seed-0/report.html\">seed 0</a>"));
+    // No band leaves a bounded measure's range.
+    let header: Vec<&str> = agg.lines().next().unwrap().split(',').collect();
+    for name in [
+        "noise_frac",
+        "purity_with_noise",
+        "knn_agreement",
+        "probe_acc",
+        "accuracy",
+    ] {
+        for end in ["ci_low", "ci_high"] {
+            let c = header
+                .iter()
+                .position(|h| *h == format!("{name}_{end}"))
+                .unwrap();
+            for line in agg.lines().skip(1) {
+                if let Ok(v) = line.split(',').nth(c).unwrap().parse::<f64>() {
+                    assert!((0.0..=1.0).contains(&v), "{name}_{end} {v}: {line}");
+                }
+            }
+        }
+    }
     assert!(md.contains("](report-images/knn_agreement.png)"), "{md}");
 
     // The same aggregate by hand, and the two runs compared (the same run with itself: CKA 1).

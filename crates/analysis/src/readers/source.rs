@@ -421,6 +421,132 @@ pub fn snapshot_info(path: &Path) -> Result<SnapshotInfo, SourceError> {
     })
 }
 
+/// How well the sampled network itself fits the probe images of one snapshot: the share of
+/// `predictions` equal to `labels`, and the mean cross-entropy of `logits` at the labels. These
+/// are the network's own figures, not a probe's, and a snapshot has them at every sample (step
+/// samples included), where the run's test pass exists only at epoch ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NetworkFit {
+    /// Share of rows whose prediction is the label.
+    pub accuracy: f64,
+    /// Mean cross-entropy (natural log) of the logits at the labels; none in snapshots without
+    /// `logits`.
+    pub loss: Option<f64>,
+}
+
+/// Reads a snapshot's `labels`, `predictions` and `logits` into the network's accuracy and
+/// loss on the probe images; none when the snapshot lacks labels or predictions (MAT files,
+/// snapshots from before predictions were written). Where `predictions` is missing but the
+/// logits are there, the prediction is the logits' argmax.
+pub fn network_fit(path: &Path) -> Result<Option<NetworkFit>, SourceError> {
+    let map = map_file(path)?;
+    let st = parse(path, &map)?;
+    let bad = |name: &str, problem: String| SourceError::BadTensor {
+        path: path.to_path_buf(),
+        name: name.into(),
+        problem,
+    };
+    let integers = |name: &str| match st.tensor(name) {
+        Ok(view) => read_integers(view.dtype(), view.data())
+            .map(Some)
+            .ok_or_else(|| {
+                bad(
+                    name,
+                    format!("dtype {:?} does not hold whole numbers", view.dtype()),
+                )
+            }),
+        Err(_) => Ok(None),
+    };
+    let Some(labels) = integers(cnnu_run::sample::LABELS)? else {
+        return Ok(None);
+    };
+    let logits = match st.tensor(cnnu_run::sample::LOGITS) {
+        Ok(view) => {
+            let shape = view.shape().to_vec();
+            if view.dtype() != Dtype::F32
+                || shape.len() != 2
+                || shape[0] != labels.len()
+                || shape[1] == 0
+            {
+                return Err(bad(
+                    cnnu_run::sample::LOGITS,
+                    format!(
+                        "{:?} {:?}, expected F32 [{}, classes]",
+                        view.dtype(),
+                        shape,
+                        labels.len()
+                    ),
+                ));
+            }
+            let data: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            Some((data, shape[1]))
+        }
+        Err(_) => None,
+    };
+    let predictions = match (integers(cnnu_run::sample::PREDICTIONS)?, &logits) {
+        (Some(p), _) => p,
+        (None, Some((data, c))) => data
+            .chunks_exact(*c)
+            .map(|row| {
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .fold(
+                        (0, f32::NEG_INFINITY),
+                        |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+                    );
+                best.0 as i64
+            })
+            .collect(),
+        (None, None) => return Ok(None),
+    };
+    if predictions.len() != labels.len() {
+        return Err(bad(
+            cnnu_run::sample::PREDICTIONS,
+            format!("{} rows for {} labels", predictions.len(), labels.len()),
+        ));
+    }
+    cnnu_run::SnapshotFormat::check(path, &metadata(path, &map)?)?;
+    if labels.is_empty() {
+        return Ok(None);
+    }
+    let n = labels.len() as f64;
+    let hits = predictions
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    let loss = logits.map(|(data, c)| cross_entropy(&data, c, &labels));
+    Ok(Some(NetworkFit {
+        accuracy: hits as f64 / n,
+        loss,
+    }))
+}
+
+/// Mean of −log softmax(row)[label] over the rows of `logits` ([N, classes] row-major), by the
+/// log-sum-exp with the row's maximum taken out; NaN when a label is not a class.
+pub fn cross_entropy(logits: &[f32], classes: usize, labels: &[i64]) -> f64 {
+    let mut sum = 0.0;
+    for (row, &label) in logits.chunks_exact(classes).zip(labels) {
+        let Some(&at) = usize::try_from(label).ok().and_then(|l| row.get(l)) else {
+            return f64::NAN;
+        };
+        let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+        let lse = max
+            + row
+                .iter()
+                .map(|&v| (v as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        sum += lse - at as f64;
+    }
+    sum / labels.len().max(1) as f64
+}
+
 /// Labels stored as any integer type, or as floats holding whole numbers.
 fn read_integers(dtype: Dtype, bytes: &[u8]) -> Option<Vec<i64>> {
     fn chunks<const W: usize>(b: &[u8]) -> impl Iterator<Item = [u8; W]> + '_ {

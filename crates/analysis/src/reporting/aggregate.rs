@@ -136,6 +136,24 @@ impl Interval {
         }
     }
 
+    /// The interval clipped to the range `bounds` the quantity can take (None: unchanged).
+    ///
+    /// The t-interval is symmetric about the mean and knows nothing of a bounded measure: with
+    /// few seeds and a mean near 1 it reaches above 1. The mean itself lies inside the range,
+    /// so intersecting the interval with the range keeps every value it can take and loses no
+    /// coverage (an interval that held the mean still holds it); the mean and std are untouched.
+    /// A logit-scale interval was not chosen: it fails at the bounds themselves (a noise share
+    /// of exactly 1, a purity of 1), which these measures reach.
+    pub fn within(self, bounds: Option<(f64, f64)>) -> Self {
+        let Some((lo, hi)) = bounds else { return self };
+        let clip = |v: f64| if v.is_nan() { v } else { v.clamp(lo, hi) };
+        Self {
+            low: clip(self.low),
+            high: clip(self.high),
+            ..self
+        }
+    }
+
     /// Whether the interval lies wholly above or below zero.
     pub fn excludes_zero(&self) -> bool {
         self.low > 0.0 || self.high < 0.0
@@ -312,6 +330,8 @@ pub struct Aggregate {
     /// Per early-layer measure: the paired change from the first sample to each later one,
     /// averaged over the early layers within each run, then over runs.
     pub early_changes: Vec<EarlyChange>,
+    /// The analysed layers that are early, in analysis order.
+    pub early_layers: Vec<String>,
 }
 
 /// The change of one measure in the early layers, from the first sample, over the runs.
@@ -382,7 +402,7 @@ pub fn aggregate(runs: &[PathBuf], early: &EarlyLayers) -> Result<Aggregate, Agg
             let figures = figures::aggregated()
                 .map(|f| {
                     let v = found.iter().filter_map(|r| r.values.get(f.name).copied());
-                    (f.name.to_string(), Interval::of(v))
+                    (f.name.to_string(), Interval::of(v).within(f.bounds))
                 })
                 .collect();
             rows.push(AggregateRow {
@@ -405,6 +425,12 @@ pub fn aggregate(runs: &[PathBuf], early: &EarlyLayers) -> Result<Aggregate, Agg
         layers: first.layers.clone(),
         rows,
         early_changes,
+        early_layers: first
+            .layers
+            .iter()
+            .filter(|l| early.contains(l))
+            .cloned()
+            .collect(),
     })
 }
 
@@ -439,7 +465,7 @@ fn early_change(
         .iter()
         .map(|&(s, step, _)| {
             let deltas = tables.iter().map(|t| early_mean(t, s) - early_mean(t, s0));
-            (s, step, Interval::of(deltas))
+            (s, step, Interval::of(deltas).within(f.change_bounds()))
         })
         .collect();
     EarlyChange {
@@ -544,6 +570,42 @@ pub fn write_aggregate(dir: &Path, agg: &Aggregate) -> Result<(), AggregateError
     let json = serde_json::to_vec_pretty(&json(agg)).expect("serialisable");
     write("aggregate.json", &json)?;
     let axis = axis(agg);
+    // The network's own accuracy on the probe images: one figure per sample, read off the
+    // first layer's rows (every layer's row holds the same).
+    if let Some(first) = agg.layers.first() {
+        let pts: Vec<(f64, f64, f64, f64)> = agg
+            .rows
+            .iter()
+            .filter(|r| &r.layer == first)
+            .filter_map(|r| {
+                let i = r.figures.get("accuracy")?;
+                let x = if axis.by_step {
+                    r.step.unwrap_or(0) as f64
+                } else {
+                    r.epoch as f64
+                };
+                let (lo, hi) = if i.low.is_finite() {
+                    (i.low, i.high)
+                } else {
+                    (i.mean, i.mean)
+                };
+                i.mean.is_finite().then_some((x, i.mean, lo, hi))
+            })
+            .collect();
+        if !pts.is_empty() {
+            plot::lines_with_bands(
+                &plots.join("accuracy.png"),
+                &format!(
+                    "network accuracy on the probe images over {} runs, 95% t-interval",
+                    agg.runs.len()
+                ),
+                axis.title(),
+                "accuracy",
+                &[("network".to_string(), pts)],
+                axis.axes(),
+            )?;
+        }
+    }
     for f in figures::plotted() {
         let series: Vec<plot::Band> = agg
             .layers
@@ -573,7 +635,11 @@ pub fn write_aggregate(dir: &Path, agg: &Aggregate) -> Result<(), AggregateError
             .collect();
         plot::lines_with_bands(
             &plots.join(format!("{}.png", f.name)),
-            &format!("{} over {} runs, 95% t-interval", f.name, agg.runs.len()),
+            &format!(
+                "{} over {} runs, 95% t-interval",
+                f.human_title(),
+                agg.runs.len()
+            ),
             axis.title(),
             f.name,
             &series,
@@ -583,44 +649,114 @@ pub fn write_aggregate(dir: &Path, agg: &Aggregate) -> Result<(), AggregateError
     Ok(())
 }
 
-/// The answer to the research question over seeds, from the paired early-layer changes.
+/// The seed project's own question first: did training raise the purity of the early layers'
+/// HDBSCAN clusters? Answered from the purity change over seeds, or, where HDBSCAN found no
+/// early-layer clusters at all, with that reason and the measures that answer instead.
+pub fn purity_answer(agg: &Aggregate) -> String {
+    let q = "**Did training raise the purity of early-layer HDBSCAN clusters?**";
+    if agg.early_layers.is_empty() {
+        return format!("{q} No early layer was analysed, so it cannot be answered.");
+    }
+    let clusters: Vec<f64> = agg
+        .rows
+        .iter()
+        .filter(|r| agg.early_layers.contains(&r.layer))
+        .filter_map(|r| r.figures.get("n_clusters").map(|i| i.mean))
+        .filter(|v| v.is_finite())
+        .collect();
+    if !clusters.is_empty() && clusters.iter().all(|&c| c == 0.0) {
+        return format!(
+            "{q} It cannot be answered from these runs: HDBSCAN found no clusters in the early layers ({}) at any \
+             sample of any seed — every point is noise, so purity is just the largest class share and cannot \
+             move. The clustering-free measures in the table answer instead: kNN label agreement and the \
+             silhouette of the true labels say whether the classes separate, the linear probe whether they \
+             are linearly decodable.",
+            agg.early_layers.join(", ")
+        );
+    }
+    let purity = agg
+        .early_changes
+        .iter()
+        .find(|c| c.figure == "purity_with_noise")
+        .and_then(|c| c.at_end());
+    match purity {
+        Some(i) if i.mean.is_finite() && i.low.is_finite() => {
+            let verdict = if i.low > 0.0 {
+                "yes, by more than seed-to-seed noise"
+            } else if i.high < 0.0 {
+                "no, it fell by more than seed-to-seed noise"
+            } else {
+                "not distinguishably: the change is within seed-to-seed noise"
+            };
+            format!(
+                "{q} {}: purity changed by {:+.3} (95% CI {:+.3} … {:+.3}) from the first sample to the last.",
+                capitalise(verdict),
+                i.mean,
+                i.low,
+                i.high
+            )
+        }
+        Some(i) if i.mean.is_finite() => format!(
+            "{q} Purity changed by {:+.3} in the one seed; an interval over seeds needs at least two.",
+            i.mean
+        ),
+        _ => format!("{q} No purity was measured, so it cannot be answered."),
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map_or(String::new(), |f| {
+        f.to_uppercase().collect::<String>() + c.as_str()
+    })
+}
+
+/// The answer to the research question over seeds in one or two plain sentences: which
+/// early-layer measures changed by more than seed-to-seed noise, and from when.
 pub fn answer(agg: &Aggregate) -> String {
     let n = agg.runs.len();
     if n < 2 {
         return "One run: an interval over seeds needs at least two.".into();
     }
-    let mut parts = Vec::new();
-    for c in &agg.early_changes {
-        let Some(end) = c.at_end() else { continue };
-        if !end.mean.is_finite() {
-            continue;
-        }
-        let verdict = if end.mean == 0.0 && end.std == 0.0 {
-            // Purity without clusters is the largest class share, the same at both ends.
-            "no change in any seed (for purity: HDBSCAN found no early-layer clusters)".to_string()
-        } else if end.excludes_zero() {
-            let from = c.settled_from().map_or(String::new(), |(s, step)| {
-                let at = step.map_or(s.label(), |st| format!("step {st}"));
-                format!(", outside the interval from {at} on")
-            });
-            format!("larger than its interval{from}")
-        } else {
-            "within its interval: not distinguishable from seed-to-seed noise".into()
-        };
-        parts.push(format!(
-            "{} {:+.3} (95% CI {:+.3} … {:+.3}): {verdict}",
-            c.figure, end.mean, end.low, end.high
-        ));
-    }
-    if parts.is_empty() {
+    let title = |c: &EarlyChange| figures::figure(c.figure).map_or(c.figure, |f| f.human_title());
+    let measured: Vec<&EarlyChange> = agg
+        .early_changes
+        .iter()
+        .filter(|c| c.at_end().is_some_and(|e| e.mean.is_finite()))
+        .collect();
+    if measured.is_empty() {
         return "No early layers were analysed, so the question cannot be answered.".into();
     }
-    format!(
-        "**Over {n} seeds, did training change the early layers (stem and layer1) by more than seed-to-seed \
-         noise?** Change from the first sample to the last, mean over seeds of each seed's early-layer average, \
-         with its 95% Student-t interval over seeds: {}.",
-        parts.join("; ")
-    )
+    let (moved, still): (Vec<&EarlyChange>, Vec<&EarlyChange>) = measured
+        .iter()
+        .partition(|c| c.at_end().is_some_and(|e| e.excludes_zero()));
+    let names = |cs: &[&EarlyChange]| cs.iter().map(|c| title(c)).collect::<Vec<_>>().join(", ");
+    let mut text = format!(
+        "Over {n} seeds, {} of the {} early-layer measures changed from the first sample to the last by more \
+         than seed-to-seed noise",
+        moved.len(),
+        measured.len()
+    );
+    if moved.is_empty() {
+        text.push('.');
+    } else {
+        let earliest = moved
+            .iter()
+            .filter_map(|c| c.settled_from())
+            .min_by_key(|(_, step)| step.unwrap_or(u64::MAX));
+        text.push_str(&format!(": {}", names(&moved)));
+        if let Some((s, step)) = earliest {
+            let at = step.map_or(s.label(), |st| format!("step {st}"));
+            text.push_str(&format!(
+                "; the earliest stays outside its interval from {at} on"
+            ));
+        }
+        text.push('.');
+    }
+    if !still.is_empty() {
+        text.push_str(&format!(" Within seed noise: {}.", names(&still)));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -644,6 +780,44 @@ mod tests {
         // Large df: the exact t(0.975, 60) is 2.0003, t(0.975, 120) is 1.9799.
         assert!((t_quantile_975(60) - 2.0003).abs() < 1e-3);
         assert!((t_quantile_975(120) - 1.9799).abs() < 1e-3);
+    }
+
+    #[test]
+    fn an_interval_of_a_fraction_is_clipped_to_its_range() {
+        // 0.9, 1.0, 1.0: mean 0.96667, std 0.057735, half-width t(0.975, 2) · std / √3 =
+        // 4.303 · 0.057735 / 1.73205 = 0.14343: [0.82324, 1.11010] before clipping.
+        let raw = Interval::of([0.9, 1.0, 1.0]);
+        let half = 4.303 * (0.01f64 / 3.0).sqrt() / 3f64.sqrt();
+        assert!((half - 0.14343).abs() < 1e-5);
+        assert!((raw.high - (0.96667 + 0.14343)).abs() < 1e-4 && raw.high > 1.0);
+        let noise = figures::figure("noise_frac").unwrap();
+        let i = raw.within(noise.bounds);
+        assert_eq!(i.high, 1.0, "clipped at the top of [0, 1]");
+        assert_eq!(
+            (i.low, i.mean, i.std, i.n),
+            (raw.low, raw.mean, raw.std, raw.n)
+        );
+        // Near 0 the low end is clipped, and a change of a fraction stays in [−1, 1].
+        let low = Interval::of([0.0, 0.0, 0.1]).within(noise.bounds);
+        assert_eq!(low.low, 0.0);
+        assert_eq!(noise.change_bounds(), Some((-1.0, 1.0)));
+        // An unbounded figure keeps its interval; a single value's NaN ends stay NaN.
+        assert_eq!(raw.within(None), raw);
+        assert!(Interval::of([0.5]).within(noise.bounds).low.is_nan());
+        // Every [0, 1] figure is declared so, the network's accuracy included.
+        for name in [
+            "purity_with_noise",
+            "cka_vs_final",
+            "probe_acc",
+            "accuracy",
+            "knn_agreement",
+        ] {
+            assert_eq!(
+                figures::figure(name).unwrap().bounds,
+                Some((0.0, 1.0)),
+                "{name}"
+            );
+        }
     }
 
     fn fake_run(dir: &Path, seed: u64, knn: [f64; 3], taps: &str) -> PathBuf {
@@ -715,9 +889,12 @@ mod tests {
         assert!(!c.by_sample[0].2.excludes_zero());
         let text = answer(&agg);
         assert!(
-            text.contains("knn_agreement +0.250") && text.contains("from step 100 on"),
+            text.contains("1 of the 1 early-layer measures")
+                && text.contains("kNN label agreement")
+                && text.contains("from step 100 on"),
             "{text}"
         );
+        assert_eq!(agg.early_layers, ["conv1"]);
 
         let out = dir.path().join("agg");
         write_aggregate(&out, &agg).unwrap();

@@ -53,6 +53,29 @@
     return bytes;
   }
 
+  // explorer.rs stores a view's coordinates as base64 of little-endian u16 grid positions
+  // (65535: none) and leaves out indices that are 0..n; unpacked here into plain arrays.
+  function unpackViews(views) {
+    views.forEach(function (row) {
+      (row || []).forEach(function (view) {
+        if (!view) return;
+        if (typeof view.coords === 'string') {
+          var bytes = decodeBase64(view.coords);
+          var coords = new Array(bytes.length / 2);
+          for (var i = 0; i < coords.length; i++) {
+            var g = bytes[2 * i] | (bytes[2 * i + 1] << 8);
+            coords[i] = g === 65535 ? null : g;
+          }
+          view.coords = coords;
+        }
+        if (!view.indices) {
+          view.indices = [];
+          for (var k = 0; k < view.coords.length / 2; k++) view.indices.push(k);
+        }
+      });
+    });
+  }
+
   function className(label) {
     var names = data.class_names;
     if (label === null || label === undefined) return 'n/a';
@@ -535,6 +558,7 @@
 
   function init() {
     data = JSON.parse(el('#explorer-data').textContent);
+    unpackViews(data.views);
     ui = findElements();
     setUpCanvas();
     setUpProbeCanvas();

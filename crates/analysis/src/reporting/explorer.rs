@@ -67,10 +67,13 @@ pub struct ExplorerSample {
 /// One layer's t-SNE embedding at one sample; all vectors are per embedded point.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EmbeddingView {
-    /// The probe index of each embedded point.
+    /// The probe index of each embedded point (left out of the JSON when it is 0..n, as it is
+    /// whenever every probe image was embedded).
+    #[serde(skip_serializing_if = "is_identity")]
     pub indices: Vec<usize>,
     /// The 2-D t-SNE coordinates, stored in the JSON on a 0..=9999 grid over the view's own
-    /// frame (t-SNE axes carry no units, and the scatter is fitted to its frame anyway).
+    /// frame (t-SNE axes carry no units, and the scatter is fitted to its frame anyway), as
+    /// base64 of little-endian u16 (see `serialize_coords`).
     #[serde(serialize_with = "serialize_coords")]
     pub coords: Vec<[f64; 2]>,
     /// The HDBSCAN cluster of each point, -1 for noise.
@@ -141,9 +144,19 @@ fn serialize_base64<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error
     s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-/// Coordinates as one flat array of grid positions `[x0, y0, x1, y1, …]` (null: non-finite).
+/// Coordinates as base64 of the grid positions `x0, y0, x1, y1, …`, each a little-endian u16
+/// (65535: non-finite): about half the size of a JSON array of the same numbers.
 fn serialize_coords<S: Serializer>(coords: &[[f64; 2]], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(grid_coords(coords))
+    let bytes: Vec<u8> = grid_coords(coords)
+        .into_iter()
+        .flat_map(|g| g.unwrap_or(u16::MAX).to_le_bytes())
+        .collect();
+    serialize_base64(&bytes, s)
+}
+
+/// Whether `indices` is 0..n.
+fn is_identity(indices: &[usize]) -> bool {
+    indices.iter().enumerate().all(|(i, &j)| i == j)
 }
 
 /// The coordinates on the 0..=9999 grid, centred, one scale for both axes so the embedding's
@@ -367,6 +380,16 @@ mod tests {
             parsed["views"][0][0]["clusters"],
             serde_json::json!([-1, -1, -1])
         );
+        // Indices 0..n are left out; coordinates travel as base64 of u16 grid positions.
+        assert!(parsed["views"][0][0].get("indices").is_none());
+        let coords = base64::engine::general_purpose::STANDARD
+            .decode(parsed["views"][0][0]["coords"].as_str().unwrap())
+            .unwrap();
+        let grid: Vec<u16> = coords
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        assert_eq!(grid, [0, 2500, 9999, 7499, 5000, 5000]);
     }
 
     #[test]

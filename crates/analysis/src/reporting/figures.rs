@@ -65,9 +65,20 @@ pub struct Figure {
     pub plotted: bool,
     /// Whether (and on which range) it gets a layer × sample heatmap.
     pub heatmap: Option<Range>,
+    /// Its name for a reader ("kNN label agreement"); the column name where empty.
+    pub human: &'static str,
+    /// How to read it, one line under its plot.
+    pub how: &'static str,
+    /// The values it can take, (low, high) with infinities for an open end (None: unbounded):
+    /// an interval over runs is clipped to it (see `aggregate::Interval::within`).
+    pub bounds: Option<(f64, f64)>,
 }
 
 const UNIT: Option<Range> = Some(Range::Fixed(0.0, 1.0));
+/// A share, a purity, an accuracy, a CKA: never outside [0, 1].
+const FRACTION: Option<(f64, f64)> = Some((0.0, 1.0));
+/// A non-negative quantity without an upper bound (NC1, a loss).
+const NON_NEGATIVE: Option<(f64, f64)> = Some((0.0, f64::INFINITY));
 
 /// Declares a figure with its defaults: a measure printed as a ratio, plotted, no heatmap.
 const fn measure(
@@ -83,6 +94,9 @@ const fn measure(
         kind: Kind::Measure,
         plotted: true,
         heatmap: None,
+        bounds: None,
+        human: "",
+        how: "",
     }
 }
 
@@ -100,6 +114,9 @@ const fn column(name: &'static str, kind: Kind, read: fn(&LayerReport) -> Option
         kind,
         plotted: false,
         heatmap: None,
+        bounds: None,
+        human: "",
+        how: "",
     }
 }
 
@@ -113,6 +130,8 @@ pub const FIGURES: &[Figure] = &[
     column("d_total", Kind::Size, |r| count(r.d_total)),
     column("d_kept", Kind::Measure, |r| count(r.d_kept)),
     Figure {
+        human: "components kept (k)",
+        how: "How many principal components reach the energy threshold: lower means the layer's representation is lower-dimensional.",
         style: Style::Count,
         ..measure("k", "k", |r| count(r.k))
     },
@@ -128,44 +147,105 @@ pub const FIGURES: &[Figure] = &[
         ..measure("n_clusters", "clusters", |r| count(r.agreement.n_clusters))
     },
     Figure {
+        human: "HDBSCAN noise share",
+        how: "Share of probe points HDBSCAN leaves unclustered (0–1); 1 means it found no clusters.",
+        bounds: FRACTION,
         style: Style::Percent,
         ..measure("noise_frac", "noise", |r| Some(r.agreement.noise_frac))
     },
-    measure("purity_with_noise", "purity", |r| {
-        Some(r.agreement.purity_with_noise)
-    }),
-    measure("purity_without_noise", "purity w/o noise", |r| {
-        r.agreement.purity_without_noise
-    }),
-    measure("homogeneity", "homog.", |r| Some(r.agreement.homogeneity)),
     Figure {
+        human: "cluster purity (noise as a cluster)",
+        how: "Share of points whose cluster's majority label is their own (0–1); higher means clusters follow the classes. Without clusters it is the largest class share.",
+        bounds: FRACTION,
+        ..measure("purity_with_noise", "purity", |r| {
+            Some(r.agreement.purity_with_noise)
+        })
+    },
+    Figure {
+        human: "cluster purity without noise",
+        how: "Purity over the clustered points only (0–1); missing where every point is noise.",
+        bounds: FRACTION,
+        ..measure("purity_without_noise", "purity w/o noise", |r| {
+            r.agreement.purity_without_noise
+        })
+    },
+    Figure {
+        human: "homogeneity",
+        how: "1 when every cluster holds one class only.",
+        bounds: FRACTION,
+        ..measure("homogeneity", "homog.", |r| Some(r.agreement.homogeneity))
+    },
+    Figure {
+        human: "completeness",
+        how: "1 when every class lies in one cluster.",
+        bounds: FRACTION,
         title: None,
         ..measure("completeness", "", |r| Some(r.agreement.completeness))
     },
-    measure("v_measure", "V", |r| Some(r.agreement.v_measure)),
-    measure("ari", "ARI", |r| Some(r.agreement.ari)),
-    measure("nmi", "NMI", |r| Some(r.agreement.nmi)),
-    measure("knn_agreement", "kNN", |r| Some(r.knn_agreement)),
-    measure("silhouette_true", "silhouette", |r| Some(r.silhouette_true)),
     Figure {
+        human: "V-measure",
+        how: "Harmonic mean of homogeneity and completeness (0–1).",
+        bounds: FRACTION,
+        ..measure("v_measure", "V", |r| Some(r.agreement.v_measure))
+    },
+    Figure {
+        human: "adjusted Rand index",
+        how: "Agreement of clusters with labels beyond chance: 0 is chance, 1 is identical.",
+        bounds: Some((-0.5, 1.0)),
+        ..measure("ari", "ARI", |r| Some(r.agreement.ari))
+    },
+    Figure {
+        human: "normalised mutual information",
+        how: "Information the clusters share with the labels (0–1).",
+        bounds: FRACTION,
+        ..measure("nmi", "NMI", |r| Some(r.agreement.nmi))
+    },
+    Figure {
+        human: "kNN label agreement",
+        how: "Share of each point's nearest neighbours (in the k-dimensional scores) with its label (0–1); higher means classes are locally separated, no clustering needed.",
+        bounds: FRACTION,
+        ..measure("knn_agreement", "kNN", |r| Some(r.knn_agreement))
+    },
+    Figure {
+        human: "silhouette of the true labels",
+        how: "How far each point sits nearer its own class than the next one (−1–1); above 0 means the classes form groups.",
+        bounds: Some((-1.0, 1.0)),
+        ..measure("silhouette_true", "silhouette", |r| Some(r.silhouette_true))
+    },
+    Figure {
+        human: "CKA with the final network",
+        how: "Linear CKA between this layer now and at the last sample (0–1); 1 means the representation has reached its final form.",
+        bounds: FRACTION,
         heatmap: UNIT,
         ..measure("cka_vs_final", "CKA→final", |r| r.cka_vs_final)
     },
     Figure {
+        human: "CKA with the previous sample",
+        how: "Linear CKA with the same layer at the previous sample (0–1); a dip marks a fast change.",
+        bounds: FRACTION,
         heatmap: UNIT,
         ..measure("cka_vs_prev", "CKA→prev", |r| r.cka_vs_prev)
     },
     Figure {
+        human: "class-subspace alignment",
+        how: "Mean cosine of the principal angles between two classes' subspaces (0–1); higher means classes share directions.",
+        bounds: FRACTION,
         heatmap: UNIT,
         ..measure("subspace_cos_mean", "subspace cos", |r| {
             Some(r.subspace_cos_mean)
         })
     },
     Figure {
+        human: "within-class collapse (NC1)",
+        how: "Within-class spread relative to between-class spread; lower means tighter classes, 0 is full collapse.",
+        bounds: NON_NEGATIVE,
         heatmap: Some(Range::Data),
         ..measure("nc1", "NC1", |r| Some(r.nc1))
     },
     Figure {
+        human: "linear-probe accuracy",
+        how: "Held-out accuracy of a linear classifier on the layer's scores (0–1): how linearly decodable the labels are.",
+        bounds: FRACTION,
         heatmap: UNIT,
         ..measure("probe_acc", "probe", |r| Some(r.probe_acc))
     },
@@ -175,6 +255,24 @@ pub const FIGURES: &[Figure] = &[
     }),
     column("seconds_cka", Kind::Timing, |r| Some(r.seconds.cka)),
     column("seconds_total", Kind::Timing, |r| Some(r.seconds.total())),
+    // The network's own fit on the probe images, one figure per sample (the same on every
+    // layer's row); last so that the older columns keep their places.
+    Figure {
+        human: "network accuracy on the probe images",
+        how: "Share of probe images the network itself classifies correctly (0–1).",
+        bounds: FRACTION,
+        title: None,
+        plotted: false,
+        ..measure("accuracy", "network acc.", |r| r.accuracy)
+    },
+    Figure {
+        human: "network loss on the probe images",
+        how: "Mean cross-entropy of the network's logits at the labels; lower is better.",
+        bounds: NON_NEGATIVE,
+        title: None,
+        plotted: false,
+        ..measure("loss", "network loss", |r| r.loss)
+    },
 ];
 
 /// The figure called `name`.
@@ -222,6 +320,21 @@ impl Figure {
         self.format((self.read)(r))
     }
 
+    /// The range of a change of this figure (one value minus another): (low − high, high −
+    /// low) of its bounds.
+    pub fn change_bounds(&self) -> Option<(f64, f64)> {
+        self.bounds.map(|(lo, hi)| (lo - hi, hi - lo))
+    }
+
+    /// Its name for a reader: [`Figure::human`], else the column name.
+    pub fn human_title(&self) -> &'static str {
+        if self.human.is_empty() {
+            self.name
+        } else {
+            self.human
+        }
+    }
+
     /// A value printed in this figure's style ("–" for none).
     pub fn format(&self, v: Option<f64>) -> String {
         match (v, self.style) {
@@ -251,7 +364,7 @@ mod tests {
             "n,d_total,d_kept,k,k_used,energy_at_k,n_clusters,noise_frac,purity_with_noise,\
              purity_without_noise,homogeneity,completeness,v_measure,ari,nmi,knn_agreement,\
              silhouette_true,cka_vs_final,cka_vs_prev,subspace_cos_mean,nc1,probe_acc,\
-             seconds_svd,seconds_dynamics,seconds_cka,seconds_total"
+             seconds_svd,seconds_dynamics,seconds_cka,seconds_total,accuracy,loss"
         );
     }
 

@@ -24,6 +24,13 @@ pub struct LayerReport {
     pub sample: Option<String>,
     /// The layer.
     pub layer: String,
+    /// The sampled network's own accuracy on the probe images (its predictions against the
+    /// labels): one figure per sample, the same on every layer's row. Set by a run's analysis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// The network's mean cross-entropy on the probe images, from the snapshot's logits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
     /// What the analysis found.
     #[serde(flatten)]
     pub analysis: LayerAnalysis,
@@ -84,6 +91,8 @@ pub fn analyze_layer(
         step: p.step,
         sample: None,
         layer: p.layer.clone(),
+        accuracy: None,
+        loss: None,
         analysis,
     };
     Ok((report, gram))

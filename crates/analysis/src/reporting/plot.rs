@@ -36,6 +36,51 @@ fn err(path: &Path, e: impl std::fmt::Display) -> PlotError {
     }
 }
 
+/// A white RGB canvas of `w` × `h` pixels.
+fn canvas(w: u32, h: u32) -> Vec<u8> {
+    vec![255; w as usize * h as usize * 3]
+}
+
+/// Writes an RGB buffer as a small PNG: with a palette when it has at most 256 colours (most
+/// plots: a few line colours and their anti-aliasing), else RGB; best compression with
+/// adaptive filters either way. Plotters' own encoder writes the same pixels about five times
+/// larger, and the report inlines every plot.
+fn write_png(path: &Path, w: u32, h: u32, rgb: &[u8]) -> Result<(), PlotError> {
+    let mut palette: Vec<[u8; 3]> = Vec::new();
+    let mut index = std::collections::HashMap::new();
+    let mut indexed = Vec::with_capacity(rgb.len() / 3);
+    for px in rgb.chunks_exact(3) {
+        let c = [px[0], px[1], px[2]];
+        let i = *index.entry(c).or_insert_with(|| {
+            palette.push(c);
+            palette.len() - 1
+        });
+        if palette.len() > 256 {
+            break;
+        }
+        indexed.push(i as u8);
+    }
+    let mut bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut bytes, w, h);
+        enc.set_compression(png::Compression::Best);
+        enc.set_adaptive_filter(png::AdaptiveFilterType::Adaptive);
+        enc.set_depth(png::BitDepth::Eight);
+        let data: &[u8] = if palette.len() <= 256 {
+            enc.set_color(png::ColorType::Indexed);
+            enc.set_palette(palette.concat());
+            &indexed
+        } else {
+            enc.set_color(png::ColorType::Rgb);
+            rgb
+        };
+        let mut writer = enc.write_header().map_err(|e| err(path, e))?;
+        writer.write_image_data(data).map_err(|e| err(path, e))?;
+        writer.finish().map_err(|e| err(path, e))?;
+    }
+    cnnu_run::atomic::write_atomic(path, &bytes).map_err(|e| err(path, e))
+}
+
 /// Ten distinguishable colours for the digits (Tableau 10), grey for noise.
 pub fn class_colour(id: i64) -> RGBColor {
     const PALETTE: [RGBColor; 10] = [
@@ -89,55 +134,60 @@ pub fn scatter(
     legend: Legend,
 ) -> Result<(), PlotError> {
     font();
-    let root = BitMapBackend::new(path, (720, 640)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(path, e))?;
-    let (mut x0, mut x1, mut y0, mut y1) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
-    for p in points {
-        x0 = x0.min(p[0]);
-        x1 = x1.max(p[0]);
-        y0 = y0.min(p[1]);
-        y1 = y1.max(p[1]);
-    }
-    if points.is_empty() {
-        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-    }
-    let pad = |a: f32, b: f32| ((b - a) * 0.05).max(1e-3);
-    let (px, py) = (pad(x0, x1), pad(y0, y1));
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(10)
-        .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + py))
-        .map_err(|e| err(path, e))?;
-    chart
-        .configure_mesh()
-        .disable_mesh()
-        .draw()
-        .map_err(|e| err(path, e))?;
-    let mut distinct: Vec<i64> = ids.to_vec();
-    distinct.sort_unstable();
-    distinct.dedup();
-    for &id in &distinct {
-        let colour = class_colour(id);
-        let series = points
-            .iter()
-            .zip(ids)
-            .filter(|(_, i)| **i == id)
-            .map(|(p, _)| Circle::new((p[0], p[1]), 2, colour.filled()));
-        let name = legend.name(id);
+    let (w, h) = (720, 640);
+    let mut buf = canvas(w, h);
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(path, e))?;
+        let (mut x0, mut x1, mut y0, mut y1) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
+        for p in points {
+            x0 = x0.min(p[0]);
+            x1 = x1.max(p[0]);
+            y0 = y0.min(p[1]);
+            y1 = y1.max(p[1]);
+        }
+        if points.is_empty() {
+            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+        }
+        let pad = |a: f32, b: f32| ((b - a) * 0.05).max(1e-3);
+        let (px, py) = (pad(x0, x1), pad(y0, y1));
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(10)
+            .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + py))
+            .map_err(|e| err(path, e))?;
         chart
-            .draw_series(series)
-            .map_err(|e| err(path, e))?
-            .label(name)
-            .legend(move |(x, y)| Circle::new((x, y), 4, colour.filled()));
+            .configure_mesh()
+            .disable_mesh()
+            .draw()
+            .map_err(|e| err(path, e))?;
+        let mut distinct: Vec<i64> = ids.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        for &id in &distinct {
+            let colour = class_colour(id);
+            let series = points
+                .iter()
+                .zip(ids)
+                .filter(|(_, i)| **i == id)
+                .map(|(p, _)| Circle::new((p[0], p[1]), 2, colour.filled()));
+            let name = legend.name(id);
+            chart
+                .draw_series(series)
+                .map_err(|e| err(path, e))?
+                .label(name)
+                .legend(move |(x, y)| Circle::new((x, y), 4, colour.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(|e| err(path, e))?;
+        root.present().map_err(|e| err(path, e))?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(|e| err(path, e))?;
-    root.present().map_err(|e| err(path, e))
+    write_png(path, w, h, &buf)
 }
 
 /// The scales of a line plot's axes.
@@ -216,83 +266,91 @@ pub fn lines_with_bands(
     axes: Axes,
 ) -> Result<(), PlotError> {
     font();
-    let root = BitMapBackend::new(path, (720, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(path, e))?;
-    let (x0, x1, y0, y1) = extent(series, axes);
-    let keep = |&(x, y, _, _): &(f64, f64, f64, f64)| {
-        x.is_finite() && y.is_finite() && (!axes.log_y || y > 0.0)
-    };
-    let at_x = |x: f64| if axes.log_x { x.max(x0) } else { x };
-    let mut builder = ChartBuilder::on(&root);
-    builder
-        .caption(title, ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(60);
-    macro_rules! draw {
-        ($chart:expr) => {{
-            let mut chart = $chart.map_err(|e| err(path, e))?;
-            chart
-                .configure_mesh()
-                .x_desc(x_label)
-                .y_desc(y_label)
-                .draw()
-                .map_err(|e| err(path, e))?;
-            for (i, (name, pts)) in series.iter().enumerate() {
-                let colour = class_colour(i as i64);
-                let pts: Vec<(f64, f64, f64, f64)> = pts.iter().copied().filter(keep).collect();
-                let band: Vec<(f64, f64)> = pts
-                    .iter()
-                    .filter(|p| p.2.is_finite() && p.3.is_finite())
-                    .map(|p| (at_x(p.0), p.3))
-                    .chain(
-                        pts.iter()
-                            .rev()
-                            .filter(|p| p.2.is_finite() && p.3.is_finite())
-                            .map(|p| (at_x(p.0), p.2)),
-                    )
-                    .collect();
-                if pts.iter().any(|p| p.3 > p.2) {
+    let (w, h) = (720, 480);
+    let mut buf = canvas(w, h);
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(path, e))?;
+        let (x0, x1, y0, y1) = extent(series, axes);
+        let keep = |&(x, y, _, _): &(f64, f64, f64, f64)| {
+            x.is_finite() && y.is_finite() && (!axes.log_y || y > 0.0)
+        };
+        let at_x = |x: f64| if axes.log_x { x.max(x0) } else { x };
+        let mut builder = ChartBuilder::on(&root);
+        builder
+            .caption(title, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60);
+        macro_rules! draw {
+            ($chart:expr) => {{
+                let mut chart = $chart.map_err(|e| err(path, e))?;
+                chart
+                    .configure_mesh()
+                    .x_desc(x_label)
+                    .y_desc(y_label)
+                    .draw()
+                    .map_err(|e| err(path, e))?;
+                for (i, (name, pts)) in series.iter().enumerate() {
+                    let colour = class_colour(i as i64);
+                    let pts: Vec<(f64, f64, f64, f64)> = pts.iter().copied().filter(keep).collect();
+                    let band: Vec<(f64, f64)> = pts
+                        .iter()
+                        .filter(|p| p.2.is_finite() && p.3.is_finite())
+                        .map(|p| (at_x(p.0), p.3))
+                        .chain(
+                            pts.iter()
+                                .rev()
+                                .filter(|p| p.2.is_finite() && p.3.is_finite())
+                                .map(|p| (at_x(p.0), p.2)),
+                        )
+                        .collect();
+                    if pts.iter().any(|p| p.3 > p.2) {
+                        chart
+                            .draw_series(std::iter::once(Polygon::new(
+                                band,
+                                colour.mix(0.18).filled(),
+                            )))
+                            .map_err(|e| err(path, e))?;
+                    }
+                    let line: Vec<(f64, f64)> = pts.iter().map(|p| (at_x(p.0), p.1)).collect();
                     chart
-                        .draw_series(std::iter::once(Polygon::new(
-                            band,
-                            colour.mix(0.18).filled(),
-                        )))
+                        .draw_series(LineSeries::new(line.clone(), colour.stroke_width(2)))
+                        .map_err(|e| err(path, e))?
+                        .label(name.clone())
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
+                        });
+                    chart
+                        .draw_series(line.into_iter().map(|p| Circle::new(p, 3, colour.filled())))
                         .map_err(|e| err(path, e))?;
                 }
-                let line: Vec<(f64, f64)> = pts.iter().map(|p| (at_x(p.0), p.1)).collect();
                 chart
-                    .draw_series(LineSeries::new(line.clone(), colour.stroke_width(2)))
-                    .map_err(|e| err(path, e))?
-                    .label(name.clone())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
-                    });
-                chart
-                    .draw_series(line.into_iter().map(|p| Circle::new(p, 3, colour.filled())))
+                    .configure_series_labels()
+                    .background_style(WHITE.mix(0.8))
+                    .border_style(BLACK)
+                    .position(SeriesLabelPosition::UpperRight)
+                    .draw()
                     .map_err(|e| err(path, e))?;
-            }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()
-                .map_err(|e| err(path, e))?;
-        }};
-    }
-    let pad = (y1 - y0) * 0.05;
-    match (axes.log_x, axes.log_y) {
-        (false, false) => draw!(builder.build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))),
-        (false, true) => draw!(builder.build_cartesian_2d(x0..x1, (y0..y1 * 1.05).log_scale())),
-        (true, false) => {
-            draw!(builder.build_cartesian_2d((x0..x1 * 1.05).log_scale(), (y0 - pad)..(y1 + pad)))
+            }};
         }
-        (true, true) => draw!(
-            builder.build_cartesian_2d((x0..x1 * 1.05).log_scale(), (y0..y1 * 1.05).log_scale())
-        ),
+        let pad = (y1 - y0) * 0.05;
+        match (axes.log_x, axes.log_y) {
+            (false, false) => draw!(builder.build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))),
+            (false, true) => draw!(builder.build_cartesian_2d(x0..x1, (y0..y1 * 1.05).log_scale())),
+            (true, false) => {
+                draw!(
+                    builder.build_cartesian_2d((x0..x1 * 1.05).log_scale(), (y0 - pad)..(y1 + pad))
+                )
+            }
+            (true, true) => draw!(
+                builder
+                    .build_cartesian_2d((x0..x1 * 1.05).log_scale(), (y0..y1 * 1.05).log_scale())
+            ),
+        }
+        root.present().map_err(|e| err(path, e))?;
     }
-    root.present().map_err(|e| err(path, e))
+    write_png(path, w, h, &buf)
 }
 
 /// The viridis colour map (matplotlib's perceptually uniform default) at `t` in [0, 1], by
@@ -358,43 +416,49 @@ pub fn heatmap(
         .max()
         .unwrap_or(0) as i32;
     let g = Grid::new(rows, cols, longest);
-    let root = BitMapBackend::new(path, (g.width as u32, g.height as u32)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(path, e))?;
-    let draw = |e: &dyn Fn(&Area<'_>) -> Result<(), DrawingAreaErrorKind<BitMapBackendError>>| {
-        e(&root).map_err(|e| err(path, e))
-    };
-    draw(&|a| {
-        a.draw(&Text::new(
-            title.to_string(),
-            (g.width / 2, 20),
-            text(18, &BLACK, HPos::Center, VPos::Center),
-        ))
-    })?;
-    for (r, row) in values.iter().enumerate() {
-        let y0 = TOP + r as i32 * g.cell_h;
-        for (c, &v) in row.iter().enumerate() {
-            let x0 = g.left + c as i32 * CELL_W;
-            draw(&|a| draw_cell(a, (x0, y0), (CELL_W, g.cell_h), v, (lo, hi)))?;
+    let (w, h) = (g.width as u32, g.height as u32);
+    let mut buf = canvas(w, h);
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(path, e))?;
+        let draw =
+            |e: &dyn Fn(&Area<'_>) -> Result<(), DrawingAreaErrorKind<BitMapBackendError>>| {
+                e(&root).map_err(|e| err(path, e))
+            };
+        draw(&|a| {
+            a.draw(&Text::new(
+                title.to_string(),
+                (g.width / 2, 20),
+                text(18, &BLACK, HPos::Center, VPos::Center),
+            ))
+        })?;
+        for (r, row) in values.iter().enumerate() {
+            let y0 = TOP + r as i32 * g.cell_h;
+            for (c, &v) in row.iter().enumerate() {
+                let x0 = g.left + c as i32 * CELL_W;
+                draw(&|a| draw_cell(a, (x0, y0), (CELL_W, g.cell_h), v, (lo, hi)))?;
+            }
+            draw(&|a| {
+                a.draw(&Text::new(
+                    row_labels[r].clone(),
+                    (g.left - 10, y0 + g.cell_h / 2),
+                    text(14, &BLACK, HPos::Right, VPos::Center),
+                ))
+            })?;
         }
-        draw(&|a| {
-            a.draw(&Text::new(
-                row_labels[r].clone(),
-                (g.left - 10, y0 + g.cell_h / 2),
-                text(14, &BLACK, HPos::Right, VPos::Center),
-            ))
-        })?;
+        for (c, label) in col_labels.iter().enumerate() {
+            draw(&|a| {
+                a.draw(&Text::new(
+                    label.clone(),
+                    (g.left + c as i32 * CELL_W + CELL_W / 2, TOP + g.grid_h + 10),
+                    text(14, &BLACK, HPos::Center, VPos::Top),
+                ))
+            })?;
+        }
+        draw(&|a| draw_colour_bar(a, g.left + g.grid_w + 24, g.grid_h, (lo, hi)))?;
+        root.present().map_err(|e| err(path, e))?;
     }
-    for (c, label) in col_labels.iter().enumerate() {
-        draw(&|a| {
-            a.draw(&Text::new(
-                label.clone(),
-                (g.left + c as i32 * CELL_W + CELL_W / 2, TOP + g.grid_h + 10),
-                text(14, &BLACK, HPos::Center, VPos::Top),
-            ))
-        })?;
-    }
-    draw(&|a| draw_colour_bar(a, g.left + g.grid_w + 24, g.grid_h, (lo, hi)))?;
-    root.present().map_err(|e| err(path, e))
+    write_png(path, w, h, &buf)
 }
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;

@@ -321,7 +321,6 @@ enum Block {
     Heading(String),
     Para(String),
     Table(Vec<String>, Vec<Vec<String>>),
-    Image(String, String),
     /// Rows of (layer, one optional image per column) under column titles.
     Grid(Vec<String>, Vec<(String, Vec<Option<String>>)>),
     /// Ready HTML (the explorer); nothing in Markdown.
@@ -330,6 +329,12 @@ enum Block {
     Apart(Box<Block>, Box<Block>),
     /// Several blocks in a row.
     Group(Vec<Block>),
+    /// A plot with the line that says how to read it: (file, alt text, how to read it).
+    Plot(String, String, String),
+    /// Blocks folded away under a summary line (`<details>`; a heading in Markdown).
+    Details(String, Vec<Block>),
+    /// A line of links: (text, relative address).
+    Links(String, Vec<(String, String)>),
 }
 
 /// Writes `RUN/report.html` and `RUN/report.md` (PNGs under `RUN/report-images/`) from the run's
@@ -345,26 +350,39 @@ pub fn write_report(
 ) -> Result<ReportPaths, SummaryError> {
     let images = run.join("report-images");
     fs::create_dir_all(&images).map_err(io(&images))?;
-    accuracy_plot(&images.join("accuracy.png"), accuracy)?;
     let copied = copy_plots(&analysis_dir.join("plots"), &images)?;
+    let fit = network_fit_plot(&images.join("network-fit.png"), reports, accuracy)?;
     let mut doc = vec![
         Block::Para(settings.to_string()),
         Block::Heading("The answer".into()),
         Block::Para(answer(reports, early)),
+        run_answer_table(reports, early),
+        Block::Para(
+            "Each row: the measure's mean over the early layers at the first sample and at the last, and the \
+             change. One seed gives no interval: the study's report over several seeds says whether a change \
+             exceeds seed-to-seed noise."
+                .into(),
+        ),
     ];
     let dynamics = dynamics_answer(reports, early);
     if !dynamics.is_empty() {
         doc.push(Block::Para(dynamics));
     }
-    doc.extend(accuracy_section(accuracy));
-    doc.extend(figures_section(reports, &copied));
     let explorer = reports.iter().any(|r| r.embedding.is_some());
-    doc.extend(tsne_section(reports, &copied, explorer));
     if explorer {
         let data = ExplorerData::of_run(run, reports)?;
         doc.push(Block::Heading("Explorer".into()));
         doc.push(Block::Apart(
-            Box::new(Block::Html(explorer_html(&data))),
+            Box::new(Block::Group(vec![
+                Block::Para(
+                    "How to read it: pick a layer and drag the slider through training; each point is a probe \
+                     image placed by t-SNE of the layer's scores, coloured by its label (or HDBSCAN cluster). \
+                     Classes pulling apart into islands is the representation learning them. Hover a point for \
+                     its image; click a heatmap cell to jump there."
+                        .into(),
+                ),
+                Block::Html(explorer_html(&data)),
+            ])),
             Box::new(Block::Para(
                 "The interactive explorer (t-SNE per layer with a slider over the samples, probe images \
                  on hover, clickable heatmaps) is in report.html."
@@ -372,6 +390,11 @@ pub fn write_report(
             )),
         ));
     }
+    doc.extend(accuracy_section(accuracy, fit));
+    doc.extend(figures_section(reports, &copied));
+    doc.push(figures_table(reports));
+    doc.extend(spectra_section(reports, &copied));
+    doc.extend(tsne_section(reports, &copied, explorer));
     let paths = ReportPaths {
         html: run.join("report.html"),
         md: run.join("report.md"),
@@ -395,44 +418,74 @@ pub fn write_aggregate_report(
     let images = dir.join("report-images");
     fs::create_dir_all(&images).map_err(io(&images))?;
     let copied = copy_plots(&agg_dir.join("plots"), &images)?;
+    let n = agg.runs.len();
     let mut doc = vec![
         Block::Para(settings.to_string()),
         Block::Heading("The answer".into()),
+        Block::Para(crate::reporting::aggregate::purity_answer(agg)),
+        answer_table(agg),
         Block::Para(crate::reporting::aggregate::answer(agg)),
-        Block::Heading("Early layers: change from the first sample, over seeds".into()),
-        Block::Para(
-            "Each seed's mean over the early layers (stem and layer1) minus its value at the first sample; mean \
-             over seeds and 95% Student-t interval (t(0.975, n−1)·std/√n). An interval that excludes 0 is a change \
-             larger than seed-to-seed noise."
-                .into(),
-        ),
     ];
-    doc.push(early_changes_table(agg));
-    doc.push(Block::Heading(
-        "Figures against training, mean and 95% band over seeds".into(),
+    let seed_links = seeds
+        .iter()
+        .map(|(name, path)| {
+            let rel = path.strip_prefix(dir).unwrap_or(path);
+            (name.clone(), rel.display().to_string())
+        })
+        .collect();
+    doc.push(Block::Links(
+        "Each seed's own report, with its interactive explorer (t-SNE per layer over training):"
+            .into(),
+        seed_links,
     ));
+    let agg_rel = agg_dir.strip_prefix(dir).unwrap_or(agg_dir);
+    doc.push(Block::Links(
+        "The numbers behind this page:".into(),
+        ["aggregate.csv", "aggregate.json"]
+            .iter()
+            .map(|f| (f.to_string(), agg_rel.join(f).display().to_string()))
+            .collect(),
+    ));
+    doc.push(Block::Heading(format!(
+        "Figures against training, mean and 95% band over {n} seeds"
+    )));
+    if copied.iter().any(|c| c == "accuracy.png") {
+        doc.push(Block::Plot(
+            "accuracy.png".into(),
+            "the network's accuracy on the probe images against step".into(),
+            "How to read it: the network's own accuracy on the probe images at every sample, step samples \
+             included, mean and 95% band over seeds; where it rises steeply is where learning happens."
+                .into(),
+        ));
+    }
     for f in figures::plotted() {
         let name = format!("{}.png", f.name);
         if copied.contains(&name) {
-            doc.push(Block::Image(
+            doc.push(Block::Plot(
                 name,
                 format!(
                     "{}: one line per layer, band = 95% interval over seeds",
-                    f.name
+                    f.human_title()
+                ),
+                format!(
+                    "How to read it: {} One line per layer, band = 95% interval over seeds.",
+                    lower_first(f.how)
                 ),
             ));
         }
     }
-    doc.push(Block::Heading("Each seed's own report".into()));
-    let links = seeds
-        .iter()
-        .map(|(name, path)| {
-            let rel = path.strip_prefix(dir).unwrap_or(path);
-            format!("{name}: {}", rel.display())
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    doc.push(Block::Para(links));
+    doc.push(Block::Details(
+        "Early layers: change from the first sample at every sample, over seeds".into(),
+        vec![
+            Block::Para(
+                "Each seed's mean over the early layers (stem and layer1) minus its value at the first sample; mean \
+                 over seeds and 95% Student-t interval (t(0.975, n−1)·std/√n), clipped to the range a change of \
+                 the measure can take. An interval that excludes 0 (*) is a change larger than seed-to-seed noise."
+                    .into(),
+            ),
+            early_changes_table(agg),
+        ],
+    ));
     let paths = ReportPaths {
         html: dir.join("report.html"),
         md: dir.join("report.md"),
@@ -468,26 +521,62 @@ fn early_changes_table(agg: &crate::reporting::aggregate::Aggregate) -> Block {
     Block::Table(header, rows)
 }
 
-/// Test accuracy against epoch.
-fn accuracy_plot(png: &Path, accuracy: &[EpochAccuracy]) -> Result<(), SummaryError> {
-    let series = vec![(
-        "test accuracy".to_string(),
-        accuracy
-            .iter()
-            .map(|a| (a.epoch as f64, a.test_accuracy))
-            .collect(),
-    )];
+/// The network's own accuracy and loss on the probe images at every sample (step samples
+/// included) against step, log axis, and the test accuracy of each epoch end beside them: the
+/// curve that shows where learning happens. Writes nothing and returns false when the reports
+/// carry no accuracy (runs from outside cnnu).
+fn network_fit_plot(
+    png: &Path,
+    reports: &[LayerReport],
+    accuracy: &[EpochAccuracy],
+) -> Result<bool, SummaryError> {
+    let axis = SampleAxis::of(reports);
+    let first = layer_order(reports).first().map(|l| l.to_string());
+    let rows: Vec<&LayerReport> = reports
+        .iter()
+        .filter(|r| Some(&r.layer) == first.as_ref() && r.accuracy.is_some())
+        .collect();
+    if rows.is_empty() {
+        return Ok(false);
+    }
+    let pts = |f: fn(&LayerReport) -> Option<f64>| {
+        rows.iter()
+            .filter_map(|r| Some((axis.x(r), f(r)?)))
+            .collect::<Vec<_>>()
+    };
+    let mut series = vec![
+        (
+            "network accuracy on the probe images".to_string(),
+            pts(|r| r.accuracy),
+        ),
+        (
+            "network loss on the probe images / 2.5".to_string(),
+            pts(|r| r.loss.map(|l| l / 2.5)),
+        ),
+    ];
+    // The epoch ends' test pass, placed at their steps.
+    let at_epoch_end: Vec<(f64, f64)> = accuracy
+        .iter()
+        .filter_map(|a| {
+            let r = rows
+                .iter()
+                .find(|r| matches!(sample_name(r), SampleName::Epoch(e) if e == a.epoch))?;
+            Some((axis.x(r), a.test_accuracy))
+        })
+        .collect();
+    if !at_epoch_end.is_empty() {
+        series.push(("test accuracy (epoch ends)".to_string(), at_epoch_end));
+    }
     plot::lines(
         png,
-        "test accuracy against epoch",
-        "epoch",
-        "accuracy",
+        &format!("the network's accuracy and loss against {}", axis.name()),
+        axis.title(),
+        "accuracy; loss / 2.5",
         &series,
-        plot::Axes::default(),
+        axis.axes(),
     )?;
-    Ok(())
+    Ok(true)
 }
-
 /// Copies the analysis plots next to the Markdown so the folder is self-contained too;
 /// returns the names copied.
 fn copy_plots(plots: &Path, images: &Path) -> Result<Vec<String>, SummaryError> {
@@ -509,8 +598,9 @@ fn copy_plots(plots: &Path, images: &Path) -> Result<Vec<String>, SummaryError> 
     Ok(copied)
 }
 
-/// The accuracy table and plot.
-fn accuracy_section(accuracy: &[EpochAccuracy]) -> Vec<Block> {
+/// The network's accuracy along training (the plot over every sample) and the epoch ends'
+/// test pass.
+fn accuracy_section(accuracy: &[EpochAccuracy], fit: bool) -> Vec<Block> {
     let rows = accuracy
         .iter()
         .map(|a| {
@@ -523,16 +613,166 @@ fn accuracy_section(accuracy: &[EpochAccuracy]) -> Vec<Block> {
         })
         .collect();
     let header = ["epoch", "test accuracy", "test loss", "train loss"];
-    vec![
-        Block::Heading("Test accuracy".into()),
-        Block::Table(header.iter().map(|s| s.to_string()).collect(), rows),
-        Block::Image("accuracy.png".into(), "test accuracy against epoch".into()),
+    let mut doc = vec![Block::Heading(
+        "The network's accuracy along training".into(),
+    )];
+    if fit {
+        doc.push(Block::Plot(
+            "network-fit.png".into(),
+            "the network's accuracy and loss on the probe images against step".into(),
+            "How to read it: the network's own accuracy (and cross-entropy loss, scaled by 1/2.5) on the probe \
+             images at every sample, step samples included (summary.csv columns accuracy and loss; not the \
+             linear probe's probe_acc), with the test accuracy of each epoch end as points; where the curve \
+             rises steeply is where learning happens."
+                .into(),
+        ));
+    }
+    doc.push(Block::Table(
+        header.iter().map(|s| s.to_string()).collect(),
+        rows,
+    ));
+    doc
+}
+
+/// The early measures' mean over the early layers of one run at the first and the last
+/// sample, and the change: the seed report's answer table.
+fn run_answer_table(reports: &[LayerReport], early: &EarlyLayers) -> Block {
+    let samples = sample_order(reports);
+    let header = ["measure", "first sample", "last sample", "change"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let (Some(&first), Some(&last)) = (samples.first(), samples.last()) else {
+        return Block::Table(header, Vec::new());
+    };
+    let early_mean = |f: &figures::Figure, s: SampleName| {
+        mean(
+            reports
+                .iter()
+                .filter(|r| early.contains(&r.layer) && sample_name(r) == s)
+                .filter_map(|r| (f.read)(r))
+                .filter(|v| v.is_finite()),
+        )
+    };
+    let rows = crate::reporting::aggregate::EARLY_MEASURES
+        .iter()
+        .filter_map(|&n| figures::figure(n))
+        .map(|f| {
+            let (a, b) = (early_mean(f, first), early_mean(f, last));
+            vec![
+                f.human_title().to_string(),
+                format!("{} ({})", f.format(a), first.label()),
+                format!("{} ({})", f.format(b), last.label()),
+                match (a, b) {
+                    (Some(a), Some(b)) => format!("{:+.3}", b - a),
+                    _ => "–".into(),
+                },
+            ]
+        })
+        .collect();
+    Block::Table(header, rows)
+}
+
+/// The study's answer table: per early measure its human title, the change from the first
+/// sample to the last with its 95% interval over seeds, whether that exceeds seed noise and
+/// from which step on.
+fn answer_table(agg: &crate::reporting::aggregate::Aggregate) -> Block {
+    let header = [
+        "early-layer measure",
+        "change, first → last sample (95% CI over seeds)",
+        "exceeds seed noise?",
+        "from",
     ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let rows = agg
+        .early_changes
+        .iter()
+        .filter_map(|c| {
+            let f = figures::figure(c.figure)?;
+            let end = c.at_end()?;
+            let change = if end.mean.is_finite() && end.low.is_finite() {
+                format!("{:+.3} [{:+.3}, {:+.3}]", end.mean, end.low, end.high)
+            } else if end.mean.is_finite() {
+                format!("{:+.3} (no interval: one seed)", end.mean)
+            } else {
+                "–".into()
+            };
+            let exceeds = if !end.low.is_finite() {
+                "– (needs two seeds)"
+            } else if end.mean == 0.0 && end.std == 0.0 {
+                "no: the same in every seed"
+            } else if end.excludes_zero() {
+                "yes"
+            } else {
+                "no"
+            };
+            let from = if end.excludes_zero() {
+                c.settled_from().map_or("–".into(), |(s, step)| {
+                    step.map_or(s.label(), |st| format!("step {st}"))
+                })
+            } else {
+                "–".into()
+            };
+            Some(vec![
+                f.human_title().to_string(),
+                change,
+                exceeds.into(),
+                from,
+            ])
+        })
+        .collect();
+    Block::Table(header, rows)
 }
 
 /// The table of every figure per layer and sample, the heatmaps, the line plots and the
 /// energy spectra.
 fn figures_section(reports: &[LayerReport], copied: &[String]) -> Vec<Block> {
+    let has = |name: &str| copied.iter().any(|c| c == name);
+    let mut doc = Vec::new();
+    let heatmaps: Vec<&figures::Figure> = figures::heatmaps()
+        .filter(|f| has(&format!("heatmap-{}.png", f.name)))
+        .collect();
+    if !heatmaps.is_empty() {
+        doc.push(Block::Heading(
+            "Representation dynamics: layer × sample".into(),
+        ));
+        for f in heatmaps {
+            doc.push(Block::Plot(
+                format!("heatmap-{}.png", f.name),
+                format!("{}, one row per layer, one column per sample", f.human_title()),
+                format!(
+                    "How to read it: {} One row per layer, one column per sample, left to right through training.",
+                    lower_first(f.how)
+                ),
+            ));
+        }
+    }
+    let axis = SampleAxis::of(reports);
+    doc.push(Block::Heading("Figures over training".into()));
+    for figure in figures::plotted() {
+        let name = format!("{}.png", figure.name);
+        if has(&name) {
+            doc.push(Block::Plot(
+                name,
+                format!(
+                    "{} against {}, one line per layer",
+                    figure.human_title(),
+                    axis.name()
+                ),
+                format!(
+                    "How to read it: {} One line per layer.",
+                    lower_first(figure.how)
+                ),
+            ));
+        }
+    }
+    doc
+}
+
+/// The table of every figure per (layer, sample), folded away.
+fn figures_table(reports: &[LayerReport]) -> Block {
     let layers = layer_order(reports);
     let mut header = vec!["layer".to_string(), "sample".to_string()];
     header.extend(
@@ -548,54 +788,28 @@ fn figures_section(reports: &[LayerReport], copied: &[String]) -> Vec<Block> {
             rows.push(row);
         }
     }
-    let mut doc = vec![
-        Block::Heading("Figures per layer and sample".into()),
-        Block::Table(header, rows),
-    ];
+    let n = rows.len();
+    Block::Details(
+        format!("Every figure per layer and sample ({n} rows)"),
+        vec![Block::Table(header, rows)],
+    )
+}
+
+/// The energy spectrum of every layer.
+fn spectra_section(reports: &[LayerReport], copied: &[String]) -> Vec<Block> {
+    let layers = layer_order(reports);
     let has = |name: &str| copied.iter().any(|c| c == name);
-    let heatmaps: Vec<&str> = figures::heatmaps()
-        .map(|f| f.name)
-        .filter(|f| has(&format!("heatmap-{f}.png")))
-        .collect();
-    if !heatmaps.is_empty() {
-        doc.push(Block::Heading(
-            "Representation dynamics: layer × sample".into(),
-        ));
-        doc.push(Block::Para(
-            "cka_vs_final / cka_vs_prev: linear CKA with the same layer at the last / previous sample, on the same \
-             images. subspace_cos_mean: mean cosine of the principal angles between two classes' subspaces (top \
-             singular directions of each class's centred samples, rank from the energy threshold), averaged over \
-             class pairs. nc1: tr(Σ_W Σ_B⁺)/C. probe_acc: held-out accuracy of a linear probe on the k scores."
-                .into(),
-        ));
-        for f in heatmaps {
-            doc.push(Block::Image(
-                format!("heatmap-{f}.png"),
-                format!("{f}, one row per layer, one column per sample"),
-            ));
-        }
-    }
-    let axis = SampleAxis::of(reports);
-    for figure in figures::plotted() {
-        let name = format!("{}.png", figure.name);
-        if has(&name) {
-            doc.push(Block::Image(
-                name,
-                format!(
-                    "{} against {}, one line per layer",
-                    figure.name,
-                    axis.name()
-                ),
-            ));
-        }
-    }
+    let mut doc = Vec::new();
     doc.push(Block::Heading("Energy spectrum".into()));
     for &l in &layers {
         let name = format!("spectrum-{l}.png");
         if has(&name) {
-            doc.push(Block::Image(
+            doc.push(Block::Plot(
                 name,
                 format!("{l}: energy share of the leading components"),
+                "How to read it: the share of the layer's energy in each principal component, one line per \
+                 sample; a steeper fall means fewer directions carry the representation."
+                    .into(),
             ));
         }
     }
@@ -603,9 +817,8 @@ fn figures_section(reports: &[LayerReport], copied: &[String]) -> Vec<Block> {
 }
 
 /// The grid of t-SNE scatters, one row per layer, one column per sample. With the `explorer`
-/// beside it, report.html draws only the first and last samples' columns: the explorer shows
-/// every sample's map, and the full grid would be most of the file (about 80 of its 110 PNGs at
-/// 13 samples × 6 layers); report.md, whose images are links, keeps every column.
+/// beside it, report.html leaves the pictures out (the explorer shows every sample's map, and
+/// the grid would be a large part of the file); report.md, whose images are links, keeps them.
 fn tsne_section(reports: &[LayerReport], copied: &[String], explorer: bool) -> Vec<Block> {
     let samples = sample_order(reports);
     let (cols, rows) = tsne_grid(reports, copied, &samples);
@@ -617,14 +830,13 @@ fn tsne_section(reports: &[LayerReport], copied: &[String], explorer: bool) -> V
     if !explorer || samples.len() <= 2 {
         return vec![heading, all];
     }
-    let (cols, rows) = tsne_grid(reports, copied, &[samples[0], samples[samples.len() - 1]]);
-    let ends = Block::Group(vec![
-        Block::Para(
-            "The first and the last sample; the explorer below has every sample's map.".into(),
-        ),
-        Block::Grid(cols, rows),
-    ]);
-    vec![heading, Block::Apart(Box::new(ends), Box::new(all))]
+    // report.html has the explorer, with every sample's map: the static pictures would be a
+    // fifth of the file for nothing new.
+    let note = Block::Para(
+        "Every layer's t-SNE at every sample is in the explorer above; report.md links the static pictures."
+            .into(),
+    );
+    vec![heading, Block::Apart(Box::new(note), Box::new(all))]
 }
 
 /// Column titles and one row per layer of `samples`' t-SNE pictures (None where one is
@@ -674,8 +886,18 @@ fn md_block(md: &mut String, b: &Block) {
             }
             md.push('\n');
         }
-        Block::Image(name, alt) => md.push_str(&format!("![{alt}](report-images/{name})\n\n")),
         Block::Html(_) => {}
+        Block::Plot(name, alt, how) => {
+            md.push_str(&format!("*{how}*\n\n![{alt}](report-images/{name})\n\n"))
+        }
+        Block::Details(summary, blocks) => {
+            md.push_str(&format!("### {summary}\n\n"));
+            blocks.iter().for_each(|b| md_block(md, b));
+        }
+        Block::Links(text, links) => {
+            let l: Vec<String> = links.iter().map(|(t, a)| format!("[{t}]({a})")).collect();
+            md.push_str(&format!("{text} {}\n\n", l.join(" · ")));
+        }
         Block::Apart(_, in_md) => md_block(md, in_md),
         Block::Group(blocks) => blocks.iter().for_each(|b| md_block(md, b)),
         Block::Grid(cols, rows) => {
@@ -695,6 +917,14 @@ fn md_block(md: &mut String, b: &Block) {
             md.push('\n');
         }
     }
+}
+
+/// `s` with its first letter in lower case (a sentence continued after "How to read it:").
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map_or(String::new(), |f| {
+        f.to_lowercase().collect::<String>() + c.as_str()
+    })
 }
 
 /// `s` with the characters HTML gives a meaning escaped.
@@ -730,7 +960,9 @@ fn data_uri(images: &Path, name: &str) -> Result<String, SummaryError> {
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\
      table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}\
-     th{background:#f3f3f3}img{max-width:100%}.grid img{width:260px}";
+     th{background:#f3f3f3}img{max-width:100%}.grid img{width:260px}\
+     figure{margin:1em 0}figcaption.how{font-size:90%;color:#555;margin:0 0 .3em}\
+     details.full-table>summary{cursor:pointer;font-weight:600;margin:1em 0}";
 
 /// The document as one self-contained HTML file, every image inlined.
 fn render_html(title: &str, doc: &[Block], images: &Path) -> Result<String, SummaryError> {
@@ -751,13 +983,31 @@ fn html_block(html: &mut String, b: &Block, images: &Path) -> Result<(), Summary
         Block::Heading(h) => html.push_str(&format!("<h2>{}</h2>\n", esc(h))),
         Block::Para(p) => html.push_str(&format!("<p>{}</p>\n", bold(p))),
         Block::Table(h, rows) => html_table(html, h, rows),
-        Block::Image(name, alt) => html.push_str(&format!(
-            "<p><img alt=\"{}\" src=\"{}\"></p>\n",
+        Block::Grid(cols, rows) => html_grid(html, cols, rows, images)?,
+        Block::Html(fragment) => html.push_str(fragment),
+        Block::Plot(name, alt, how) => html.push_str(&format!(
+            "<figure><figcaption class=\"how\">{}</figcaption><img alt=\"{}\" src=\"{}\"></figure>\n",
+            esc(how),
             esc(alt),
             data_uri(images, name)?
         )),
-        Block::Grid(cols, rows) => html_grid(html, cols, rows, images)?,
-        Block::Html(fragment) => html.push_str(fragment),
+        Block::Details(summary, blocks) => {
+            html.push_str(&format!(
+                "<details class=\"full-table\"><summary>{}</summary>\n",
+                esc(summary)
+            ));
+            for b in blocks {
+                html_block(html, b, images)?;
+            }
+            html.push_str("</details>\n");
+        }
+        Block::Links(text, links) => {
+            let l: Vec<String> = links
+                .iter()
+                .map(|(t, a)| format!("<a href=\"{}\">{}</a>", esc(a).replace('"', "&quot;"), esc(t)))
+                .collect();
+            html.push_str(&format!("<p>{} {}</p>\n", esc(text), l.join(" · ")));
+        }
         Block::Apart(in_html, _) => html_block(html, in_html, images)?,
         Block::Group(blocks) => {
             for b in blocks {

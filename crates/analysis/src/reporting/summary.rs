@@ -286,6 +286,10 @@ impl LayerWalk<'_> {
         r.epoch = Some(sample.epoch);
         r.step = sample.step;
         r.sample = Some(sample.name.stem());
+        if let Some(fit) = source::network_fit(&sample.path)? {
+            r.accuracy = Some(fit.accuracy);
+            r.loss = fit.loss;
+        }
         let i = self.done.fetch_add(1, Ordering::Relaxed);
         (self.progress)(Progress {
             done: i + 1,
