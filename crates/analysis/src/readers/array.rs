@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
 
-use crate::io_error::IoError;
 use crate::numerics::matrix::{Matrix64, MatrixError};
 use crate::readers::npy::{self, NpyData, NpyError};
 use crate::readers::source::map_file;
+use cnnu_run::IoError;
 
 /// An array read as a matrix, with what it was.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::io_error::IoError;
+use cnnu_run::IoError;
 
 /// The magic string that starts every `.npy` file.
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
