@@ -267,6 +267,44 @@ fn kornblith(name: &str) -> PathBuf {
     cnnu_fixtures::repo("kornblith").join(name)
 }
 
+/// A file of a folder of activations from elsewhere: `conv1` f32 `[n, 3]`, `labels` (unless
+/// `labels` is false), `indices` (when given) and `step` metadata (when given).
+fn foreign_file(path: &Path, n: usize, labels: bool, indices: Option<&[i64]>, step: Option<u64>) {
+    let acts: Vec<u8> = (0..n * 3).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let label_bytes: Vec<u8> = (0..n as i64).flat_map(|i| (i % 2).to_le_bytes()).collect();
+    let index_bytes: Vec<u8> = indices
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|i| i.to_le_bytes())
+        .collect();
+    let mut tensors = vec![(
+        "conv1",
+        TensorView::new(Dtype::F32, vec![n, 3], &acts).unwrap(),
+    )];
+    if labels {
+        tensors.push((
+            "labels",
+            TensorView::new(Dtype::I64, vec![n], &label_bytes).unwrap(),
+        ));
+    }
+    if let Some(i) = indices {
+        tensors.push((
+            "indices",
+            TensorView::new(Dtype::I64, vec![i.len()], &index_bytes).unwrap(),
+        ));
+    }
+    let meta = step.map(|s| HashMap::from([("step".to_string(), s.to_string())]));
+    fs::write(path, safetensors::serialize(tensors, meta).unwrap()).unwrap();
+}
+
+/// `cnnu analyze DIR` on the folder `dir/acts`, created empty.
+fn analyze_foreign(dir: &Path, files: impl FnOnce(&Path)) -> Command {
+    let acts = dir.join("acts");
+    fs::create_dir_all(&acts).unwrap();
+    files(&acts);
+    cnnu(["analyze", &s(&acts)].map(String::from).to_vec())
+}
+
 /// Builds the bad input of row `id` under `dir` and returns the command that must fail.
 fn setup(id: &str, dir: &Path) -> Option<Command> {
     let snap = dir.join("snap.safetensors");
@@ -581,6 +619,36 @@ fn setup(id: &str, dir: &Path) -> Option<Command> {
             fs::create_dir_all(&out).unwrap();
             cnnu(["analyze", &s(&out)].map(String::from).to_vec())
         }
+        // ---- folders of activations from elsewhere
+        "foreign-no-files" => analyze_foreign(dir, |d| {
+            fs::write(d.join("notes.txt"), "no activations here").unwrap();
+        }),
+        "foreign-sample-count" => analyze_foreign(dir, |d| {
+            foreign_file(&d.join("step-0.safetensors"), 100, true, None, None);
+            foreign_file(&d.join("step-10.safetensors"), 50, true, None, None);
+        }),
+        "foreign-indices" => analyze_foreign(dir, |d| {
+            let same: Vec<i64> = (0..100).collect();
+            let other: Vec<i64> = (0..100).rev().collect();
+            foreign_file(&d.join("step-0.safetensors"), 100, true, Some(&same), None);
+            foreign_file(
+                &d.join("step-10.safetensors"),
+                100,
+                true,
+                Some(&other),
+                None,
+            );
+        }),
+        "foreign-no-labels" => analyze_foreign(dir, |d| {
+            foreign_file(&d.join("step-0.safetensors"), 100, false, None, None);
+        }),
+        "foreign-no-step" => analyze_foreign(dir, |d| {
+            foreign_file(&d.join("final.safetensors"), 100, true, None, None);
+        }),
+        "foreign-duplicate-step" => analyze_foreign(dir, |d| {
+            foreign_file(&d.join("a.safetensors"), 100, true, None, Some(5));
+            foreign_file(&d.join("step-5.safetensors"), 100, true, None, None);
+        }),
         "out-not-a-directory" => {
             let file = dir.join("a-file");
             fs::write(&file, b"x").unwrap();

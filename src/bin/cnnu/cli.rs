@@ -329,8 +329,12 @@ pub struct ReduceArgs {
 /// Options of `cnnu analyze`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AnalyzeArgs {
-    /// The run directory.
+    /// The run directory, or a folder of activation files recorded elsewhere (one
+    /// .safetensors per sample; docs/run-format.md, "Activations from elsewhere").
     pub run: PathBuf,
+    /// Write the summary and plots here [default: DIR/analysis].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Layers to analyse [default: every tap in the snapshots].
     #[arg(long, value_delimiter = ',')]
     pub layers: Option<Vec<String>>,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
-use cnnu_analysis::reporting::summary::{RunAnalysis, analyze_run};
+use cnnu_analysis::reporting::summary::{RunAnalysis, analyze_dir};
 use cnnu_model::{BackendKind, ResNetConfig};
 use cnnu_train::tensor_file::{self, NamedTensor};
 use cnnu_train::trainer::read_run_config;
@@ -249,11 +249,12 @@ pub fn reduce(args: &ReduceArgs) -> Result<()> {
     Ok(())
 }
 
-/// `cnnu analyze`: every (epoch, layer) of a run.
+/// `cnnu analyze`: every (sample, layer) of a run or of a folder of activation files.
 pub fn analyze(args: &AnalyzeArgs) -> Result<RunAnalysis> {
     let params = args.analysis.params(args.method)?;
-    let analysis = analyze_run(
+    let analysis = analyze_dir(
         &args.run,
+        args.out.as_deref(),
         args.layers.as_deref(),
         &params,
         args.jobs,

@@ -2,6 +2,7 @@
 //! `.npy` files, and single float arrays from either `.npy` or safetensors.
 
 pub mod array;
+pub mod foreign;
 pub mod mat;
 pub mod npy;
 pub mod source;

@@ -548,7 +548,7 @@ pub fn cross_entropy(logits: &[f32], classes: usize, labels: &[i64]) -> f64 {
 }
 
 /// Labels stored as any integer type, or as floats holding whole numbers.
-fn read_integers(dtype: Dtype, bytes: &[u8]) -> Option<Vec<i64>> {
+pub(crate) fn read_integers(dtype: Dtype, bytes: &[u8]) -> Option<Vec<i64>> {
     fn chunks<const W: usize>(b: &[u8]) -> impl Iterator<Item = [u8; W]> + '_ {
         b.chunks_exact(W).map(|c| {
             let mut a = [0u8; W];

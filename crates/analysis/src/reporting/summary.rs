@@ -13,6 +13,7 @@ use cnnu_run::{RunDir, SampleFile, SampleName, SnapshotFormatError};
 
 use crate::numerics::dynamics::{CenteredGram, linear_cka};
 use crate::numerics::pipeline::ValidAnalysisParams;
+use crate::readers::foreign::{self, ForeignError, ForeignFolder};
 use crate::readers::source::{self, SourceError};
 use crate::reporting::figures;
 use crate::reporting::layer::{LayerError, LayerReport, analyze_layer};
@@ -27,6 +28,14 @@ pub enum SummaryError {
         "{0}: no snapshots (expected snapshots/epoch-EEE.safetensors or step-SSSSSSS.safetensors)"
     )]
     NoSnapshots(PathBuf),
+    /// Neither a run (no snapshots) nor a folder of activation files.
+    #[error(
+        "{0}: no snapshots (expected snapshots/epoch-EEE.safetensors or step-SSSSSSS.safetensors) and no activation files (*.safetensors)"
+    )]
+    NothingToAnalyze(PathBuf),
+    /// A folder of activations from elsewhere is not as specified (boxed: the error is large).
+    #[error(transparent)]
+    Foreign(Box<ForeignError>),
     /// Reading a snapshot failed.
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -51,6 +60,12 @@ pub enum SummaryError {
     /// Drawing failed.
     #[error(transparent)]
     Plot(#[from] PlotError),
+}
+
+impl From<ForeignError> for SummaryError {
+    fn from(e: ForeignError) -> Self {
+        Self::Foreign(Box::new(e))
+    }
 }
 
 /// The samples of a run in training order (every `snapshots/*.safetensors`, format checked).
@@ -136,10 +151,77 @@ pub fn analyze_run(
     labels_var: &str,
     progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> Result<RunAnalysis, SummaryError> {
-    let snaps = snapshots(run)?;
-    let layers = resolve_layers(&snaps[0].path, layers, labels_var)?;
+    analyze_dir(run, None, layers, params, jobs, labels_var, progress)
+}
+
+/// Whether `dir` is a cnnu run (it has `snapshots/` or `config.json`) rather than a folder of
+/// activation files from elsewhere.
+pub fn is_run(dir: &Path) -> bool {
+    let run = RunDir::new(dir);
+    run.snapshots_dir().is_dir() || dir.join("config.json").is_file()
+}
+
+/// [`analyze_run`] on a cnnu run or a folder of activation files cnnu did not write
+/// ([`ForeignFolder`]), writing into `out` (default `DIR/analysis/`). A foreign folder's
+/// samples are its files by step; their reports have a step and no epoch.
+pub fn analyze_dir(
+    dir: &Path,
+    out: Option<&Path>,
+    layers: Option<&[String]>,
+    params: &ValidAnalysisParams,
+    jobs: usize,
+    labels_var: &str,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> Result<RunAnalysis, SummaryError> {
+    let (snaps, folder, layers) = if is_run(dir) || !foreign::has_activation_files(dir) {
+        let snaps = match snapshots(dir) {
+            Err(SummaryError::NoSnapshots(p)) if !is_run(dir) => {
+                return Err(SummaryError::NothingToAnalyze(p));
+            }
+            other => other?,
+        };
+        let layers = resolve_layers(&snaps[0].path, layers, labels_var)?;
+        let snaps: Vec<Sample> = snaps
+            .into_iter()
+            .map(|s| Sample {
+                name: s.name,
+                path: s.path,
+                epoch: Some(s.epoch),
+                step: s.step,
+            })
+            .collect();
+        (snaps, None, layers)
+    } else {
+        let folder = ForeignFolder::open(dir, labels_var)?;
+        let layers = match layers {
+            Some(l) => {
+                if let Some(missing) = l.iter().find(|l| !folder.layers.contains(l)) {
+                    return Err(SourceError::MissingLayer {
+                        path: folder.files[0].path.clone(),
+                        layer: missing.clone(),
+                        present: folder.layers.clone(),
+                    }
+                    .into());
+                }
+                l.to_vec()
+            }
+            None => folder.layers.clone(),
+        };
+        let snaps = folder
+            .files
+            .iter()
+            .map(|f| Sample {
+                name: SampleName::Step(f.step),
+                path: f.path.clone(),
+                epoch: None,
+                step: Some(f.step),
+            })
+            .collect();
+        (snaps, Some(folder), layers)
+    };
     let walk = LayerWalk {
         snaps: &snaps,
+        foreign: folder.as_ref(),
         params,
         labels_var,
         progress,
@@ -167,7 +249,7 @@ pub fn analyze_run(
     for (_, r) in results {
         reports.push(r?);
     }
-    let dir = RunDir::new(run).analysis_dir();
+    let dir = out.map_or_else(|| RunDir::new(dir).analysis_dir(), Path::to_path_buf);
     write_summary(&dir, &reports, params.params().tsne)?;
     Ok(RunAnalysis { reports, dir })
 }
@@ -203,9 +285,19 @@ fn resolve_layers(
 /// A finished (sample index, layer index) analysis.
 type Slot = ((usize, usize), Result<LayerReport, SummaryError>);
 
+/// A sample to analyse: a run's snapshot or a file of a foreign folder.
+struct Sample {
+    name: SampleName,
+    path: PathBuf,
+    epoch: Option<usize>,
+    step: Option<u64>,
+}
+
 /// What the workers share while each walks one layer through every sample.
 struct LayerWalk<'a> {
-    snaps: &'a [SampleFile],
+    snaps: &'a [Sample],
+    /// The folder, when the samples are its files rather than a run's snapshots.
+    foreign: Option<&'a ForeignFolder>,
     params: &'a ValidAnalysisParams,
     labels_var: &'a str,
     progress: &'a (dyn Fn(Progress<'_>) + Sync),
@@ -275,7 +367,10 @@ impl LayerWalk<'_> {
     ) -> Result<(LayerReport, Option<CenteredGram>), SummaryError> {
         let sample = &self.snaps[si];
         let started = Instant::now();
-        let acts = source::load(&sample.path, layer, self.labels_var)?;
+        let acts = match self.foreign {
+            Some(folder) => folder.load(si, layer)?,
+            None => source::load(&sample.path, layer, self.labels_var)?,
+        };
         let (mut r, gram) =
             analyze_layer(&acts, self.params, started.elapsed().as_secs_f64(), true).map_err(
                 |source| SummaryError::Analysis {
@@ -283,7 +378,7 @@ impl LayerWalk<'_> {
                     source,
                 },
             )?;
-        r.epoch = Some(sample.epoch);
+        r.epoch = sample.epoch;
         r.step = sample.step;
         r.sample = Some(sample.name.stem());
         if let Some(fit) = source::network_fit(&sample.path)? {
@@ -294,7 +389,7 @@ impl LayerWalk<'_> {
         (self.progress)(Progress {
             done: i + 1,
             total: self.total,
-            sample: &sample.label(),
+            sample: &sample.name.label(),
             layer,
             report: &r,
             seconds: started.elapsed().as_secs_f64(),

@@ -1,0 +1,153 @@
+//! `cnnu analyze` on a folder of activations cnnu did not write (docs/run-format.md,
+//! "Activations from elsewhere"): two safetensors files as another framework would record
+//! them, two layers of 600 images, the step once from the metadata and once from the name.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+
+const N: usize = 600;
+const CLASSES: usize = 10;
+
+/// A small deterministic generator of values in [-1, 1).
+struct Lcg(u64);
+
+impl Lcg {
+    fn unit(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// `[N, d]` values: every image's class centre scaled by `structure`, plus unit noise.
+fn layer(rng: &mut Lcg, d: usize, structure: f32) -> Vec<f32> {
+    let centres: Vec<f32> = (0..CLASSES * d)
+        .map(|i| ((i * 7919) % 13) as f32 - 6.0)
+        .collect();
+    (0..N * d)
+        .map(|i| {
+            let (row, col) = (i / d, i % d);
+            structure * centres[(row % CLASSES) * d + col] + rng.unit()
+        })
+        .collect()
+}
+
+/// One file: `conv` f32 `[N, 4, 2, 2]`, `fc` f64 `[N, 8]`, `labels` i64, `indices` i32.
+fn write(path: &Path, seed: u64, structure: f32, step: Option<u64>) {
+    let mut rng = Lcg(seed);
+    let conv: Vec<u8> = layer(&mut rng, 16, structure)
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let fc: Vec<u8> = layer(&mut rng, 8, structure)
+        .iter()
+        .flat_map(|&v| f64::from(v).to_le_bytes())
+        .collect();
+    let labels: Vec<u8> = (0..N as i64)
+        .flat_map(|i| (i % CLASSES as i64).to_le_bytes())
+        .collect();
+    let indices: Vec<u8> = (0..N as i32).flat_map(|i| (i * 3).to_le_bytes()).collect();
+    let tensors = vec![
+        (
+            "conv",
+            TensorView::new(Dtype::F32, vec![N, 4, 2, 2], &conv).unwrap(),
+        ),
+        ("fc", TensorView::new(Dtype::F64, vec![N, 8], &fc).unwrap()),
+        (
+            "labels",
+            TensorView::new(Dtype::I64, vec![N], &labels).unwrap(),
+        ),
+        (
+            "indices",
+            TensorView::new(Dtype::I32, vec![N], &indices).unwrap(),
+        ),
+    ];
+    // safetensors writes f64 `fc` before f32 `conv`: `layers` gives the network's order.
+    let mut meta = HashMap::from([("layers".to_string(), r#"["conv", "fc"]"#.to_string())]);
+    if let Some(s) = step {
+        meta.insert("step".to_string(), s.to_string());
+    }
+    fs::write(path, safetensors::serialize(tensors, Some(meta)).unwrap()).unwrap();
+}
+
+#[test]
+fn analyze_writes_a_row_per_layer_and_step_of_a_foreign_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("acts");
+    fs::create_dir_all(&dir).unwrap();
+    // Untrained: noise. Step 50 (from the name): the classes stand apart.
+    write(&dir.join("random.safetensors"), 1, 0.0, Some(0));
+    write(&dir.join("ckpt_0050.safetensors"), 2, 1.0, None);
+    fs::write(dir.join("notes.txt"), "not an activation file").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cnnu"))
+        .args(["analyze", &dir.display().to_string()])
+        .args(["--min-cluster-size", "20"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("analysed 4 (sample, layer) pairs"),
+        "{stderr}"
+    );
+    let csv = fs::read_to_string(dir.join("analysis/summary.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let keys: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| (r[col("layer")], r[col("step")], r[col("sample")]))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("conv", "0", "step-0000000"),
+            ("fc", "0", "step-0000000"),
+            ("conv", "50", "step-0000050"),
+            ("fc", "50", "step-0000050"),
+        ]
+    );
+    let value = |row: &[&str], name: &str| -> f64 { row[col(name)].parse().unwrap() };
+    for r in &rows {
+        assert_eq!(value(r, "n"), N as f64);
+    }
+    for (before, after) in [(&rows[0], &rows[2]), (&rows[1], &rows[3])] {
+        // Noise has a chance-level neighbourhood; class centres make it the label's.
+        assert!(value(before, "knn_agreement") < 0.3, "{before:?}");
+        assert!(value(after, "knn_agreement") > 0.8, "{after:?}");
+        assert!(value(after, "probe_acc") > value(before, "probe_acc") + 0.5);
+    }
+    // The layers' sizes: conv [4, 2, 2] and fc [8].
+    assert_eq!(value(&rows[0], "d_total"), 16.0);
+    assert_eq!(value(&rows[1], "d_total"), 8.0);
+    assert!(dir.join("analysis/summary.json").is_file());
+    assert!(dir.join("analysis/plots/knn_agreement.png").is_file());
+
+    // --out elsewhere, one layer.
+    let other = tmp.path().join("elsewhere");
+    let out = Command::new(env!("CARGO_BIN_EXE_cnnu"))
+        .args(["analyze", &dir.display().to_string(), "--layers", "fc"])
+        .args([
+            "--min-cluster-size",
+            "20",
+            "--out",
+            &other.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = fs::read_to_string(other.join("summary.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+}
