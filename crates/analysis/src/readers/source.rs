@@ -527,7 +527,7 @@ pub fn network_fit(path: &Path) -> Result<Option<NetworkFit>, SourceError> {
     }))
 }
 
-/// Mean of −log softmax(row)[label] over the rows of `logits` ([N, classes] row-major), by the
+/// Mean of −log softmax(row)\[label\] over the rows of `logits` ([N, classes] row-major), by the
 /// log-sum-exp with the row's maximum taken out; NaN when a label is not a class.
 pub fn cross_entropy(logits: &[f32], classes: usize, labels: &[i64]) -> f64 {
     let mut sum = 0.0;
