@@ -17,13 +17,16 @@ use cnnu_model::{BackendKind, ResNetArch, ResNetConfig};
 use cnnu_train::config::ConfigError;
 use cnnu_train::{DatasetKind, OptimizerKind, SampleAt, TrainConfig, TrainError};
 
+/// A library parameter's complaint as its option's: the field `batch_size` is `--batch-size`.
+fn invalid_option(field: &str, problem: &str) -> anyhow::Error {
+    anyhow::anyhow!("--{} {problem}", field.replace('_', "-"))
+}
+
 /// A configuration error in the command line's words: the field `batch_size` is the option
 /// `--batch-size`.
 pub fn flag_error(e: ConfigError) -> anyhow::Error {
     match e {
-        ConfigError::Invalid { name, problem } => {
-            anyhow::anyhow!("--{} {problem}", name.replace('_', "-"))
-        }
+        ConfigError::Invalid { name, problem } => invalid_option(name, &problem),
         ConfigError::Taps(e) => anyhow::anyhow!("--taps: {e}"),
         e => e.into(),
     }
@@ -33,9 +36,7 @@ pub fn flag_error(e: ConfigError) -> anyhow::Error {
 /// the option `--min-cluster-size`.
 pub fn analysis_flag_error(e: AnalysisError) -> anyhow::Error {
     match e {
-        AnalysisError::Invalid { name, problem } => {
-            anyhow::anyhow!("--{} {problem}", name.replace('_', "-"))
-        }
+        AnalysisError::Invalid { name, problem } => invalid_option(name, &problem),
         e => e.into(),
     }
 }
