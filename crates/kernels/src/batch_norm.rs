@@ -65,3 +65,207 @@ pub fn batch_norm_eval(
     }
     burn::tensor::module::batch_norm(x, gamma, beta, mean, var, eps)
 }
+
+/// What train-mode BatchNorm's forward gives: the output and the batch statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainForward {
+    /// `(x − mean) · gamma / sqrt(var + eps) + beta`, laid out as the input.
+    pub output: Vec<f32>,
+    /// Per-channel batch mean.
+    pub mean: Vec<f32>,
+    /// Per-channel biased (population) batch variance, without eps.
+    pub variance: Vec<f32>,
+}
+
+/// The gradients of train-mode BatchNorm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainBackward {
+    /// Gradient of the input, laid out as the input.
+    pub x: Vec<f32>,
+    /// Gradient of gamma, per channel.
+    pub gamma: Vec<f32>,
+    /// Gradient of beta, per channel.
+    pub beta: Vec<f32>,
+}
+
+/// The layout of a BatchNorm input `[N, C, H·W]`, row-major.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchNormShape {
+    /// Images in the batch.
+    pub batch: usize,
+    /// Channels, each normalised on its own.
+    pub channels: usize,
+    /// Pixels per channel plane (H·W).
+    pub pixels: usize,
+}
+
+impl BatchNormShape {
+    /// Values per channel: the count the statistics are taken over.
+    pub fn count(&self) -> usize {
+        self.batch * self.pixels
+    }
+
+    /// The planes of channel `c` in `x`, one per image.
+    fn planes<'a>(&self, x: &'a [f32], c: usize) -> impl Iterator<Item = &'a [f32]> + 'a {
+        let (pixels, stride) = (self.pixels, self.channels * self.pixels);
+        (0..self.batch).map(move |n| &x[n * stride + c * pixels..][..pixels])
+    }
+}
+
+/// `Σ f(a_i, b_i)` in f64 with four running sums, so that the loop is not one long chain of
+/// dependent additions; the order is fixed, so the result is the same run to run.
+fn sum_pairs(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = a4
+        .remainder()
+        .iter()
+        .zip(b4.remainder())
+        .map(|(&x, &y)| f(x.into(), y.into()))
+        .sum();
+    for (x, y) in a4.zip(b4) {
+        for i in 0..4 {
+            acc[i] += f(x[i].into(), y[i].into());
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// Train-mode BatchNorm forward of `x` (`shape`): the batch statistics of every channel
+/// (accumulated in f64, the variance about the mean), then `y = (x − mean) · a + beta` with
+/// `a = gamma / sqrt(var + eps)`.
+///
+/// Why by hand: Burn's default `batch_norm_train` is a dozen broadcast and transposed tensor
+/// operations, each a pass and an allocation; here it is two passes over the input for the
+/// statistics and one to write the output. Parallel over channels, then over images; every
+/// sum has a fixed order, so the result is the same run to run.
+pub fn batch_norm_train_forward(
+    x: &[f32],
+    shape: BatchNormShape,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+) -> TrainForward {
+    let count = shape.count().max(1) as f64;
+    let stats: Vec<(f64, f64)> = (0..shape.channels)
+        .into_par_iter()
+        .map(|c| {
+            let sum: f64 = shape.planes(x, c).map(|p| sum_pairs(p, p, |v, _| v)).sum();
+            let mean = sum / count;
+            let squares: f64 = shape
+                .planes(x, c)
+                .map(|p| sum_pairs(p, p, |v, _| (v - mean) * (v - mean)))
+                .sum();
+            (mean, squares / count)
+        })
+        .collect();
+    // y = (x − mean) · a + beta with a = gamma / σ: the difference first, so that a mean
+    // large against the spread cancels exactly rather than in a folded offset.
+    let affine: Vec<[f32; 3]> = stats
+        .iter()
+        .zip(gamma.iter().zip(beta))
+        .map(|(&(mean, var), (&g, &b))| {
+            [mean as f32, (f64::from(g) / (var + eps).sqrt()) as f32, b]
+        })
+        .collect();
+    let mut output = vec![0.0f32; x.len()];
+    let image = (shape.channels * shape.pixels).max(1);
+    let pixels = shape.pixels.max(1);
+    output
+        .par_chunks_mut(image)
+        .zip(x.par_chunks(image))
+        .for_each(|(out, x)| {
+            let planes = out.chunks_mut(pixels).zip(x.chunks(pixels));
+            for ((out, x), &[m, a, b]) in planes.zip(&affine) {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = (v - m) * a + b;
+                }
+            }
+        });
+    TrainForward {
+        output,
+        mean: stats.iter().map(|s| s.0 as f32).collect(),
+        variance: stats.iter().map(|s| s.1 as f32).collect(),
+    }
+}
+
+/// Train-mode BatchNorm backward: given the input `x`, the output gradient `dy`, gamma and
+/// the forward's statistics, `dx = (dy − mean(dy) − x̂ · mean(dy · x̂)) · gamma / σ`,
+/// `dgamma = Σ dy · x̂`, `dbeta = Σ dy` with `x̂ = (x − mean) / σ`, `σ = sqrt(var + eps)`, as
+/// PyTorch's CPU kernel computes them (sums in f64). Two passes over `x` and `dy`.
+pub fn batch_norm_train_backward(
+    x: &[f32],
+    dy: &[f32],
+    shape: BatchNormShape,
+    gamma: &[f32],
+    [mean, variance]: [&[f32]; 2],
+    eps: f64,
+) -> TrainBackward {
+    let count = shape.count().max(1) as f64;
+    let sums: Vec<(f64, f64)> = (0..shape.channels)
+        .into_par_iter()
+        .map(|c| {
+            let m = f64::from(mean[c]);
+            let planes = shape.planes(x, c).zip(shape.planes(dy, c));
+            planes.fold((0.0, 0.0), |(s, d), (x, dy)| {
+                (
+                    s + sum_pairs(dy, dy, |g, _| g),
+                    d + sum_pairs(x, dy, |v, g| (v - m) * g),
+                )
+            })
+        })
+        .collect();
+    // Per channel: dx = (dy − mean(dy)) · s − (x − mean) · k, the formula above with its
+    // constants folded; x − mean stays a difference so that a large mean cancels exactly.
+    let constants: Vec<[f32; 4]> = (0..shape.channels)
+        .map(|c| {
+            let inv_std = 1.0 / (f64::from(variance[c]) + eps).sqrt();
+            let (sum, dot) = sums[c];
+            let s = inv_std * f64::from(gamma[c]);
+            let k = dot * inv_std * inv_std / count * s;
+            [s as f32, k as f32, (sum / count) as f32, mean[c]]
+        })
+        .collect();
+    let mut dx = vec![0.0f32; x.len()];
+    let image = (shape.channels * shape.pixels).max(1);
+    let pixels = shape.pixels.max(1);
+    dx.par_chunks_mut(image)
+        .zip(x.par_chunks(image).zip(dy.par_chunks(image)))
+        .for_each(|(dx, (x, dy))| {
+            let planes = dx
+                .chunks_mut(pixels)
+                .zip(x.chunks(pixels).zip(dy.chunks(pixels)));
+            for ((dx, (x, dy)), &[s, k, g_mean, m]) in planes.zip(&constants) {
+                for ((d, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
+                    *d = (g - g_mean) * s - (v - m) * k;
+                }
+            }
+        });
+    TrainBackward {
+        x: dx,
+        gamma: (0..shape.channels)
+            .map(|c| (sums[c].1 / (f64::from(variance[c]) + eps).sqrt()) as f32)
+            .collect(),
+        beta: sums.iter().map(|s| s.0 as f32).collect(),
+    }
+}
+
+/// Train-mode BatchNorm of `x [N, C, ...]` with the batch's statistics: the output and the
+/// detached batch mean and biased variance, as `burn::tensor::module::batch_norm_train`. On
+/// flex under autodiff it runs [`batch_norm_train_forward`] with [`batch_norm_train_backward`]
+/// as its backward node; elsewhere it is Burn's.
+pub fn batch_norm_train<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+) -> burn::tensor::module::BatchNormTrainOutput<D> {
+    #[cfg(feature = "flex")]
+    {
+        use crate::glue::is_flex_f32;
+        if is_flex_f32(&x, true) && is_flex_f32(&gamma, true) && is_flex_f32(&beta, true) {
+            return crate::glue::batch_norm_train(x, gamma, beta, eps);
+        }
+    }
+    burn::tensor::module::batch_norm_train(x, gamma, beta, eps)
+}

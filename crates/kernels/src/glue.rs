@@ -73,6 +73,7 @@ mod flex {
     use burn::prelude::*;
     use burn::tensor::{DType, Shape};
 
+    use crate::batch_norm::{BatchNormShape, batch_norm_train_backward, batch_norm_train_forward};
     use crate::conv::Conv2dPlan;
 
     /// Whether `t` is an f32 tensor on flex, plain (`autodiff` false) or under autodiff
@@ -252,6 +253,112 @@ mod flex {
                 from_values(out.output, dims),
             ),
             OpsKind::UnTracked(prep) => prep.finish(from_values(out.output, dims)),
+        }
+    }
+
+    /// What train-mode BatchNorm's backward needs: the input, gamma and the statistics.
+    #[derive(Debug, Clone)]
+    struct BatchNormSaved {
+        x: FlexTensor,
+        gamma: Arc<Vec<f32>>,
+        mean: Arc<Vec<f32>>,
+        variance: Arc<Vec<f32>>,
+        shape: BatchNormShape,
+        eps: f64,
+    }
+
+    #[derive(Debug)]
+    struct BatchNormBackward;
+
+    impl Backward<Flex, 3> for BatchNormBackward {
+        type State = BatchNormSaved;
+
+        fn backward(
+            self,
+            ops: Ops<BatchNormSaved, 3>,
+            grads: &mut Gradients,
+            _: &mut Checkpointer,
+        ) {
+            let [node_x, node_gamma, node_beta] = ops.parents;
+            let grad = grads.consume::<Flex>(&ops.node);
+            let s = ops.state;
+            let dims = s.x.layout().shape().clone();
+            let back = batch_norm_train_backward(
+                &values(&s.x),
+                &values(&grad),
+                s.shape,
+                &s.gamma,
+                [&s.mean, &s.variance],
+                s.eps,
+            );
+            if let Some(node) = node_x {
+                grads.register::<Flex>(
+                    node.id,
+                    FlexTensor::from_data(TensorData::new(back.x, dims)),
+                );
+            }
+            let channels = [s.shape.channels];
+            if let Some(node) = node_gamma {
+                grads.register::<Flex>(node.id, from_values(back.gamma, channels));
+            }
+            if let Some(node) = node_beta {
+                grads.register::<Flex>(node.id, from_values(back.beta, channels));
+            }
+        }
+    }
+
+    /// Train-mode BatchNorm of `x [N, C, ...]` with the batch's own statistics, the three
+    /// tensors checked with [`is_flex_f32`]`(_, true)`; its backward is [`BatchNormBackward`].
+    /// The returned mean and variance are detached, as Burn's.
+    pub(crate) fn batch_norm_train<const D: usize>(
+        x: Tensor<D>,
+        gamma: Tensor<1>,
+        beta: Tensor<1>,
+        eps: f64,
+    ) -> burn::tensor::module::BatchNormTrainOutput<D> {
+        let dims = x.dims();
+        let shape = BatchNormShape {
+            batch: dims[0],
+            channels: dims[1],
+            pixels: dims[2..].iter().product(),
+        };
+        let [(xp, xg), (gp, gg), (bp, bg)] = [
+            x.try_into_primitive::<Autodiff<Flex>>(),
+            gamma.try_into_primitive::<Autodiff<Flex>>(),
+            beta.try_into_primitive::<Autodiff<Flex>>(),
+        ]
+        .map(|t| t.expect("checked: autodiff flex").into_parts());
+        let gamma = values(&gp).into_owned();
+        let fwd = batch_norm_train_forward(&values(&xp), shape, &gamma, &values(&bp), eps);
+        let prep = BatchNormBackward
+            .prepare::<NoCheckpointing>([xg, gg, bg])
+            .compute_bound()
+            .stateful();
+        let output = from_values(fwd.output, dims);
+        let output = match prep {
+            OpsKind::Tracked(prep) => prep.finish(
+                BatchNormSaved {
+                    x: xp,
+                    gamma: Arc::new(gamma),
+                    mean: Arc::new(fwd.mean.clone()),
+                    variance: Arc::new(fwd.variance.clone()),
+                    shape,
+                    eps,
+                },
+                output,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        };
+        let detached = |v: Vec<f32>| {
+            Tensor::from_primitive::<Autodiff<Flex>>(AdTensor::new(from_values(
+                v,
+                [shape.channels],
+            )))
+        };
+        burn::tensor::module::BatchNormTrainOutput {
+            output: Tensor::from_primitive::<Autodiff<Flex>>(output),
+            mean: detached(fwd.mean),
+            variance: detached(fwd.variance),
         }
     }
 }

@@ -5,7 +5,8 @@
 //!   batch-wide weight and input gradients (pure slices, no Burn types);
 //! - [`burn_conv`]: that convolution as a Burn operation, with its backward registered in
 //!   Burn's autodiff graph on flex;
-//! - [`batch_norm`]: eval-mode BatchNorm as one pass, Burn's arithmetic bit for bit;
+//! - [`batch_norm`]: eval-mode BatchNorm as one pass, Burn's arithmetic bit for bit, and
+//!   train-mode BatchNorm as three passes forward and two backward (PyTorch's arithmetic);
 //! - [`optim`]: Adam and SGD with momentum as one in-place pass per parameter, burn-optim's
 //!   arithmetic and checkpoint format.
 //!
@@ -19,7 +20,7 @@ pub mod conv;
 mod glue;
 pub mod optim;
 
-pub use batch_norm::batch_norm_eval;
+pub use batch_norm::{batch_norm_eval, batch_norm_train};
 pub use burn_conv::{conv2d, conv2d_module};
 pub use conv::{Conv2dPlan, Conv2dShape, ConvError};
 pub use optim::{FusedAdam, FusedSgd, FusedSgdState, StateError, StepError};
