@@ -75,6 +75,7 @@ mod flex {
 
     use crate::batch_norm::{BatchNormShape, batch_norm_train_backward, batch_norm_train_forward};
     use crate::conv::Conv2dPlan;
+    use crate::pool::{MaxPoolShape, max_pool2d_backward, max_pool2d_forward};
 
     /// Whether `t` is an f32 tensor on flex, plain (`autodiff` false) or under autodiff
     /// without gradient checkpointing (`autodiff` true): the tensors the kernels are written
@@ -360,5 +361,66 @@ mod flex {
             mean: detached(fwd.mean),
             variance: detached(fwd.variance),
         }
+    }
+
+    /// What max pooling's backward needs: the shape and where each output came from.
+    #[derive(Debug, Clone)]
+    struct PoolSaved {
+        shape: MaxPoolShape,
+        indices: Arc<Vec<u32>>,
+    }
+
+    #[derive(Debug)]
+    struct MaxPoolBackward;
+
+    impl Backward<Flex, 1> for MaxPoolBackward {
+        type State = PoolSaved;
+
+        fn backward(self, ops: Ops<PoolSaved, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let [node] = ops.parents;
+            let grad = grads.consume::<Flex>(&ops.node);
+            let PoolSaved { shape, indices } = ops.state;
+            if let Some(node) = node {
+                let dx = max_pool2d_backward(&values(&grad), &indices, shape);
+                let [h, w] = shape.input;
+                grads.register::<Flex>(
+                    node.id,
+                    from_values(dx, [shape.batch, shape.channels, h, w]),
+                );
+            }
+        }
+    }
+
+    /// Max pooling of `x`, checked with [`is_flex_f32`] (plain, or under autodiff with
+    /// [`MaxPoolBackward`] as its backward).
+    pub(crate) fn max_pool2d(shape: MaxPoolShape, x: Tensor<4>) -> Tensor<4> {
+        let [ho, wo] = shape.output();
+        let dims = [shape.batch, shape.channels, ho, wo];
+        if !x.device().is_autodiff() {
+            let x = x.try_into_primitive::<Flex>().expect("checked: flex");
+            let (out, _) = max_pool2d_forward(&values(&x), shape);
+            return Tensor::from_primitive::<Flex>(from_values(out, dims));
+        }
+        let x = x
+            .try_into_primitive::<Autodiff<Flex>>()
+            .expect("checked: autodiff flex");
+        let (xp, xg) = x.into_parts();
+        let (out, indices) = max_pool2d_forward(&values(&xp), shape);
+        let prep = MaxPoolBackward
+            .prepare::<NoCheckpointing>([xg])
+            .compute_bound()
+            .stateful();
+        let out = from_values(out, dims);
+        let out = match prep {
+            OpsKind::Tracked(prep) => prep.finish(
+                PoolSaved {
+                    shape,
+                    indices: Arc::new(indices),
+                },
+                out,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        Tensor::from_primitive::<Autodiff<Flex>>(out)
     }
 }

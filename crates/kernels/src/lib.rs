@@ -7,6 +7,7 @@
 //!   Burn's autodiff graph on flex;
 //! - [`batch_norm`]: eval-mode BatchNorm as one pass, Burn's arithmetic bit for bit, and
 //!   train-mode BatchNorm as three passes forward and two backward (PyTorch's arithmetic);
+//! - [`pool`]: 2-D max pooling as one pass per plane, with its backward;
 //! - [`optim`]: Adam and SGD with momentum as one in-place pass per parameter, burn-optim's
 //!   arithmetic and checkpoint format.
 //!
@@ -19,8 +20,10 @@ pub mod burn_conv;
 pub mod conv;
 mod glue;
 pub mod optim;
+pub mod pool;
 
 pub use batch_norm::{batch_norm_eval, batch_norm_train};
 pub use burn_conv::{conv2d, conv2d_module};
 pub use conv::{Conv2dPlan, Conv2dShape, ConvError};
 pub use optim::{FusedAdam, FusedSgd, FusedSgdState, StateError, StepError};
+pub use pool::max_pool2d_module;

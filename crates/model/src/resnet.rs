@@ -9,7 +9,7 @@ use burn::nn::{
 };
 use burn::prelude::*;
 
-use cnnu_kernels::conv2d_module;
+use cnnu_kernels::{conv2d_module, max_pool2d_module};
 
 use crate::taps::{Catalogue, STAGE_CHANNELS, TapSet};
 
@@ -359,7 +359,7 @@ impl ResNet {
         let x = rec.spatial("conv1", conv2d_module(&self.conv1, x));
         let x = rec.spatial("bn1", batch_norm_forward(&self.bn1, x));
         let x = rec.spatial("relu", self.relu.forward(x));
-        let mut x = rec.spatial("maxpool", self.maxpool.forward(x));
+        let mut x = rec.spatial("maxpool", max_pool2d_module(&self.maxpool, x));
         for stage in [&self.layer1, &self.layer2, &self.layer3, &self.layer4] {
             for block in stage {
                 x = block.forward(x, &mut rec);
