@@ -315,6 +315,7 @@ pub fn run(plan: &StudyPlan, progress: &mut dyn StudyProgress) -> Result<StudyOu
         &agg,
         &agg_dir,
         &seeds,
+        Some((seeds[0].0.as_str(), &runs[0].root, &runs[0].reports)),
     )
     .map_err(|source| StudyError::Analysis {
         run: plan.out.clone(),

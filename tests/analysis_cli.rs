@@ -303,9 +303,17 @@ fn a_study_over_two_seeds_aggregates_and_the_runs_compare() {
         let loss: f64 = row[c_loss].parse().unwrap();
         assert!(loss.is_finite() && loss > 0.0, "{loss}");
         assert!(md.contains("](report-images/network-fit.png)"));
+        // Every plot of report.md is inlined in report.html but the static t-SNE maps and,
+        // where the explorer draws them, the layer × sample heatmaps.
+        let heatmaps = match html.contains("id=\"explorer\"") {
+            true => md.matches("](report-images/heatmap-").count(),
+            false => 0,
+        };
         assert_eq!(
             html.matches("src=\"data:image/png;base64,").count(),
-            md.matches("](report-images/").count() - md.matches("](report-images/tsne-").count(),
+            md.matches("](report-images/").count()
+                - md.matches("](report-images/tsne-").count()
+                - heatmaps,
             "{md}"
         );
     }
@@ -337,6 +345,12 @@ fn a_study_over_two_seeds_aggregates_and_the_runs_compare() {
         "{md}"
     );
     assert!(html.contains("<td>kNN label agreement</td>"), "{md}");
+    // The first seed's explorer right under the answer, before the links and the figures.
+    let explorer = html
+        .find("id=\"explorer\"")
+        .expect("the study report's explorer");
+    assert!(table < Some(explorer) && Some(explorer) < html.find("<h2>Figures"));
+    assert!(html.contains("<h2>Explorer (seed 0)</h2>"));
     assert!(!html[..html.find("<h2>Figures").unwrap()].contains("knn_agreement"));
     assert!(html.contains("<a href=\"seed-0/report.html\">seed 0</a>"));
     // No band leaves a bounded measure's range.

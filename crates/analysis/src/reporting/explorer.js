@@ -341,18 +341,43 @@
 
   // ---- probe images ----
 
+  // Resolves once the probe images are decoded (explorer.rs sends them as one grey PNG, a row
+  // per image); hovering before then shows no image.
   function setUpProbeCanvas() {
     var img = data.images;
     if (!img) {
       ui.probe.style.display = 'none';
-      return;
+      return Promise.resolve();
     }
-    pixels = decodeBase64(img.pixels);
     ui.small = document.createElement('canvas');
     ui.small.width = img.width;
     ui.small.height = img.height;
     ui.probe.width = img.width * ZOOM;
     ui.probe.height = img.height * ZOOM;
+    return decodeGreyPng(img.png).then(function (bytes) {
+      pixels = bytes;
+    });
+  }
+
+  function decodeGreyPng(text) {
+    return new Promise(function (resolve, reject) {
+      var image = new Image();
+      image.onload = function () {
+        var canvas = document.createElement('canvas');
+        canvas.width = image.width;
+        canvas.height = image.height;
+        var ctx = canvas.getContext('2d');
+        ctx.drawImage(image, 0, 0);
+        var rgba = ctx.getImageData(0, 0, image.width, image.height).data;
+        var bytes = new Uint8Array(image.width * image.height);
+        for (var i = 0; i < bytes.length; i++) bytes[i] = rgba[4 * i];
+        resolve(bytes);
+      };
+      image.onerror = function () {
+        reject(new Error('the probe images did not decode'));
+      };
+      image.src = 'data:image/png;base64,' + text;
+    });
   }
 
   function drawProbe(probe) {
@@ -528,7 +553,7 @@
     check(!ui.tooltip.hidden && state.hovered, 'hover: the tooltip stayed hidden');
     var probe = currentView().indices[state.hovered.i];
     check(ui.tipText.textContent.indexOf('probe #' + probe) >= 0, 'hover: the tooltip names no probe');
-    check(!pixels || probeDrawn(), 'hover: the probe image was not drawn');
+    check(!data.images || probeDrawn(), 'hover: the probe image was not drawn');
   }
 
   function probeDrawn() {
@@ -561,7 +586,7 @@
     unpackViews(data.views);
     ui = findElements();
     setUpCanvas();
-    setUpProbeCanvas();
+    var probesReady = setUpProbeCanvas();
     setUpLayerSelect();
     setUpSlider();
     setUpColourToggle();
@@ -569,7 +594,13 @@
     // The trained network first: the last sample, the first layer.
     select(0, Math.max(0, data.samples.length - 1));
     root.setAttribute('data-ready', 'true');
-    if (location.hash === '#test') selfTest();
+    probesReady
+      .then(function () {
+        if (location.hash === '#test') selfTest();
+      })
+      .catch(function (e) {
+        reportError(String(e && e.message || e));
+      });
   }
 
   if (root) init();

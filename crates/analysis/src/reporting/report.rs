@@ -370,9 +370,33 @@ pub fn write_report(
     }
     let explorer = reports.iter().any(|r| r.embedding.is_some());
     if explorer {
-        let data = ExplorerData::of_run(run, reports)?;
-        doc.push(Block::Heading("Explorer".into()));
-        doc.push(Block::Apart(
+        doc.extend(explorer_section(run, reports, "")?);
+    }
+    doc.extend(accuracy_section(accuracy, fit));
+    doc.extend(figures_section(reports, &copied, explorer));
+    doc.push(figures_table(reports));
+    doc.extend(spectra_section(reports, &copied));
+    doc.extend(tsne_section(reports, &copied, explorer));
+    let paths = ReportPaths {
+        html: run.join("report.html"),
+        md: run.join("report.md"),
+    };
+    write_atomic(&paths.md, render_markdown(title, &doc).as_bytes())?;
+    write_atomic(&paths.html, render_html(title, &doc, &images)?.as_bytes())?;
+    Ok(paths)
+}
+
+/// The explorer of one run's analysis, under its heading with the line on how to read it
+/// (`which` names the run when the page covers several).
+fn explorer_section(
+    run: &Path,
+    reports: &[LayerReport],
+    which: &str,
+) -> Result<Vec<Block>, SummaryError> {
+    let data = ExplorerData::of_run(run, reports)?;
+    Ok(vec![
+        Block::Heading(format!("Explorer{which}")),
+        Block::Apart(
             Box::new(Block::Group(vec![
                 Block::Para(
                     "How to read it: pick a layer and drag the slider through training; each point is a probe \
@@ -388,20 +412,8 @@ pub fn write_report(
                  on hover, clickable heatmaps) is in report.html."
                     .into(),
             )),
-        ));
-    }
-    doc.extend(accuracy_section(accuracy, fit));
-    doc.extend(figures_section(reports, &copied));
-    doc.push(figures_table(reports));
-    doc.extend(spectra_section(reports, &copied));
-    doc.extend(tsne_section(reports, &copied, explorer));
-    let paths = ReportPaths {
-        html: run.join("report.html"),
-        md: run.join("report.md"),
-    };
-    write_atomic(&paths.md, render_markdown(title, &doc).as_bytes())?;
-    write_atomic(&paths.html, render_html(title, &doc, &images)?.as_bytes())?;
-    Ok(paths)
+        ),
+    ])
 }
 
 /// Writes the report of several seeds' runs into `dir` (`report.html`, `report.md`, PNGs
@@ -414,6 +426,7 @@ pub fn write_aggregate_report(
     agg: &crate::reporting::aggregate::Aggregate,
     agg_dir: &Path,
     seeds: &[(String, PathBuf)],
+    explorer: Option<(&str, &Path, &[LayerReport])>,
 ) -> Result<ReportPaths, SummaryError> {
     let images = dir.join("report-images");
     fs::create_dir_all(&images).map_err(io(&images))?;
@@ -426,6 +439,12 @@ pub fn write_aggregate_report(
         answer_table(agg),
         Block::Para(crate::reporting::aggregate::answer(agg)),
     ];
+    // One seed's explorer right under the answer: the page's most direct view of the change.
+    if let Some((name, run, reports)) = explorer
+        && reports.iter().any(|r| r.embedding.is_some())
+    {
+        doc.extend(explorer_section(run, reports, &format!(" ({name})"))?);
+    }
     let seed_links = seeds
         .iter()
         .map(|(name, path)| {
@@ -728,7 +747,7 @@ fn answer_table(agg: &crate::reporting::aggregate::Aggregate) -> Block {
 
 /// The table of every figure per layer and sample, the heatmaps, the line plots and the
 /// energy spectra.
-fn figures_section(reports: &[LayerReport], copied: &[String]) -> Vec<Block> {
+fn figures_section(reports: &[LayerReport], copied: &[String], explorer: bool) -> Vec<Block> {
     let has = |name: &str| copied.iter().any(|c| c == name);
     let mut doc = Vec::new();
     let heatmaps: Vec<&figures::Figure> = figures::heatmaps()
@@ -738,16 +757,31 @@ fn figures_section(reports: &[LayerReport], copied: &[String]) -> Vec<Block> {
         doc.push(Block::Heading(
             "Representation dynamics: layer × sample".into(),
         ));
-        for f in heatmaps {
-            doc.push(Block::Plot(
-                format!("heatmap-{}.png", f.name),
-                format!("{}, one row per layer, one column per sample", f.human_title()),
-                format!(
-                    "How to read it: {} One row per layer, one column per sample, left to right through training.",
-                    lower_first(f.how)
-                ),
-            ));
-        }
+        let plots = heatmaps
+            .into_iter()
+            .map(|f| {
+                Block::Plot(
+                    format!("heatmap-{}.png", f.name),
+                    format!("{}, one row per layer, one column per sample", f.human_title()),
+                    format!(
+                        "How to read it: {} One row per layer, one column per sample, left to right through training.",
+                        lower_first(f.how)
+                    ),
+                )
+            })
+            .collect();
+        // The explorer draws the same heatmaps, clickable; the page carries them once.
+        doc.push(match explorer {
+            true => Block::Apart(
+                Box::new(Block::Para(
+                    "The layer × sample heatmaps are the explorer's, above: click a cell to see that layer at \
+                     that sample."
+                        .into(),
+                )),
+                Box::new(Block::Group(plots)),
+            ),
+            false => Block::Group(plots),
+        });
     }
     let axis = SampleAxis::of(reports);
     doc.push(Block::Heading("Figures over training".into()));
