@@ -10,9 +10,10 @@ use std::time::Instant;
 
 use cnnu_analysis::numerics::pipeline::ValidAnalysisParams;
 use cnnu_analysis::reporting::aggregate::{self, AggregateError};
+use cnnu_analysis::reporting::compare::{self, CompareError};
 use cnnu_analysis::reporting::layer::LayerReport;
 use cnnu_analysis::reporting::report::{
-    self, EarlyLayers, EpochAccuracy, ReportPaths, read_accuracy,
+    self, EarlyLayers, EpochAccuracy, ReportPaths, StudySeeds, read_accuracy,
 };
 use cnnu_analysis::reporting::summary::{Progress, SummaryError, analyze_run, sample_name};
 use cnnu_model::{BackendKind, Catalogue};
@@ -107,6 +108,14 @@ pub enum StudyError {
     /// Aggregating the seeds failed.
     #[error(transparent)]
     Aggregate(#[from] AggregateError),
+    /// Comparing the seeds' layers (layer identification) failed.
+    #[error("comparing the seeds of {run}: {source}")]
+    Compare {
+        /// The study's directory.
+        run: PathBuf,
+        /// Why.
+        source: CompareError,
+    },
 }
 
 /// The size of a study and the time it is expected to take, told before it starts.
@@ -308,14 +317,24 @@ pub fn run(plan: &StudyPlan, progress: &mut dyn StudyProgress) -> Result<StudyOu
         .zip(&runs)
         .map(|(s, r)| (format!("seed {s}"), r.report.html.clone()))
         .collect();
+    let identification =
+        compare::identification_over_pairs(&roots, &Default::default()).map_err(|source| {
+            StudyError::Compare {
+                run: plan.out.clone(),
+                source,
+            }
+        })?;
     let paths = report::write_aggregate_report(
         &plan.out,
         "cnnu study over seeds: does training make early-layer representations purer, beyond seed-to-seed noise?",
         &settings,
         &agg,
         &agg_dir,
-        &seeds,
-        Some((seeds[0].0.as_str(), &runs[0].root, &runs[0].reports)),
+        &StudySeeds {
+            reports: &seeds,
+            explorer: Some((seeds[0].0.as_str(), &runs[0].root, &runs[0].reports)),
+            identification: &identification,
+        },
     )
     .map_err(|source| StudyError::Analysis {
         run: plan.out.clone(),

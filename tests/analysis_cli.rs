@@ -267,6 +267,38 @@ fn a_study_over_two_seeds_aggregates_and_the_runs_compare() {
         let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
         let col = |name: &str| header.iter().position(|c| *c == name).unwrap();
         let (c_sample, c_acc, c_loss) = (col("sample"), col("accuracy"), col("loss"));
+        // Each layer's converged step from its own rows: the first step from which
+        // cka_vs_final stays at or above 0.9, by hand.
+        let (c_layer, c_step) = (col("layer"), col("step"));
+        let (c_cka, c_conv) = (col("cka_vs_final"), col("converged_step"));
+        for layer in ["conv1", "layer2"] {
+            let mut rows: Vec<(u64, f64, String)> = csv
+                .lines()
+                .skip(1)
+                .map(|l| l.split(',').collect::<Vec<_>>())
+                .filter(|c| c[c_layer] == layer)
+                .map(|c| {
+                    (
+                        c[c_step].parse().unwrap(),
+                        c[c_cka].parse().unwrap(),
+                        c[c_conv].to_string(),
+                    )
+                })
+                .collect();
+            rows.sort_by_key(|r| r.0);
+            let mut want = None;
+            for (step, cka, _) in rows.iter().rev() {
+                if *cka < 0.9 {
+                    break;
+                }
+                want = Some(*step);
+            }
+            let want = want.map_or(String::new(), |s| s.to_string());
+            assert!(
+                rows.iter().all(|r| r.2 == want),
+                "{layer}: {want} vs {rows:?}"
+            );
+        }
         let row: Vec<&str> = csv
             .lines()
             .find(|l| l.split(',').nth(c_sample) == Some("step-0000002"))
@@ -351,6 +383,27 @@ fn a_study_over_two_seeds_aggregates_and_the_runs_compare() {
         .expect("the study report's explorer");
     assert!(table < Some(explorer) && Some(explorer) < html.find("<h2>Figures"));
     assert!(html.contains("<h2>Explorer (seed 0)</h2>"));
+    // The published dynamics over the seeds: convergence by depth, layer identification.
+    assert!(
+        md.contains("**Bottom-up convergence** (Raghu et al. 2017"),
+        "{md}"
+    );
+    assert!(
+        md.contains("Spearman's rank correlation of depth and converged step"),
+        "{md}"
+    );
+    assert!(
+        md.contains("**Layer identification** (Kornblith et al. 2019"),
+        "{md}"
+    );
+    assert!(md.contains("Per pair: seed 0 – seed 1: "), "{md}");
+    let agg_json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("aggregate/aggregate.json")).unwrap(),
+    )
+    .unwrap();
+    let layers = agg_json["convergence"]["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "{agg_json}");
+    assert_eq!(layers[0]["converged_step"]["n"], 2);
     assert!(!html[..html.find("<h2>Figures").unwrap()].contains("knn_agreement"));
     assert!(html.contains("<a href=\"seed-0/report.html\">seed 0</a>"));
     // No band leaves a bounded measure's range.

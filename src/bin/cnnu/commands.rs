@@ -314,6 +314,13 @@ fn compare(args: &CompareArgs) -> Result<()> {
             r.test.p_value
         );
     }
+    let identified = (c.layer_identification * c.layers.len() as f64).round();
+    println!(
+        "layer identification at {}: {:.3} ({identified:.0} of {} layers' most CKA-similar layer in B is the same layer)",
+        c.matrix_sample,
+        c.layer_identification,
+        c.layers.len()
+    );
     eprintln!("compare: {}", args.out.join("compare.csv").display());
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use cnnu_run::{ConfigViewError, RunConfigView, RunDir, SampleName};
 
+use crate::numerics::dynamics::{CONVERGED_CKA, spearman};
 use crate::reporting::figures::{self, Figure};
 use crate::reporting::plot::{self, PlotError};
 
@@ -25,7 +26,7 @@ fn io_error(path: &Path, source: std::io::Error) -> AggregateError {
 }
 use crate::reporting::report::EarlyLayers;
 use crate::reporting::summary::{
-    CsvColumns, MissingColumn, SUMMARY_CSV, SampleAxis, SummaryError, columns, io,
+    CsvColumns, MissingColumn, SUMMARY_CSV, SampleAxis, SummaryError, columns, convergence_plot, io,
 };
 
 /// Errors of an aggregation.
@@ -332,6 +333,55 @@ pub struct Aggregate {
     pub early_changes: Vec<EarlyChange>,
     /// The analysed layers that are early, in analysis order.
     pub early_layers: Vec<String>,
+    /// Bottom-up convergence over the runs.
+    pub convergence: Convergence,
+}
+
+/// When each layer reaches its final representation, over runs (Raghu et al. 2017, Fig. 4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Convergence {
+    /// Per layer in depth order: its converged step (summary.csv's `converged_step`) over runs.
+    pub by_layer: Vec<(String, Interval)>,
+    /// Spearman's rank correlation of depth and converged step within each run, over runs:
+    /// positive when deeper layers converge later (bottom-up).
+    pub rank_correlation: Interval,
+}
+
+impl Convergence {
+    fn of(tables: &[RunTable], layers: &[String]) -> Self {
+        // A layer's converged step is on every one of its rows; the first found is read.
+        let step = |t: &RunTable, l: &String| {
+            t.rows
+                .iter()
+                .find(|((layer, _), _)| layer == l)
+                .and_then(|(_, row)| row.values.get("converged_step").copied())
+                .filter(|v| v.is_finite())
+        };
+        // No layer converges after the last sample.
+        let last = (tables.iter())
+            .flat_map(|t| t.rows.values().filter_map(|r| r.step))
+            .max()
+            .map_or(f64::INFINITY, |s| s as f64);
+        let by_layer = layers
+            .iter()
+            .map(|l| {
+                let v = tables.iter().filter_map(|t| step(t, l));
+                (l.clone(), Interval::of(v).within(Some((0.0, last))))
+            })
+            .collect();
+        let per_run = tables.iter().map(|t| {
+            let (depth, steps): (Vec<f64>, Vec<f64>) = layers
+                .iter()
+                .enumerate()
+                .filter_map(|(d, l)| Some(((d + 1) as f64, step(t, l)?)))
+                .unzip();
+            spearman(&depth, &steps)
+        });
+        Self {
+            by_layer,
+            rank_correlation: Interval::of(per_run).within(Some((-1.0, 1.0))),
+        }
+    }
 }
 
 /// The change of one measure in the early layers, from the first sample, over the runs.
@@ -431,6 +481,7 @@ pub fn aggregate(runs: &[PathBuf], early: &EarlyLayers) -> Result<Aggregate, Agg
             .filter(|l| early.contains(l))
             .cloned()
             .collect(),
+        convergence: Convergence::of(&tables, &first.layers),
     })
 }
 
@@ -540,10 +591,26 @@ pub fn json(agg: &Aggregate) -> serde_json::Value {
             o
         })
         .collect();
+    let interval = |i: &Interval| {
+        serde_json::json!({
+            "n": i.n, "mean": num(i.mean), "std": num(i.std), "ci_low": num(i.low), "ci_high": num(i.high)
+        })
+    };
+    let c = &agg.convergence;
+    let layers: Vec<serde_json::Value> = c
+        .by_layer
+        .iter()
+        .map(|(l, i)| serde_json::json!({ "layer": l, "converged_step": interval(i) }))
+        .collect();
     serde_json::json!({
         "runs": agg.runs,
         "interval": "95% Student t over runs: mean ± t(0.975, n−1)·std/√n",
         "rows": serde_json::Value::Array(rows),
+        "convergence": {
+            "threshold": CONVERGED_CKA,
+            "layers": layers,
+            "rank_correlation_depth_step": interval(&c.rank_correlation),
+        },
     })
 }
 
@@ -606,6 +673,7 @@ pub fn write_aggregate(dir: &Path, agg: &Aggregate) -> Result<(), AggregateError
             )?;
         }
     }
+    write_convergence_plot(&plots, agg)?;
     for f in figures::plotted() {
         let series: Vec<plot::Band> = agg
             .layers
@@ -647,6 +715,71 @@ pub fn write_aggregate(dir: &Path, agg: &Aggregate) -> Result<(), AggregateError
         )?;
     }
     Ok(())
+}
+
+/// `plots/converged-step.png`: each layer's mean converged step over runs with its interval,
+/// against depth.
+fn write_convergence_plot(plots: &Path, agg: &Aggregate) -> Result<(), AggregateError> {
+    let points: Vec<(usize, String, [f64; 3])> = (agg.convergence.by_layer.iter())
+        .enumerate()
+        .filter(|(_, (_, i))| i.mean.is_finite())
+        .map(|(d, (l, i))| {
+            let band = match i.low.is_finite() {
+                true => [i.mean, i.low, i.high],
+                false => [i.mean; 3],
+            };
+            (d + 1, l.clone(), band)
+        })
+        .collect();
+    let over = format!(" over {} runs, 95% t-interval", agg.runs.len());
+    Ok(convergence_plot(plots, &over, &points)?)
+}
+
+/// Whether convergence was bottom-up over the runs, in words, with the converged step of each
+/// layer; None when no layer has one.
+pub fn convergence_answer(agg: &Aggregate) -> Option<String> {
+    let c = &agg.convergence;
+    let steps: Vec<String> = c
+        .by_layer
+        .iter()
+        .filter(|(_, i)| i.mean.is_finite())
+        .map(|(l, i)| match i.low.is_finite() {
+            true => format!("{l} {:.0} [{:.0}, {:.0}]", i.mean, i.low, i.high),
+            false => format!("{l} {:.0}", i.mean),
+        })
+        .collect();
+    if steps.is_empty() {
+        return None;
+    }
+    let r = &c.rank_correlation;
+    let verdict = if !r.mean.is_finite() {
+        "the rank correlation of depth and converged step is undefined (no spread in one of them)"
+            .to_string()
+    } else {
+        let ci = match r.low.is_finite() {
+            true => format!(" (95% CI {:+.2} … {:+.2} over {} runs)", r.low, r.high, r.n),
+            false => String::new(),
+        };
+        let reading = if r.low > 0.0 {
+            "convergence is bottom-up: deeper layers reach their final representation later"
+        } else if r.high < 0.0 {
+            "convergence is top-down here: deeper layers reach their final representation earlier"
+        } else if r.mean > 0.0 {
+            "deeper layers tend to converge later, but the interval includes 0: bottom-up convergence is not established"
+        } else {
+            "no bottom-up order: the interval includes 0"
+        };
+        format!(
+            "Spearman's rank correlation of depth and converged step is {:+.2}{ci}: {reading}",
+            r.mean
+        )
+    };
+    Some(format!(
+        "**Bottom-up convergence** (Raghu et al. 2017, SVCCA, Fig. 4: lower layers reach their final \
+         representation earlier). A layer's converged step is the first sample step from which its linear CKA to \
+         the final sample stays at or above {CONVERGED_CKA}; mean [95% interval] over runs: {}. {verdict}.",
+        steps.join(", ")
+    ))
 }
 
 /// The seed project's own question first: did training raise the purity of the early layers'

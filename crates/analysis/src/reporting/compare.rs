@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::numerics::dynamics::{CenteredGram, DynamicsError, Hsic, linear_cka};
+use crate::numerics::dynamics::{
+    CenteredGram, DynamicsError, Hsic, layer_identification, linear_cka,
+};
 use crate::numerics::pipeline::CKA_MAX_N;
 use crate::numerics::reduce;
 use crate::numerics::rng::SplitMix64;
@@ -84,6 +86,13 @@ pub enum CompareParamsError {
 /// Checked [`CompareParams`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidCompareParams(CompareParams);
+
+/// The defaults, which are valid (a test checks them against [`CompareParams::check`]).
+impl Default for ValidCompareParams {
+    fn default() -> Self {
+        Self(CompareParams::default())
+    }
+}
 
 impl ValidCompareParams {
     /// The settings.
@@ -242,6 +251,75 @@ pub struct Comparison {
     pub matrix_sample: String,
     /// `layer_matrix[i][j]`: CKA of A's `layers[i]` with B's `layers[j]` (NaN where undefined).
     pub layer_matrix: Vec<Vec<f64>>,
+    /// The share of A's layers whose most CKA-similar layer of B (in `layer_matrix`) is the
+    /// same layer (Kornblith et al. 2019, Table 2); 1 for a run against itself.
+    pub layer_identification: f64,
+}
+
+/// The layer identification of one pair of runs, at their last common sample.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PairIdentification {
+    /// Index of run A in the list given.
+    pub a: usize,
+    /// Index of run B.
+    pub b: usize,
+    /// The sample the matrix is taken at.
+    pub sample: String,
+    /// The share of A's layers identified with the same layer of B.
+    pub layer_identification: f64,
+}
+
+/// [`Comparison::layer_identification`] for every pair of `runs`, each at its last common
+/// sample: each run's Gram matrices are formed once per sample and layer, with no null.
+pub fn identification_over_pairs(
+    runs: &[PathBuf],
+    params: &ValidCompareParams,
+) -> Result<Vec<PairIdentification>, CompareError> {
+    // (run, sample) → its layers' Gram matrices, formed once.
+    let mut grams: BTreeMap<(usize, String), Vec<Option<CenteredGram>>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for a in 0..runs.len() {
+        for b in a + 1..runs.len() {
+            let samples = common_samples(&runs[a], &runs[b])?;
+            let last = samples.last().expect("common_samples is never empty");
+            let layers = common_layers(last, params)?;
+            for (run, path) in [(a, &last.a), (b, &last.b)] {
+                if let std::collections::btree_map::Entry::Vacant(slot) =
+                    grams.entry((run, last.name.clone()))
+                {
+                    let formed = layers
+                        .par_iter()
+                        .map(|l| Ok(load_side(path, l, last.n)?.gram))
+                        .collect::<Result<Vec<_>, CompareError>>()?;
+                    slot.insert(formed.into_iter().map(Some).collect());
+                }
+            }
+            let (ga, gb) = (
+                &grams[&(a, last.name.clone())],
+                &grams[&(b, last.name.clone())],
+            );
+            let matrix: Vec<Vec<f64>> = ga
+                .par_iter()
+                .map(|x| {
+                    gb.iter()
+                        .map(|y| match (x, y) {
+                            (Some(x), Some(y)) => {
+                                linear_cka(x, y, Hsic::Biased).unwrap_or(f64::NAN)
+                            }
+                            _ => f64::NAN,
+                        })
+                        .collect()
+                })
+                .collect();
+            out.push(PairIdentification {
+                a,
+                b,
+                sample: last.name.clone(),
+                layer_identification: layer_identification(&matrix),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Linear CKA (biased HSIC) of `a` (`[n, da]`) with `b` (`[n, db]`), row-major, whose rows
@@ -405,6 +483,7 @@ pub fn compare_runs(
         .collect::<Result<_, _>>()?;
     let (rows, last): (Vec<Vec<CompareRow>>, Vec<Option<Grams>>) = per_layer.into_iter().unzip();
     let matrix_sample = samples.last().map(|s| s.name.clone()).unwrap_or_default();
+    let matrix = layer_matrix(&last);
     let p = params.params();
     Ok(Comparison {
         run_a: run_a.to_path_buf(),
@@ -414,7 +493,8 @@ pub fn compare_runs(
         layers,
         rows: rows.into_iter().flatten().collect(),
         matrix_sample,
-        layer_matrix: layer_matrix(&last),
+        layer_identification: layer_identification(&matrix),
+        layer_matrix: matrix,
     })
 }
 
@@ -892,6 +972,14 @@ mod tests {
     }
 
     #[test]
+    fn the_default_settings_are_valid() {
+        assert_eq!(
+            CompareParams::default().check(),
+            Ok(ValidCompareParams::default())
+        );
+    }
+
+    #[test]
     fn a_run_against_itself_has_cka_one_and_the_smallest_p_value() {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("a");
@@ -910,6 +998,7 @@ mod tests {
         }
         let r = row(&c, "fc", "epoch-002");
         assert_eq!(r.epoch, Some(2));
+        assert_eq!(c.layer_identification, 1.0);
         assert_eq!(c.matrix_sample, "epoch-002");
         for (i, values) in c.layer_matrix.iter().enumerate() {
             for (j, &v) in values.iter().enumerate() {
@@ -973,6 +1062,11 @@ mod tests {
         // serde_json's default float parsing may differ from the written value in the last bit.
         let m = json["layer_matrix"][conv][conv].as_f64().unwrap();
         assert!((m - c.layer_matrix[conv][conv]).abs() < 1e-12);
+        // conv is identified (CKA 1 with B's conv); fc against two unrelated layers may go
+        // either way.
+        let identified = json["layer_identification"].as_f64().unwrap();
+        assert!(identified == 0.5 || identified == 1.0, "{identified}");
+        assert_eq!(identified, c.layer_identification);
         assert_eq!(
             json["rows"][0]["p_value"].as_f64(),
             Some(c.rows[0].test.p_value)

@@ -273,6 +273,15 @@ pub const FIGURES: &[Figure] = &[
         plotted: false,
         ..measure("loss", "network loss", |r| r.loss)
     },
+    Figure {
+        human: "converged step",
+        how: "The first sample step from which the layer's CKA to its final representation stays at or \
+              above 0.9 (Raghu et al. 2017): lower layers converging earlier is bottom-up convergence.",
+        bounds: NON_NEGATIVE,
+        ..column("converged_step", Kind::Measure, |r| {
+            r.converged_step.map(|s| s as f64)
+        })
+    },
 ];
 
 /// The figure called `name`.
@@ -364,7 +373,7 @@ mod tests {
             "n,d_total,d_kept,k,k_used,energy_at_k,n_clusters,noise_frac,purity_with_noise,\
              purity_without_noise,homogeneity,completeness,v_measure,ari,nmi,knn_agreement,\
              silhouette_true,cka_vs_final,cka_vs_prev,subspace_cos_mean,nc1,probe_acc,\
-             seconds_svd,seconds_dynamics,seconds_cka,seconds_total,accuracy,loss"
+             seconds_svd,seconds_dynamics,seconds_cka,seconds_total,accuracy,loss,converged_step"
         );
     }
 

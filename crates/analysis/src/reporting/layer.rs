@@ -31,6 +31,11 @@ pub struct LayerReport {
     /// The network's mean cross-entropy on the probe images, from the snapshot's logits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loss: Option<f64>,
+    /// The layer's converged step: the first sample step from which its CKA to the final
+    /// sample stays at or above [`CONVERGED_CKA`](crate::numerics::dynamics::CONVERGED_CKA),
+    /// the same on every sample's row of the layer. Set by a run's analysis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub converged_step: Option<u64>,
     /// What the analysis found.
     #[serde(flatten)]
     pub analysis: LayerAnalysis,
@@ -93,6 +98,7 @@ pub fn analyze_layer(
         layer: p.layer.clone(),
         accuracy: None,
         loss: None,
+        converged_step: None,
         analysis,
     };
     Ok((report, gram))

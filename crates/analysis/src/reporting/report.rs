@@ -368,6 +368,9 @@ pub fn write_report(
     if !dynamics.is_empty() {
         doc.push(Block::Para(dynamics));
     }
+    if let Some(convergence) = run_convergence(reports) {
+        doc.push(Block::Para(convergence));
+    }
     let explorer = reports.iter().any(|r| r.embedding.is_some());
     if explorer {
         doc.extend(explorer_section(run, reports, "")?);
@@ -384,6 +387,35 @@ pub fn write_report(
     write_atomic(&paths.md, render_markdown(title, &doc).as_bytes())?;
     write_atomic(&paths.html, render_html(title, &doc, &images)?.as_bytes())?;
     Ok(paths)
+}
+
+/// One run's converged step per layer and the rank correlation of depth with it, in words;
+/// None with fewer than two layers that have one.
+fn run_convergence(reports: &[LayerReport]) -> Option<String> {
+    let by_depth = crate::reporting::summary::converged_by_depth(reports);
+    if by_depth.len() < 2 {
+        return None;
+    }
+    let depth: Vec<f64> = by_depth.iter().map(|&(d, _, _)| d as f64).collect();
+    let steps: Vec<f64> = by_depth.iter().map(|&(_, _, s)| s as f64).collect();
+    let rho = crate::numerics::dynamics::spearman(&depth, &steps);
+    let list: Vec<String> = by_depth
+        .iter()
+        .map(|(_, l, s)| format!("{l} {s}"))
+        .collect();
+    let reading = match rho {
+        r if r > 0.0 => "deeper layers converge later here (bottom-up)",
+        r if r < 0.0 => "deeper layers converge earlier here",
+        0.0 => "no order with depth here",
+        _ => "the rank correlation is undefined (every layer converged at the same step)",
+    };
+    Some(format!(
+        "**Bottom-up convergence** (Raghu et al. 2017, SVCCA, Fig. 4). The step from which each layer's linear \
+         CKA to its final representation stays at or above {}: {}. Spearman's rank correlation of depth and \
+         converged step: {rho:+.2}; {reading}. One seed gives no interval: the study's report gives it over seeds.",
+        crate::numerics::dynamics::CONVERGED_CKA,
+        list.join(", ")
+    ))
 }
 
 /// The explorer of one run's analysis, under its heading with the line on how to read it
@@ -416,6 +448,17 @@ fn explorer_section(
     ])
 }
 
+/// What the study's report shows of its seeds beside the aggregate.
+#[derive(Debug, Clone, Copy)]
+pub struct StudySeeds<'a> {
+    /// Each seed's name and the path of its own report.
+    pub reports: &'a [(String, PathBuf)],
+    /// One seed's explorer: its name, run directory and analysis.
+    pub explorer: Option<(&'a str, &'a Path, &'a [LayerReport])>,
+    /// The layer identification of every seed pair (indices into `reports`).
+    pub identification: &'a [crate::reporting::compare::PairIdentification],
+}
+
 /// Writes the report of several seeds' runs into `dir` (`report.html`, `report.md`, PNGs
 /// under `dir/report-images/`): the answer with its intervals over seeds, the early-layer
 /// changes against step, the band plots of `agg_dir/plots`, and links to each seed's report.
@@ -425,8 +468,7 @@ pub fn write_aggregate_report(
     settings: &str,
     agg: &crate::reporting::aggregate::Aggregate,
     agg_dir: &Path,
-    seeds: &[(String, PathBuf)],
-    explorer: Option<(&str, &Path, &[LayerReport])>,
+    seeds: &StudySeeds<'_>,
 ) -> Result<ReportPaths, SummaryError> {
     let images = dir.join("report-images");
     fs::create_dir_all(&images).map_err(io(&images))?;
@@ -440,12 +482,13 @@ pub fn write_aggregate_report(
         Block::Para(crate::reporting::aggregate::answer(agg)),
     ];
     // One seed's explorer right under the answer: the page's most direct view of the change.
-    if let Some((name, run, reports)) = explorer
+    if let Some((name, run, reports)) = seeds.explorer
         && reports.iter().any(|r| r.embedding.is_some())
     {
         doc.extend(explorer_section(run, reports, &format!(" ({name})"))?);
     }
     let seed_links = seeds
+        .reports
         .iter()
         .map(|(name, path)| {
             let rel = path.strip_prefix(dir).unwrap_or(path);
@@ -464,6 +507,12 @@ pub fn write_aggregate_report(
             .iter()
             .map(|f| (f.to_string(), agg_rel.join(f).display().to_string()))
             .collect(),
+    ));
+    doc.extend(published_dynamics(
+        agg,
+        seeds.reports,
+        seeds.identification,
+        &copied,
     ));
     doc.push(Block::Heading(format!(
         "Figures against training, mean and 95% band over {n} seeds"
@@ -512,6 +561,82 @@ pub fn write_aggregate_report(
     write_atomic(&paths.md, render_markdown(title, &doc).as_bytes())?;
     write_atomic(&paths.html, render_html(title, &doc, &images)?.as_bytes())?;
     Ok(paths)
+}
+
+/// Bottom-up convergence and layer identification over the seeds, as the papers that
+/// introduced them report them.
+fn published_dynamics(
+    agg: &crate::reporting::aggregate::Aggregate,
+    seeds: &[(String, PathBuf)],
+    identification: &[crate::reporting::compare::PairIdentification],
+    copied: &[String],
+) -> Vec<Block> {
+    let mut doc = vec![Block::Heading("Published dynamics, over seeds".into())];
+    if let Some(text) = crate::reporting::aggregate::convergence_answer(agg) {
+        doc.push(Block::Para(text));
+    }
+    let plot = crate::reporting::summary::CONVERGENCE_PLOT;
+    if copied.iter().any(|c| c == plot) {
+        doc.push(Block::Plot(
+            plot.into(),
+            "converged step against depth, mean and 95% interval over seeds".into(),
+            "How to read it: a line rising from left (conv1) to right (layer4) is bottom-up convergence, \
+             lower layers settling on their final representation earlier in training."
+                .into(),
+        ));
+    }
+    if let Some(text) = identification_answer(seeds, identification) {
+        doc.push(Block::Para(text));
+    }
+    doc
+}
+
+/// Layer identification over the seed pairs, in words.
+fn identification_answer(
+    seeds: &[(String, PathBuf)],
+    pairs: &[crate::reporting::compare::PairIdentification],
+) -> Option<String> {
+    use crate::reporting::aggregate::Interval;
+    let values: Vec<f64> = pairs.iter().map(|p| p.layer_identification).collect();
+    let i = Interval::of(values.iter().copied()).within(Some((0.0, 1.0)));
+    if !i.mean.is_finite() {
+        return None;
+    }
+    let name = |k: usize| {
+        seeds
+            .get(k)
+            .map_or_else(|| format!("run {k}"), |s| s.0.clone())
+    };
+    let each: Vec<String> = pairs
+        .iter()
+        .map(|p| {
+            format!(
+                "{} – {}: {:.0}%",
+                name(p.a),
+                name(p.b),
+                100.0 * p.layer_identification
+            )
+        })
+        .collect();
+    let ci = match i.low.is_finite() {
+        true => format!(
+            ", 95% t-interval {:.0}% … {:.0}% over the {} pairs (pairs share seeds, so read it as a spread, \
+             not as independent draws)",
+            100.0 * i.low,
+            100.0 * i.high,
+            i.n
+        ),
+        false => String::new(),
+    };
+    Some(format!(
+        "**Layer identification** (Kornblith et al. 2019, Table 2: linear CKA matches a layer to the same layer \
+         of a network trained from another seed 99.3% of the time on CIFAR-10). Here, at the last sample, the \
+         share of one seed's analysed layers whose most CKA-similar layer in the other seed is the same layer: \
+         {:.0}% on average{ci}. Per pair: {}. Adjacent taps of one block (conv1 and relu) hold nearly the same \
+         representation, so one can be taken for the other.",
+        100.0 * i.mean,
+        each.join(", ")
+    ))
 }
 
 /// Rows of (sample, then per early measure: mean change and its interval).
@@ -785,6 +910,16 @@ fn figures_section(reports: &[LayerReport], copied: &[String], explorer: bool) -
     }
     let axis = SampleAxis::of(reports);
     doc.push(Block::Heading("Figures over training".into()));
+    let plot = crate::reporting::summary::CONVERGENCE_PLOT;
+    if has(plot) {
+        doc.push(Block::Plot(
+            plot.into(),
+            "each layer's converged step against its depth".into(),
+            "How to read it: the step from which a layer's CKA to its final representation stays at or above \
+             0.9; a line rising from conv1 to layer4 is bottom-up convergence."
+                .into(),
+        ));
+    }
     for figure in figures::plotted() {
         let name = format!("{}.png", figure.name);
         if has(&name) {

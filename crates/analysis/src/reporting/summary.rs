@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use cnnu_run::{RunDir, SampleFile, SampleName, SnapshotFormatError};
 
-use crate::numerics::dynamics::{CenteredGram, linear_cka};
+use crate::numerics::dynamics::{CONVERGED_CKA, CenteredGram, converged_step, linear_cka};
 use crate::numerics::pipeline::ValidAnalysisParams;
 use crate::readers::foreign::{self, ForeignError, ForeignFolder};
 use crate::readers::source::{self, SourceError};
@@ -249,9 +249,45 @@ pub fn analyze_dir(
     for (_, r) in results {
         reports.push(r?);
     }
+    set_converged_steps(&mut reports);
     let dir = out.map_or_else(|| RunDir::new(dir).analysis_dir(), Path::to_path_buf);
     write_summary(&dir, &reports, params.params().tsne)?;
     Ok(RunAnalysis { reports, dir })
+}
+
+/// Sets every report's `converged_step`: per layer, the first sample step from which its CKA to
+/// the final sample stays at or above [`CONVERGED_CKA`]. None for a layer whose samples do not
+/// all have a step and a CKA (runs from before step sampling, a lone file).
+pub fn set_converged_steps(reports: &mut [LayerReport]) {
+    let layers: Vec<String> = layer_order(reports).into_iter().map(String::from).collect();
+    for layer in layers {
+        let of_layer = || reports.iter().filter(|r| r.layer == layer);
+        let mut points: Vec<(u64, f64)> = of_layer()
+            .filter_map(|r| Some((r.step?, r.cka_vs_final?)))
+            .collect();
+        let step = if points.len() == of_layer().count() {
+            points.sort_by_key(|&(s, _)| s);
+            converged_step(&points, CONVERGED_CKA)
+        } else {
+            None
+        };
+        for r in reports.iter_mut().filter(|r| r.layer == layer) {
+            r.converged_step = step;
+        }
+    }
+}
+
+/// The layers' converged steps in depth order, (depth from 1, layer, step) for those that have
+/// one.
+pub fn converged_by_depth(reports: &[LayerReport]) -> Vec<(usize, String, u64)> {
+    layer_order(reports)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let step = reports.iter().find(|r| r.layer == l)?.converged_step?;
+            Some((i + 1, l.to_string(), step))
+        })
+        .collect()
 }
 
 /// The layers asked for, checked against the first snapshot, or all its taps.
@@ -420,6 +456,7 @@ pub fn write_summary(dir: &Path, reports: &[LayerReport], tsne: bool) -> Result<
     let layers = layer_order(reports);
     write_line_plots(&plots, reports, &layers)?;
     write_heatmaps(&plots, reports, &layers)?;
+    write_convergence_plot(&plots, reports)?;
     write_spectra(&plots, reports, &layers)?;
     if tsne {
         write_tsne(&plots, reports)?;
@@ -543,6 +580,50 @@ fn write_line_plots(
     }
     Ok(())
 }
+
+/// `converged-step.png`: each layer's converged step against its depth, when there are two or
+/// more layers with one.
+fn write_convergence_plot(plots: &Path, reports: &[LayerReport]) -> Result<(), PlotError> {
+    let points: Vec<(usize, String, [f64; 3])> = converged_by_depth(reports)
+        .into_iter()
+        .map(|(d, l, s)| (d, l, [s as f64; 3]))
+        .collect();
+    convergence_plot(plots, "", &points)
+}
+
+/// Converged step (with a band: `[mean, low, high]`) against depth, titled with `over` (how
+/// many runs, or nothing), into `plots/converged-step.png`; nothing with fewer than two layers.
+pub(crate) fn convergence_plot(
+    plots: &Path,
+    over: &str,
+    points: &[(usize, String, [f64; 3])],
+) -> Result<(), PlotError> {
+    if points.len() < 2 {
+        return Ok(());
+    }
+    let names: Vec<String> = points
+        .iter()
+        .map(|(d, l, _)| format!("{d} = {l}"))
+        .collect();
+    let pts = points
+        .iter()
+        .map(|&(d, _, [m, lo, hi])| (d as f64, m, lo, hi))
+        .collect();
+    plot::lines_with_bands(
+        &plots.join(CONVERGENCE_PLOT),
+        &format!("converged step (CKA to final >= {CONVERGED_CKA}) against depth{over}"),
+        &format!("depth: {}", names.join(", ")),
+        "converged step",
+        &[("converged step".to_string(), pts)],
+        plot::Axes {
+            log_x: false,
+            log_y: false,
+        },
+    )
+}
+
+/// The file name of the converged-step plot, in a run's and in the aggregate's `plots/`.
+pub const CONVERGENCE_PLOT: &str = "converged-step.png";
 
 /// One layer × sample heatmap per figure that has one.
 fn write_heatmaps(

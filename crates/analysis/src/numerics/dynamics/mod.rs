@@ -9,6 +9,8 @@
 //! * [`class_subspace_alignment`] asks whether the classes occupy different directions: the
 //!   mean cosine of the principal angles between every pair of per-class principal subspaces.
 //! * [`nc1`](fn@nc1) is the neural-collapse within-class variability measure `tr(Σ_W Σ_B⁺)/C`.
+//! * [`converged_step`] and [`layer_identification`] read two published dynamics off CKA:
+//!   when a layer reaches its final representation, and whether CKA tells layers apart.
 //! * [`linear_probe`] is the held-out accuracy of a multinomial logistic regression on the
 //!   reduced scores: how linearly decodable the labels are.
 //!
@@ -17,6 +19,7 @@
 //! (`d` = 12 544 at conv1 with `n` = 2000).
 
 mod cka;
+mod convergence;
 mod kernel;
 mod lbfgs;
 mod nc1;
@@ -24,6 +27,7 @@ mod probe;
 mod subspace;
 
 pub use cka::{CenteredGram, Hsic, cka, linear_cka};
+pub use convergence::{CONVERGED_CKA, converged_step, layer_identification, spearman};
 pub use kernel::{
     DEFAULT_RBF_THRESHOLD, KernelCka, centred_gram, gram_cka, kernel_cka, median_squared_distance,
     rbf_gram, squared_distances,
