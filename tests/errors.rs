@@ -234,16 +234,7 @@ fn cifar_train(data: &Path, out: &Path) -> Command {
 
 /// A `.npy` file (format 1.0) with this header dict and data, written as numpy writes one.
 fn npy_file(path: &Path, dict: &str, data: &[u8]) {
-    let mut header = dict.to_string();
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header.as_bytes());
-    bytes.extend(data);
-    fs::write(path, bytes).unwrap();
+    fs::write(path, npy_bytes(dict, data)).unwrap();
 }
 
 /// A C-order float64 `.npy` file of `rows × cols` values from `value(i)`.
@@ -295,6 +286,35 @@ fn foreign_file(path: &Path, n: usize, labels: bool, indices: Option<&[i64]>, st
     }
     let meta = step.map(|s| HashMap::from([("step".to_string(), s.to_string())]));
     fs::write(path, safetensors::serialize(tensors, meta).unwrap()).unwrap();
+}
+
+/// An `.npz` archive (stored entries, as `np.savez` writes) of `.npy` entries given by their
+/// header dict and data.
+fn npz_file(path: &Path, entries: &[(&str, &str, &[u8])]) {
+    use std::io::Write as _;
+    let mut zip = zip::ZipWriter::new(fs::File::create(path).unwrap());
+    let stored =
+        zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, dict, data) in entries {
+        let npy = npy_bytes(dict, data);
+        zip.start_file(format!("{name}.npy"), stored).unwrap();
+        zip.write_all(&npy).unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+/// `.npy` bytes (format 1.0) of a header dict and data.
+fn npy_bytes(dict: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = dict.to_string();
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(data);
+    bytes
 }
 
 /// `cnnu analyze DIR` on the folder `dir/acts`, created empty.
@@ -649,6 +669,27 @@ fn setup(id: &str, dir: &Path) -> Option<Command> {
             foreign_file(&d.join("a.safetensors"), 100, true, None, Some(5));
             foreign_file(&d.join("step-5.safetensors"), 100, true, None, None);
         }),
+        "foreign-npz-not-zip" => analyze_foreign(dir, |d| {
+            fs::write(d.join("step-0.npz"), b"PK but not a zip archive").unwrap();
+        }),
+        "foreign-npz-object" => analyze_foreign(dir, |d| {
+            let labels: Vec<u8> = (0..4i64).flat_map(|i| i.to_le_bytes()).collect();
+            npz_file(
+                &d.join("step-0.npz"),
+                &[
+                    (
+                        "labels",
+                        "{'descr': '<i8', 'fortran_order': False, 'shape': (4,), }",
+                        &labels,
+                    ),
+                    (
+                        "conv1",
+                        "{'descr': '|O', 'fortran_order': False, 'shape': (4,), }",
+                        b"pickle",
+                    ),
+                ],
+            );
+        }),
         "out-not-a-directory" => {
             let file = dir.join("a-file");
             fs::write(&file, b"x").unwrap();
@@ -693,8 +734,9 @@ fn documented_rows() -> Vec<(String, String)> {
         .inspect(|l| assert!(l.starts_with("| `"), "a row without a `code` id: {l}"))
         .map(|l| {
             let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
-            // Cells are code spans, doubled (`` a `b` c ``) where the text has backticks.
-            let unquote = |c: &str| c.trim().trim_matches('`').trim().to_string();
+            // Cells are code spans, doubled (`` a `b` c ``) where the text has backticks; a
+            // pipe inside one is escaped (`\|`), as GitHub's tables need.
+            let unquote = |c: &str| c.trim().trim_matches('`').trim().replace("\\|", "|");
             (unquote(cells[0]), unquote(cells[cells.len() - 1]))
         })
         .collect()

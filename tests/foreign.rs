@@ -151,3 +151,53 @@ fn analyze_writes_a_row_per_layer_and_step_of_a_foreign_folder() {
     let csv = fs::read_to_string(other.join("summary.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
 }
+
+/// `summary.csv` of `cnnu analyze DIR --out OUT`, without the timing columns.
+fn analysed_rows(dir: &Path, out: &Path) -> Vec<Vec<String>> {
+    let run = Command::new(env!("CARGO_BIN_EXE_cnnu"))
+        .args(["analyze", &dir.display().to_string()])
+        .args(["--out", &out.display().to_string()])
+        .args(["--min-cluster-size", "20"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let csv = fs::read_to_string(out.join("summary.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    lines
+        .map(|l| {
+            l.split(',')
+                .zip(&header)
+                .filter(|(_, h)| !h.starts_with("seconds"))
+                .map(|(c, h)| format!("{h}={c}"))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn npz_archives_analyse_as_their_safetensors_twins() {
+    // crates/fixtures/make_npz.py: numpy's archives (one stored, one deflated, whose step is
+    // an array) and the same arrays as safetensors files.
+    let tmp = tempfile::tempdir().unwrap();
+    let npz = analysed_rows(&cnnu_fixtures::repo("npz"), &tmp.path().join("npz"));
+    let st = analysed_rows(
+        &cnnu_fixtures::repo("npz_as_safetensors"),
+        &tmp.path().join("st"),
+    );
+    assert_eq!(npz.len(), 4, "{npz:?}");
+    let keys: Vec<(&str, &str)> = npz.iter().map(|r| (r[3].as_str(), r[0].as_str())).collect();
+    assert_eq!(
+        keys,
+        [
+            ("layer=conv", "epoch=0"),
+            ("layer=fc", "epoch=0"),
+            ("layer=conv", "epoch=0"),
+            ("layer=fc", "epoch=0"),
+        ]
+    );
+    assert!(npz[2].contains(&"step=50".to_string()), "{:?}", npz[2]);
+    // Two readers, one analysis: every figure the same, to the last digit.
+    assert_eq!(npz, st);
+}

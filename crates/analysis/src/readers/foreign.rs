@@ -1,8 +1,9 @@
 //! A folder of activations cnnu did not write (docs/run-format.md, "Activations from
-//! elsewhere"): one `.safetensors` file per sample of training, each holding float tensors
-//! `[N, ...]` named by layer, an integer `labels` `[N]` and optionally an integer `indices`
-//! `[N]`. A file's step is its `step` metadata, else the last integer in its file name
-//! (`step-50.safetensors`, `ckpt_0050.safetensors`). Every file must hold the same images:
+//! elsewhere"): one `.safetensors` file or `.npz` archive per sample of training, each holding
+//! float tensors `[N, ...]` named by layer, an integer `labels` `[N]` and optionally an integer
+//! `indices` `[N]`. A file's step is its `step` metadata (in an `.npz`, a one-element integer
+//! array `step`), else the last integer in its file name (`step-50.safetensors`,
+//! `ckpt_0050.npz`). Every file must hold the same images:
 //! the same N, the same labels, and the same `indices` where the first file has them.
 //!
 //! Opening the folder reads every file's header and its labels and indices; a layer's values
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::numerics::matrix::{Matrix, MatrixError, Representation};
+use crate::readers::npz::{self, Npz, NpzError};
 use crate::readers::source::{Activations, Provenance, map_file, read_integers};
 use cnnu_run::IoError;
 
@@ -23,8 +25,10 @@ pub const INDICES: &str = "indices";
 pub const KEY_STEP: &str = "step";
 /// The metadata key of the layers' order (a JSON list of names).
 pub const KEY_LAYERS: &str = "layers";
-/// The extension of the files read.
-const EXTENSION: &str = "safetensors";
+/// The extensions of the files read.
+const EXTENSIONS: [&str; 2] = ["safetensors", NPZ];
+/// numpy's archive of arrays.
+const NPZ: &str = "npz";
 
 /// One file of the folder: one sample of training.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,9 +63,12 @@ pub enum ForeignError {
     /// A file or the folder cannot be read.
     #[error(transparent)]
     Io(#[from] IoError),
-    /// The folder holds no `.safetensors` file.
-    #[error("{}: no activation files (*.safetensors)", .0.display())]
+    /// The folder holds no `.safetensors` or `.npz` file.
+    #[error("{}: no activation files (*.safetensors, *.npz)", .0.display())]
     NoFiles(PathBuf),
+    /// An `.npz` archive that cannot be read.
+    #[error(transparent)]
+    Npz(#[from] NpzError),
     /// Not valid safetensors.
     #[error("{}: not a valid safetensors file: {problem}", path.display())]
     Safetensors {
@@ -157,12 +164,12 @@ pub enum ForeignError {
     },
 }
 
-/// Whether `dir` holds any `.safetensors` file (so it may be a folder of activations).
+/// Whether `dir` holds any `.safetensors` or `.npz` file (so it may be a folder of activations).
 pub fn has_activation_files(dir: &Path) -> bool {
     list(dir).is_ok_and(|f| !f.is_empty())
 }
 
-/// The `.safetensors` files directly in `dir`, by name.
+/// The `.safetensors` and `.npz` files directly in `dir`, by name.
 fn list(dir: &Path) -> Result<Vec<PathBuf>, ForeignError> {
     let io = |e| IoError::at(dir)(e);
     let mut files = Vec::new();
@@ -170,7 +177,7 @@ fn list(dir: &Path) -> Result<Vec<PathBuf>, ForeignError> {
         let path = entry.map_err(io)?.path();
         let ours = path
             .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case(EXTENSION));
+            .is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)));
         if ours && path.is_file() {
             files.push(path);
         }
@@ -251,7 +258,102 @@ fn integers(
         })
 }
 
+/// Whether `path` is an `.npz` archive (by its extension).
+pub fn is_npz(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case(NPZ))
+}
+
+/// An integer array `[n]` of an archive (`n` from the labels when known).
+fn npz_integers(
+    path: &Path,
+    npz: &mut Npz,
+    name: &str,
+    n: Option<usize>,
+) -> Result<Option<Vec<i64>>, ForeignError> {
+    let Some(array) = npz.array(name)? else {
+        return Ok(None);
+    };
+    let bad = |problem: String| ForeignError::BadTensor {
+        path: path.to_path_buf(),
+        name: name.to_string(),
+        problem,
+    };
+    if array.shape.len() != 1 || n.is_some_and(|n| array.shape[0] != n) {
+        let want = n.map_or("[N]".to_string(), |n| format!("[{n}]"));
+        return Err(bad(format!("shape {:?}, expected {want}", array.shape)));
+    }
+    npz::integers(&array.data).map(Some).ok_or_else(|| {
+        bad(format!(
+            "dtype {}, expected int32 or int64",
+            array.data.dtype_name()
+        ))
+    })
+}
+
+/// [`read_header`] of an `.npz` archive: layers in the order `np.savez` stored them.
+fn read_npz_header(path: &Path, labels_var: &str) -> Result<Header, ForeignError> {
+    let mut npz = Npz::open(path)?;
+    let names = npz.names()?;
+    let step = match npz.array(KEY_STEP)? {
+        Some(a) => match (npz::integers(&a.data), a.shape.iter().product::<usize>()) {
+            (Some(v), 1) if v[0] >= 0 => v[0] as u64,
+            _ => {
+                return Err(ForeignError::BadStep {
+                    path: path.to_path_buf(),
+                    value: format!("array of shape {:?}, {}", a.shape, a.data.dtype_name()),
+                });
+            }
+        },
+        None => step_from_name(path).ok_or_else(|| ForeignError::NoStep(path.to_path_buf()))?,
+    };
+    let labels =
+        npz_integers(path, &mut npz, labels_var, None)?.ok_or_else(|| ForeignError::NoLabels {
+            path: path.to_path_buf(),
+            name: labels_var.to_string(),
+            present: names.clone(),
+        })?;
+    let n = labels.len();
+    let indices = npz_integers(path, &mut npz, INDICES, Some(n))?;
+    let mut layers = Vec::new();
+    for name in names {
+        if [labels_var, INDICES, KEY_STEP].contains(&name.as_str()) {
+            continue;
+        }
+        let Some(shape) = npz.shape_of(&name)? else {
+            continue;
+        };
+        if !shape.float {
+            continue;
+        }
+        if shape.shape.first() != Some(&n) {
+            return Err(ForeignError::BadTensor {
+                path: path.to_path_buf(),
+                name,
+                problem: format!("shape {:?}, expected [{n}, ...] ({n} labels)", shape.shape),
+            });
+        }
+        layers.push(name);
+    }
+    if layers.is_empty() {
+        return Err(ForeignError::NoLayers {
+            path: path.to_path_buf(),
+            labels: labels_var.to_string(),
+        });
+    }
+    Ok(Header {
+        step,
+        layers,
+        labels,
+        indices,
+        class_names: None,
+    })
+}
+
 fn read_header(path: &Path, labels_var: &str) -> Result<Header, ForeignError> {
+    if is_npz(path) {
+        return read_npz_header(path, labels_var);
+    }
     let map = map_file(path)?;
     let st = parse(path, &map)?;
     let meta = metadata(path, &map)?;
@@ -317,6 +419,54 @@ fn read_header(path: &Path, labels_var: &str) -> Result<Header, ForeignError> {
 /// The first row at which two lists differ.
 fn first_difference(a: &[i64], b: &[i64]) -> Option<usize> {
     a.iter().zip(b).position(|(x, y)| x != y)
+}
+
+/// A tensor's shape and its values as f32.
+type Values = (Vec<usize>, Vec<f32>);
+
+/// A float tensor's shape and values (float64 narrowed to float32) from a safetensors file;
+/// None when the file has no tensor of that name.
+fn safetensors_values(path: &Path, layer: &str) -> Result<Option<Values>, ForeignError> {
+    let map = map_file(path)?;
+    let st = parse(path, &map)?;
+    let Ok(view) = st.tensor(layer) else {
+        return Ok(None);
+    };
+    // The parser checked that the data hold the shape's product.
+    let data: Vec<f32> = match view.dtype() {
+        Dtype::F32 => view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F64 => view
+            .data()
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+        other => {
+            return Err(ForeignError::BadTensor {
+                path: path.to_path_buf(),
+                name: layer.to_string(),
+                problem: format!("dtype {other:?}, expected float32 or float64"),
+            });
+        }
+    };
+    Ok(Some((view.shape().to_vec(), data)))
+}
+
+/// [`safetensors_values`] of an `.npz` archive's array.
+fn npz_values(path: &Path, layer: &str) -> Result<Option<Values>, ForeignError> {
+    let Some(array) = Npz::open(path)?.array(layer)? else {
+        return Ok(None);
+    };
+    let dtype = array.data.dtype_name();
+    let data = npz::floats(array.data).ok_or_else(|| ForeignError::BadTensor {
+        path: path.to_path_buf(),
+        name: layer.to_string(),
+        problem: format!("dtype {dtype}, expected float32 or float64"),
+    })?;
+    Ok(Some((array.shape, data)))
 }
 
 impl ForeignFolder {
@@ -412,18 +562,17 @@ impl ForeignFolder {
     pub fn load(&self, i: usize, layer: &str) -> Result<Activations, ForeignError> {
         let file = &self.files[i];
         let path = &file.path;
-        let map = map_file(path)?;
-        let st = parse(path, &map)?;
         let bad = |problem: String| ForeignError::BadTensor {
             path: path.clone(),
             name: layer.to_string(),
             problem,
         };
-        let view = st
-            .tensor(layer)
-            .map_err(|_| bad("not in the file".into()))?;
+        let (shape, data) = match is_npz(path) {
+            true => npz_values(path, layer)?,
+            false => safetensors_values(path, layer)?,
+        }
+        .ok_or_else(|| bad("not in the file".into()))?;
         let n = self.n();
-        let shape = view.shape();
         if shape.first() != Some(&n) {
             return Err(bad(format!("shape {shape:?}, expected [{n}, ...]")));
         }
@@ -432,25 +581,7 @@ impl ForeignFolder {
         } else {
             shape[1..].to_vec()
         };
-        // The parser checked that the data hold the shape's product.
         let d: usize = sample_shape.iter().product();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F64 => view
-                .data()
-                .chunks_exact(8)
-                .map(|c| {
-                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-                })
-                .collect(),
-            other => {
-                return Err(bad(format!("dtype {other:?}, expected float32 or float64")));
-            }
-        };
         let matrix_err = |source| ForeignError::Matrix {
             path: path.clone(),
             layer: layer.to_string(),

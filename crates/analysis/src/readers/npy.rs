@@ -104,63 +104,44 @@ pub enum NpyError {
 /// Reads the whole array of a `.npy` file.
 pub fn read(path: &Path) -> Result<NpyArray, NpyError> {
     let io = IoError::at(path);
-    let format = |problem: String| NpyError::Format {
-        path: path.to_path_buf(),
-        problem,
-    };
     let mut file = File::open(path).map_err(io)?;
-    let file_len = file.metadata().map_err(io)?.len();
-    let mut preamble = [0u8; 8];
-    read_exact(&mut file, &mut preamble, path, "the 8-byte preamble")?;
-    if &preamble[..6] != MAGIC {
-        return Err(format("it does not start with \\x93NUMPY".into()));
-    }
-    let (major, minor) = (preamble[6], preamble[7]);
-    // Version 1.0 has a 2-byte header length, 2.0 and 3.0 a 4-byte one.
-    let header_len = match major {
-        1 => {
-            let mut b = [0u8; 2];
-            read_exact(&mut file, &mut b, path, "the header length")?;
-            u64::from(u16::from_le_bytes(b))
-        }
-        2 | 3 => {
-            let mut b = [0u8; 4];
-            read_exact(&mut file, &mut b, path, "the header length")?;
-            u64::from(u32::from_le_bytes(b))
-        }
-        _ => {
-            return Err(format(format!(
-                "format version {major}.{minor}, this reader knows 1.0, 2.0 and 3.0"
-            )));
-        }
-    };
-    let prefix = if major == 1 { 10 } else { 12 };
-    if prefix + header_len > file_len {
-        return Err(format(format!(
-            "the header is {header_len} bytes, the file only {file_len}"
-        )));
-    }
-    // Bounded by the file's length, checked above.
-    let mut header = vec![0u8; header_len as usize];
-    read_exact(&mut file, &mut header, path, "the header")?;
-    let header = String::from_utf8(header).map_err(|_| format("the header is not text".into()))?;
-    let h = Header::parse(&header).map_err(|p| format(format!("header {header:?}: {p}")))?;
-    let item = match h.descr.as_str() {
-        "<f4" | "<i4" => 4u64,
-        "<f8" | "<i8" => 8,
-        _ => {
-            return Err(NpyError::Dtype {
-                path: path.to_path_buf(),
-                descr: h.descr,
-            });
-        }
-    };
-    if h.fortran_order {
-        return Err(NpyError::FortranOrder {
-            path: path.to_path_buf(),
-        });
-    }
-    let have = file_len - prefix - header_len;
+    let file_len = file.metadata().map_err(IoError::at(path))?.len();
+    read_from(&mut file, file_len, path)
+}
+
+/// What an array's header says: its shape, and whether it holds floats (else integers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NpyShape {
+    /// The array's shape.
+    pub shape: Vec<usize>,
+    /// float32 or float64 (else int32 or int64).
+    pub float: bool,
+}
+
+/// The header of a `.npy` stream of `len` bytes, checked as [`read_from`] checks it, without
+/// reading the data.
+pub fn peek_from(
+    reader: &mut (impl Read + ?Sized),
+    len: u64,
+    path: &Path,
+) -> Result<NpyShape, NpyError> {
+    let (h, _) = header_from(reader, len, path)?;
+    Ok(NpyShape {
+        float: h.descr.starts_with("<f"),
+        shape: h.shape,
+    })
+}
+
+/// [`read`] of `len` bytes from `reader` (a file, or an entry of an `.npz` archive), `path`
+/// naming it in errors.
+pub fn read_from(
+    reader: &mut (impl Read + ?Sized),
+    len: u64,
+    path: &Path,
+) -> Result<NpyArray, NpyError> {
+    let (h, have) = header_from(reader, len, path)?;
+    let item = if h.descr.ends_with('4') { 4u64 } else { 8 };
+    let file = reader;
     let need = h
         .shape
         .iter()
@@ -176,7 +157,7 @@ pub fn read(path: &Path) -> Result<NpyArray, NpyError> {
     }
     // `have` bytes are in the file: this allocation is the file's own size.
     let mut bytes = vec![0u8; have as usize];
-    read_exact(&mut file, &mut bytes, path, "the data")?;
+    read_exact(file, &mut bytes, path, "the data")?;
     fn words<const W: usize, T>(b: &[u8], f: fn([u8; W]) -> T) -> Vec<T> {
         b.chunks_exact(W)
             .map(|c| {
@@ -198,7 +179,73 @@ pub fn read(path: &Path) -> Result<NpyArray, NpyError> {
     })
 }
 
-fn read_exact(file: &mut File, buf: &mut [u8], path: &Path, what: &str) -> Result<(), NpyError> {
+/// The header of a `.npy` stream of `len` bytes, checked (magic, version, a supported dtype, C
+/// order), and the number of data bytes after it.
+fn header_from(
+    file: &mut (impl Read + ?Sized),
+    len: u64,
+    path: &Path,
+) -> Result<(Header, u64), NpyError> {
+    let file_len = len;
+    let format = |problem: String| NpyError::Format {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let mut preamble = [0u8; 8];
+    read_exact(file, &mut preamble, path, "the 8-byte preamble")?;
+    if &preamble[..6] != MAGIC {
+        return Err(format("it does not start with \\x93NUMPY".into()));
+    }
+    let (major, minor) = (preamble[6], preamble[7]);
+    // Version 1.0 has a 2-byte header length, 2.0 and 3.0 a 4-byte one.
+    let header_len = match major {
+        1 => {
+            let mut b = [0u8; 2];
+            read_exact(file, &mut b, path, "the header length")?;
+            u64::from(u16::from_le_bytes(b))
+        }
+        2 | 3 => {
+            let mut b = [0u8; 4];
+            read_exact(file, &mut b, path, "the header length")?;
+            u64::from(u32::from_le_bytes(b))
+        }
+        _ => {
+            return Err(format(format!(
+                "format version {major}.{minor}, this reader knows 1.0, 2.0 and 3.0"
+            )));
+        }
+    };
+    let prefix = if major == 1 { 10 } else { 12 };
+    if prefix + header_len > file_len {
+        return Err(format(format!(
+            "the header is {header_len} bytes, the file only {file_len}"
+        )));
+    }
+    // Bounded by the file's length, checked above.
+    let mut header = vec![0u8; header_len as usize];
+    read_exact(file, &mut header, path, "the header")?;
+    let header = String::from_utf8(header).map_err(|_| format("the header is not text".into()))?;
+    let h = Header::parse(&header).map_err(|p| format(format!("header {header:?}: {p}")))?;
+    if !matches!(h.descr.as_str(), "<f4" | "<i4" | "<f8" | "<i8") {
+        return Err(NpyError::Dtype {
+            path: path.to_path_buf(),
+            descr: h.descr,
+        });
+    }
+    if h.fortran_order {
+        return Err(NpyError::FortranOrder {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok((h, file_len - prefix - header_len))
+}
+
+fn read_exact(
+    file: &mut (impl Read + ?Sized),
+    buf: &mut [u8],
+    path: &Path,
+    what: &str,
+) -> Result<(), NpyError> {
     file.read_exact(buf).map_err(|e| match e.kind() {
         std::io::ErrorKind::UnexpectedEof => NpyError::Format {
             path: path.to_path_buf(),

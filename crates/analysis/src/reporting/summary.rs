@@ -30,7 +30,7 @@ pub enum SummaryError {
     NoSnapshots(PathBuf),
     /// Neither a run (no snapshots) nor a folder of activation files.
     #[error(
-        "{0}: no snapshots (expected snapshots/epoch-EEE.safetensors or step-SSSSSSS.safetensors) and no activation files (*.safetensors)"
+        "{0}: no snapshots (expected snapshots/epoch-EEE.safetensors or step-SSSSSSS.safetensors) and no activation files (*.safetensors, *.npz)"
     )]
     NothingToAnalyze(PathBuf),
     /// A folder of activations from elsewhere is not as specified (boxed: the error is large).
@@ -417,7 +417,13 @@ impl LayerWalk<'_> {
         r.epoch = sample.epoch;
         r.step = sample.step;
         r.sample = Some(sample.name.stem());
-        if let Some(fit) = source::network_fit(&sample.path)? {
+        // A run's snapshot, or a foreign safetensors file, may hold the network's predictions
+        // and logits; an .npz archive is no safetensors file at all.
+        let fit = match foreign::is_npz(&sample.path) {
+            true => None,
+            false => source::network_fit(&sample.path)?,
+        };
+        if let Some(fit) = fit {
             r.accuracy = Some(fit.accuracy);
             r.loss = fit.loss;
         }
