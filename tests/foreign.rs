@@ -152,6 +152,16 @@ fn analyze_writes_a_row_per_layer_and_step_of_a_foreign_folder() {
     assert_eq!(csv.lines().count(), 3, "{csv}");
 }
 
+/// `cnnu ARGS...`, which must succeed.
+fn cnnu_ok(args: &[&std::ffi::OsStr]) {
+    let run = Command::new(env!("CARGO_BIN_EXE_cnnu"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+}
+
 /// `summary.csv` of `cnnu analyze DIR --out OUT`, without the timing columns.
 fn analysed_rows(dir: &Path, out: &Path) -> Vec<Vec<String>> {
     let run = Command::new(env!("CARGO_BIN_EXE_cnnu"))
@@ -200,4 +210,80 @@ fn npz_archives_analyse_as_their_safetensors_twins() {
     assert!(npz[2].contains(&"step=50".to_string()), "{:?}", npz[2]);
     // Two readers, one analysis: every figure the same, to the last digit.
     assert_eq!(npz, st);
+}
+
+/// A copy of the fixture folder `name` under `dir`, analysed in place (`dir/name/analysis/`).
+fn analysed_copy(dir: &Path, name: &str) -> std::path::PathBuf {
+    let to = dir.join(name);
+    fs::create_dir_all(&to).unwrap();
+    for entry in fs::read_dir(cnnu_fixtures::repo(name)).unwrap() {
+        let from = entry.unwrap().path();
+        fs::copy(&from, to.join(from.file_name().unwrap())).unwrap();
+    }
+    analysed_rows(&to, &to.join("analysis"));
+    to
+}
+
+#[test]
+fn aggregate_takes_analysed_foreign_folders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = analysed_copy(tmp.path(), "npz");
+    let b = analysed_copy(tmp.path(), "npz_as_safetensors");
+    let out = tmp.path().join("agg");
+    cnnu_ok(&[
+        "aggregate".as_ref(),
+        a.as_os_str(),
+        b.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    let csv = fs::read_to_string(out.join("aggregate.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    // The two folders hold the same arrays: every mean is the one value, with no spread.
+    let summary = fs::read_to_string(a.join("analysis/summary.csv")).unwrap();
+    let s_header: Vec<&str> = summary.lines().next().unwrap().split(',').collect();
+    let s_col = |name: &str| s_header.iter().position(|h| *h == name).unwrap();
+    for (row, s) in rows.iter().zip(summary.lines().skip(1)) {
+        let s: Vec<&str> = s.split(',').collect();
+        assert_eq!(row[col("n_runs")], "2");
+        let mean: f64 = row[col("knn_agreement_mean")].parse().unwrap();
+        let one: f64 = s[s_col("knn_agreement")].parse().unwrap();
+        assert!((mean - one).abs() < 1e-12, "{mean} vs {one}");
+        assert_eq!(row[col("knn_agreement_std")].parse::<f64>().unwrap(), 0.0);
+    }
+}
+
+#[test]
+fn compare_takes_foreign_folders() {
+    // The npz archives against their safetensors twins: the same arrays, so CKA 1 at every
+    // layer and step, and each layer identified with itself.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cmp");
+    let (npz, st) = (
+        cnnu_fixtures::repo("npz"),
+        cnnu_fixtures::repo("npz_as_safetensors"),
+    );
+    cnnu_ok(&[
+        "compare".as_ref(),
+        npz.as_os_str(),
+        st.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--permutations".as_ref(),
+        "99".as_ref(),
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("compare.json")).unwrap()).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{json}");
+    for r in rows {
+        assert!((r["cka"].as_f64().unwrap() - 1.0).abs() < 1e-6, "{r}");
+        assert_eq!(r["n"], 600);
+    }
+    assert_eq!(json["matrix_sample"], "step-0000050");
+    assert_eq!(json["layer_identification"], 1.0);
 }

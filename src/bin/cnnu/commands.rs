@@ -272,12 +272,13 @@ pub fn analyze(args: &AnalyzeArgs) -> Result<RunAnalysis> {
 /// `cnnu aggregate`: analysed runs of one setup summarised into `--out`.
 fn aggregate(args: &AggregateArgs) -> Result<()> {
     // Runs of one setup share a network: the first run's model says which layers are early.
+    // Folders of activations from elsewhere name no network: no layer is called early.
     let early = match args.runs.first() {
-        Some(run) => {
+        Some(run) if cnnu_analysis::reporting::summary::is_run(run) => {
             let model = read_run_config(&RunDir::new(run))?.train.model;
             cnnu::study::early_layers(&model.arch.catalogue())
         }
-        None => Default::default(),
+        _ => Default::default(),
     };
     let agg = cnnu_analysis::reporting::aggregate::aggregate(&args.runs, &early)?;
     cnnu_analysis::reporting::aggregate::write_aggregate(&args.out, &agg)?;

@@ -26,7 +26,8 @@ fn io_error(path: &Path, source: std::io::Error) -> AggregateError {
 }
 use crate::reporting::report::EarlyLayers;
 use crate::reporting::summary::{
-    CsvColumns, MissingColumn, SUMMARY_CSV, SampleAxis, SummaryError, columns, convergence_plot, io,
+    self, CsvColumns, MissingColumn, SUMMARY_CSV, SampleAxis, SummaryError, columns,
+    convergence_plot, io,
 };
 
 /// Errors of an aggregation.
@@ -245,6 +246,11 @@ fn read_table(run: &Path) -> Result<RunTable, AggregateError> {
 /// The settings that make runs one setup, from `config.json` (the seed is left out on purpose),
 /// each as its JSON text ("default" where the run's config does not record it).
 fn setup(run: &Path) -> Result<Vec<(&'static str, String)>, AggregateError> {
+    // A folder of activations from elsewhere records no setup: its samples and layers, checked
+    // below, are all there is to compare.
+    if !summary::is_run(run) && crate::readers::foreign::has_activation_files(run) {
+        return Ok(vec![("kind", "a folder of activation files".into())]);
+    }
     let t = RunConfigView::read(&RunDir::new(run))?.train;
     fn shown<T: serde::Serialize>(v: &Option<T>) -> String {
         v.as_ref().map_or("default".into(), |v| {
@@ -252,6 +258,7 @@ fn setup(run: &Path) -> Result<Vec<(&'static str, String)>, AggregateError> {
         })
     }
     Ok(vec![
+        ("kind", "a cnnu run".into()),
         ("dataset", shown(&t.dataset)),
         ("model", shown(&t.model)),
         ("probe_limit", shown(&t.probe_limit)),

@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -28,6 +29,7 @@ use crate::numerics::dynamics::{
 use crate::numerics::pipeline::CKA_MAX_N;
 use crate::numerics::reduce;
 use crate::numerics::rng::SplitMix64;
+use crate::readers::foreign::{self, ForeignError, ForeignFolder};
 use crate::readers::source::{self, SourceError};
 use crate::reporting::plot;
 use crate::reporting::summary::{self, SummaryError};
@@ -152,6 +154,9 @@ pub enum CompareError {
         /// Run B's.
         b: PathBuf,
     },
+    /// A folder of activations from elsewhere that cannot be read.
+    #[error(transparent)]
+    Foreign(Box<ForeignError>),
     /// A snapshot without `indices`, whose images cannot be matched with the other run's.
     #[error("{0}: no `indices` tensor, so its probe images cannot be matched")]
     NoIndices(PathBuf),
@@ -267,6 +272,8 @@ pub struct PairIdentification {
     pub sample: String,
     /// The share of A's layers identified with the same layer of B.
     pub layer_identification: f64,
+    /// The layers of A not identified: (A's layer, B's layer most CKA-similar to it).
+    pub misses: Vec<(String, String)>,
 }
 
 /// [`Comparison::layer_identification`] for every pair of `runs`, each at its last common
@@ -311,11 +318,23 @@ pub fn identification_over_pairs(
                         .collect()
                 })
                 .collect();
+            let misses = matrix
+                .iter()
+                .enumerate()
+                .filter_map(|(i, row)| {
+                    let best = (row.iter().enumerate())
+                        .filter(|(_, v)| v.is_finite())
+                        .max_by(|x, y| x.1.total_cmp(y.1))?
+                        .0;
+                    (best != i).then(|| (layers[i].clone(), layers[best].clone()))
+                })
+                .collect();
             out.push(PairIdentification {
                 a,
                 b,
                 sample: last.name.clone(),
                 layer_identification: layer_identification(&matrix),
+                misses,
             });
         }
     }
@@ -449,6 +468,45 @@ fn undefined(e: &DynamicsError) -> bool {
     )
 }
 
+/// Where one side of a sample is: a run's snapshot, or the `i`-th file of a folder of
+/// activations from elsewhere.
+#[derive(Debug, Clone)]
+struct Loc {
+    path: PathBuf,
+    folder: Option<(Arc<ForeignFolder>, usize)>,
+}
+
+impl Loc {
+    /// The layers it records (the logits of a run's snapshot among them).
+    fn layers(&self) -> Result<Vec<String>, CompareError> {
+        match &self.folder {
+            Some((f, _)) => Ok(f.layers.clone()),
+            None => Ok(source::layers(&self.path, LABELS)?),
+        }
+    }
+
+    /// The images of its rows: a snapshot's `indices`; a folder's `indices`, else its labels
+    /// (then only the labels can be checked to match, row for row).
+    fn images(&self) -> Result<Vec<i64>, CompareError> {
+        match &self.folder {
+            Some((f, _)) => Ok(f.indices.clone().unwrap_or_else(|| f.labels.clone())),
+            None => source::snapshot_info(&self.path)?
+                .indices
+                .ok_or_else(|| CompareError::NoIndices(self.path.clone())),
+        }
+    }
+
+    /// One layer's activations.
+    fn load(&self, layer: &str) -> Result<source::Activations, CompareError> {
+        match &self.folder {
+            Some((f, i)) => f
+                .load(*i, layer)
+                .map_err(|e| CompareError::Foreign(Box::new(e))),
+            None => Ok(source::load(&self.path, layer, LABELS)?),
+        }
+    }
+}
+
 /// A snapshot both runs took, with the same probe images.
 #[derive(Debug, Clone)]
 struct Sample {
@@ -457,11 +515,41 @@ struct Sample {
     step: Option<u64>,
     epoch: Option<usize>,
     /// Run A's file.
-    a: PathBuf,
+    a: Loc,
     /// Run B's file.
-    b: PathBuf,
+    b: Loc,
     /// Probe images.
     n: usize,
+}
+
+/// A listed sample: its name, step, epoch and where it is.
+type Listed = (SampleName, Option<u64>, Option<usize>, Loc);
+
+/// A run's samples in training order, or a folder's files in step order.
+fn listing(run: &Path) -> Result<Vec<Listed>, CompareError> {
+    if summary::is_run(run) || !foreign::has_activation_files(run) {
+        return Ok(summary::snapshots(run)?
+            .into_iter()
+            .map(|s| {
+                let loc = Loc {
+                    path: s.path,
+                    folder: None,
+                };
+                (s.name, s.step, Some(s.epoch), loc)
+            })
+            .collect());
+    }
+    let folder =
+        Arc::new(ForeignFolder::open(run, LABELS).map_err(|e| CompareError::Foreign(Box::new(e)))?);
+    Ok((folder.files.iter().enumerate())
+        .map(|(i, f)| {
+            let loc = Loc {
+                path: f.path.clone(),
+                folder: Some((folder.clone(), i)),
+            };
+            (SampleName::Step(f.step), Some(f.step), None, loc)
+        })
+        .collect())
 }
 
 /// Compares `run_a` with `run_b`: every common layer at every common snapshot, and the layer ×
@@ -501,18 +589,18 @@ pub fn compare_runs(
 /// A layer's centred Gram matrices in run A and run B at one snapshot.
 type Grams = (CenteredGram, CenteredGram);
 
-/// The snapshots both runs took, their probe images checked to match, in run A's training
-/// order (`RunDir::samples`, which places each by its metadata).
+/// The snapshots (or a folder's files) both runs took, their probe images checked to match,
+/// in run A's training order (`RunDir::samples`, which places each by its metadata).
 fn common_samples(run_a: &Path, run_b: &Path) -> Result<Vec<Sample>, CompareError> {
-    let in_b: BTreeMap<SampleName, PathBuf> = summary::snapshots(run_b)?
+    let in_b: BTreeMap<SampleName, Loc> = listing(run_b)?
         .into_iter()
-        .map(|s| (s.name, s.path))
+        .map(|(name, _, _, loc)| (name, loc))
         .collect();
-    let samples = summary::snapshots(run_a)?
+    let samples = listing(run_a)?
         .into_iter()
-        .filter_map(|s| {
-            let b = in_b.get(&s.name)?.clone();
-            Some(sample(s, b))
+        .filter_map(|(name, step, epoch, a)| {
+            let b = in_b.get(&name)?.clone();
+            Some(sample(name, step, epoch, a, b))
         })
         .collect::<Result<Vec<_>, _>>()?;
     if samples.is_empty() {
@@ -525,25 +613,26 @@ fn common_samples(run_a: &Path, run_b: &Path) -> Result<Vec<Sample>, CompareErro
 }
 
 /// Run A's sample `a` and run B's file of the same name, their probe images checked to match.
-fn sample(a: cnnu_run::SampleFile, b: PathBuf) -> Result<Sample, CompareError> {
-    let ia = source::snapshot_info(&a.path)?
-        .indices
-        .ok_or_else(|| CompareError::NoIndices(a.path.clone()))?;
-    let ib = source::snapshot_info(&b)?
-        .indices
-        .ok_or_else(|| CompareError::NoIndices(b.clone()))?;
+fn sample(
+    name: SampleName,
+    step: Option<u64>,
+    epoch: Option<usize>,
+    a: Loc,
+    b: Loc,
+) -> Result<Sample, CompareError> {
+    let (ia, ib) = (a.images()?, b.images()?);
     if let Some(detail) = indices_differ(&ia, &ib) {
         return Err(CompareError::IndicesDiffer {
             a: a.path,
-            b,
+            b: b.path,
             detail,
         });
     }
     Ok(Sample {
-        name: a.name.stem(),
-        step: a.step,
-        epoch: Some(a.epoch),
-        a: a.path,
+        name: name.stem(),
+        step,
+        epoch,
+        a,
         b,
         n: ia.len(),
     })
@@ -561,11 +650,11 @@ fn indices_differ(a: &[i64], b: &[i64]) -> Option<String> {
 /// The layers to compare: those asked for (each must be in both runs) or all that both record
 /// at their first common snapshot, in run A's order, the logits aside.
 fn common_layers(s: &Sample, params: &ValidCompareParams) -> Result<Vec<String>, CompareError> {
-    let in_a = source::layers(&s.a, LABELS)?;
-    let in_b = source::layers(&s.b, LABELS)?;
+    let in_a = s.a.layers()?;
+    let in_b = s.b.layers()?;
     let layers: Vec<String> = match &params.params().layers {
         Some(asked) => {
-            for (path, present) in [(&s.a, &in_a), (&s.b, &in_b)] {
+            for (path, present) in [(&s.a.path, &in_a), (&s.b.path, &in_b)] {
                 if let Some(missing) = asked.iter().find(|l| !present.contains(l)) {
                     return Err(SourceError::MissingLayer {
                         path: path.clone(),
@@ -585,8 +674,8 @@ fn common_layers(s: &Sample, params: &ValidCompareParams) -> Result<Vec<String>,
     };
     if layers.is_empty() {
         return Err(CompareError::NoCommonLayers {
-            a: s.a.clone(),
-            b: s.b.clone(),
+            a: s.a.path.clone(),
+            b: s.b.path.clone(),
         });
     }
     Ok(layers)
@@ -606,7 +695,7 @@ fn compare_layer(
         let test = match null_test(&a, &b, params) {
             Ok(t) => t,
             Err(e) if undefined(&e) => CkaTest::undefined(),
-            Err(source) => return Err(dynamics_err(&s.b, layer, source)),
+            Err(source) => return Err(dynamics_err(&s.b.path, layer, source)),
         };
         rows.push(CompareRow {
             layer: layer.to_string(),
@@ -632,8 +721,9 @@ fn dynamics_err(path: &Path, layer: &str, source: DynamicsError) -> CompareError
 
 /// A layer of a snapshot whose rows are its `indices` probe images, as a [`Side`] of its first
 /// [`CKA_MAX_N`] rows.
-fn load_side(path: &Path, layer: &str, indices: usize) -> Result<Side, CompareError> {
-    let acts = source::load(path, layer, LABELS)?;
+fn load_side(loc: &Loc, layer: &str, indices: usize) -> Result<Side, CompareError> {
+    let path = &loc.path;
+    let acts = loc.load(layer)?;
     if acts.n() != indices {
         return Err(CompareError::RowCount {
             path: path.to_path_buf(),
