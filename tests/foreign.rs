@@ -286,4 +286,25 @@ fn compare_takes_foreign_folders() {
     }
     assert_eq!(json["matrix_sample"], "step-0000050");
     assert_eq!(json["layer_identification"], 1.0);
+    assert_eq!(json["hsic"], "biased");
+    // Debiased CKA (--hsic unbiased) of identical data is 1 as well.
+    let debiased = tmp.path().join("cmp-unbiased");
+    cnnu_ok(&[
+        "compare".as_ref(),
+        npz.as_os_str(),
+        st.as_os_str(),
+        "--out".as_ref(),
+        debiased.as_os_str(),
+        "--permutations".as_ref(),
+        "99".as_ref(),
+        "--hsic".as_ref(),
+        "unbiased".as_ref(),
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&fs::read(debiased.join("compare.json")).unwrap()).unwrap();
+    assert_eq!(json["hsic"], "unbiased");
+    for r in json["rows"].as_array().unwrap() {
+        assert!((r["cka"].as_f64().unwrap() - 1.0).abs() < 1e-6, "{r}");
+        assert_eq!(r["p_value"], 0.01);
+    }
 }

@@ -516,6 +516,10 @@ pub struct CompareArgs {
     /// Layers to compare [default: every tap both runs recorded].
     #[arg(long, value_delimiter = ',')]
     pub layers: Option<Vec<String>>,
+    /// HSIC estimator of every CKA and of its null: biased (Kornblith et al.) or unbiased
+    /// (debiased CKA, Song et al.; for few probe images).
+    #[arg(long, value_enum, default_value_t = HsicArg::Biased)]
+    pub hsic: HsicArg,
 }
 
 /// Options of `cnnu similarity`.

@@ -15,8 +15,8 @@ use cnnu_train::{ImageDataset, RunDir, RunSummary};
 use cnnu::training::{TrainRequest, train_run};
 
 use crate::cli::{
-    AggregateArgs, AnalyzeArgs, Cli, Command, CompareArgs, ExportArgs, ModelArg, ProbeArgs,
-    ReduceArgs, SimilarityArgs, StudyArgs, TrainCommand, compare_flag_error, flag_error,
+    AggregateArgs, AnalyzeArgs, Cli, Command, CompareArgs, ExportArgs, HsicArg, ModelArg,
+    ProbeArgs, ReduceArgs, SimilarityArgs, StudyArgs, TrainCommand, compare_flag_error, flag_error,
     study_error, train_error,
 };
 use crate::console::{Console, run_line};
@@ -299,6 +299,10 @@ fn compare(args: &CompareArgs) -> Result<()> {
         permutations: args.permutations,
         seed: args.seed,
         layers: args.layers.clone(),
+        hsic: match args.hsic {
+            HsicArg::Biased => cnnu_analysis::numerics::dynamics::Hsic::Biased,
+            HsicArg::Unbiased => cnnu_analysis::numerics::dynamics::Hsic::Unbiased,
+        },
     }
     .check()
     .map_err(compare_flag_error)?;

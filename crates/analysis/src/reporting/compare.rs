@@ -54,6 +54,9 @@ pub struct CompareParams {
     pub seed: u64,
     /// The layers to compare; none: every layer both runs record, the logits aside.
     pub layers: Option<Vec<String>>,
+    /// The HSIC estimator of every CKA: Kornblith et al.'s biased one, or Song et al.'s
+    /// unbiased one (debiased CKA; its null is taken the same way).
+    pub hsic: Hsic,
 }
 
 impl Default for CompareParams {
@@ -62,6 +65,7 @@ impl Default for CompareParams {
             permutations: DEFAULT_PERMUTATIONS,
             seed: 0,
             layers: None,
+            hsic: Hsic::Biased,
         }
     }
 }
@@ -248,6 +252,8 @@ pub struct Comparison {
     pub permutations: usize,
     /// Their seed.
     pub seed: u64,
+    /// The HSIC estimator of every CKA.
+    pub hsic: Hsic,
     /// The layers compared, in run A's forward order.
     pub layers: Vec<String>,
     /// Layer-major, snapshots in training order.
@@ -282,6 +288,7 @@ pub fn identification_over_pairs(
     runs: &[PathBuf],
     params: &ValidCompareParams,
 ) -> Result<Vec<PairIdentification>, CompareError> {
+    let hsic = params.params().hsic;
     // (run, sample) → its layers' Gram matrices, formed once.
     let mut grams: BTreeMap<(usize, String), Vec<Option<CenteredGram>>> = BTreeMap::new();
     let mut out = Vec::new();
@@ -296,7 +303,7 @@ pub fn identification_over_pairs(
                 {
                     let formed = layers
                         .par_iter()
-                        .map(|l| Ok(load_side(path, l, last.n)?.gram))
+                        .map(|l| Ok(load_side(path, l, last.n, hsic)?.gram))
                         .collect::<Result<Vec<_>, CompareError>>()?;
                     slot.insert(formed.into_iter().map(Some).collect());
                 }
@@ -310,9 +317,7 @@ pub fn identification_over_pairs(
                 .map(|x| {
                     gb.iter()
                         .map(|y| match (x, y) {
-                            (Some(x), Some(y)) => {
-                                linear_cka(x, y, Hsic::Biased).unwrap_or(f64::NAN)
-                            }
+                            (Some(x), Some(y)) => linear_cka(x, y, hsic).unwrap_or(f64::NAN),
                             _ => f64::NAN,
                         })
                         .collect()
@@ -364,7 +369,12 @@ pub fn cka_test(
     db: usize,
     params: &ValidCompareParams,
 ) -> Result<CkaTest, DynamicsError> {
-    null_test(&Side::new(a, n, da)?, &Side::new(b, n, db)?, params)
+    let hsic = params.params().hsic;
+    null_test(
+        &Side::new(a, n, da, hsic)?,
+        &Side::new(b, n, db, hsic)?,
+        params,
+    )
 }
 
 /// One run's representation of the probe images, in the two forms a test reads.
@@ -380,21 +390,54 @@ struct Side {
 }
 
 impl Side {
-    fn new(x: &[f32], n: usize, d: usize) -> Result<Self, DynamicsError> {
+    fn new(x: &[f32], n: usize, d: usize, hsic: Hsic) -> Result<Self, DynamicsError> {
         // Columns centred before the product, so the Gram matrix is already H K H.
         let g = reduce::sample_gram(x, n, d, true)?;
         let gram = CenteredGram::from_gram(&g, n)?;
-        let k: Vec<f32> = g.iter().map(|&v| v as f32).collect();
+        let k: Vec<f32> = match hsic {
+            Hsic::Biased => g.iter().map(|&v| v as f32).collect(),
+            Hsic::Unbiased => u_centred(&g, n).iter().map(|&v| v as f32).collect(),
+        };
         let norm = k.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
         Ok(Self { gram, k, norm })
     }
 }
 
+/// The U-centred Gram matrix (Song et al. 2012; Kornblith et al.'s `center_gram(unbiased=True)`):
+/// the diagonal set to 0, then each entry less its row's and column's adjusted means, the
+/// diagonal 0 again. Its Frobenius inner products are n(n − 3) times the unbiased HSIC, so
+/// their ratio is debiased CKA; permuting the samples permutes its rows and columns alike,
+/// which is what lets the null reuse it.
+fn u_centred(g: &[f64], n: usize) -> Vec<f64> {
+    let mut u = g.to_vec();
+    (0..n).for_each(|i| u[i * n + i] = 0.0);
+    let denom = (n as f64 - 2.0).max(1.0);
+    let mut means: Vec<f64> = u
+        .chunks_exact(n)
+        .map(|r| r.iter().sum::<f64>() / denom)
+        .collect();
+    let shift = means.iter().sum::<f64>() / (2.0 * (n as f64 - 1.0).max(1.0));
+    means.iter_mut().for_each(|m| *m -= shift);
+    for (i, row) in u.chunks_exact_mut(n).enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = if i == j {
+                0.0
+            } else {
+                *v - means[i] - means[j]
+            };
+        }
+    }
+    u
+}
+
 /// The observed CKA of `a` with `b` and its null.
 fn null_test(a: &Side, b: &Side, params: &ValidCompareParams) -> Result<CkaTest, DynamicsError> {
-    let cka = linear_cka(&a.gram, &b.gram, Hsic::Biased)?;
     let p = params.params();
-    Ok(summarise(cka, null_ckas(a, b, p.permutations, p.seed)))
+    let cka = linear_cka(&a.gram, &b.gram, p.hsic)?;
+    Ok(summarise(
+        cka,
+        null_ckas(a, b, p.permutations, p.seed, p.hsic),
+    ))
 }
 
 /// CKA of `a` with `b`'s rows permuted, `permutations` times.
@@ -403,7 +446,7 @@ fn null_test(a: &Side, b: &Side, params: &ValidCompareParams) -> Result<CkaTest,
 /// (centring commutes with a permutation) and leaves its self-HSIC as it is, so a draw is one
 /// O(n²) pass over the two stored matrices, `Σ_ij K_ij L_π(i)π(j)`, instead of a new `n²·d`
 /// Gram product.
-fn null_ckas(a: &Side, b: &Side, permutations: usize, seed: u64) -> Vec<f64> {
+fn null_ckas(a: &Side, b: &Side, permutations: usize, seed: u64, hsic: Hsic) -> Vec<f64> {
     let n = a.gram.n();
     // One seed per draw, taken from the stream in order: the draws run in parallel and are still
     // the same whatever the scheduling. Every comparison of a run pair draws the same
@@ -411,12 +454,17 @@ fn null_ckas(a: &Side, b: &Side, permutations: usize, seed: u64) -> Vec<f64> {
     let mut rng = SplitMix64::new(seed);
     let seeds: Vec<u64> = (0..permutations).map(|_| rng.next_u64()).collect();
     let scale = a.norm * b.norm;
+    // Biased CKA lies in [0, 1]; debiased CKA of unrelated data scatters around 0.
+    let low = match hsic {
+        Hsic::Biased => 0.0,
+        Hsic::Unbiased => -1.0,
+    };
     seeds
         .par_iter()
         .map(|&s| {
             let mut perm: Vec<usize> = (0..n).collect();
             SplitMix64::new(s).shuffle(&mut perm);
-            (permuted_dot(&a.k, &b.k, n, &perm) / scale).clamp(0.0, 1.0)
+            (permuted_dot(&a.k, &b.k, n, &perm) / scale).clamp(low, 1.0)
         })
         .collect()
 }
@@ -571,13 +619,14 @@ pub fn compare_runs(
         .collect::<Result<_, _>>()?;
     let (rows, last): (Vec<Vec<CompareRow>>, Vec<Option<Grams>>) = per_layer.into_iter().unzip();
     let matrix_sample = samples.last().map(|s| s.name.clone()).unwrap_or_default();
-    let matrix = layer_matrix(&last);
+    let matrix = layer_matrix(&last, params.params().hsic);
     let p = params.params();
     Ok(Comparison {
         run_a: run_a.to_path_buf(),
         run_b: run_b.to_path_buf(),
         permutations: p.permutations,
         seed: p.seed,
+        hsic: p.hsic,
         layers,
         rows: rows.into_iter().flatten().collect(),
         matrix_sample,
@@ -690,8 +739,9 @@ fn compare_layer(
     let mut rows = Vec::with_capacity(samples.len());
     let mut last = None;
     for s in samples {
-        let a = load_side(&s.a, layer, s.n)?;
-        let b = load_side(&s.b, layer, s.n)?;
+        let hsic = params.params().hsic;
+        let a = load_side(&s.a, layer, s.n, hsic)?;
+        let b = load_side(&s.b, layer, s.n, hsic)?;
         let test = match null_test(&a, &b, params) {
             Ok(t) => t,
             Err(e) if undefined(&e) => CkaTest::undefined(),
@@ -721,7 +771,7 @@ fn dynamics_err(path: &Path, layer: &str, source: DynamicsError) -> CompareError
 
 /// A layer of a snapshot whose rows are its `indices` probe images, as a [`Side`] of its first
 /// [`CKA_MAX_N`] rows.
-fn load_side(loc: &Loc, layer: &str, indices: usize) -> Result<Side, CompareError> {
+fn load_side(loc: &Loc, layer: &str, indices: usize, hsic: Hsic) -> Result<Side, CompareError> {
     let path = &loc.path;
     let acts = loc.load(layer)?;
     if acts.n() != indices {
@@ -734,18 +784,16 @@ fn load_side(loc: &Loc, layer: &str, indices: usize) -> Result<Side, CompareErro
     }
     let features = acts.representation.features();
     let (m, d) = (features.n().min(CKA_MAX_N), features.d());
-    Side::new(&features.as_slice()[..m * d], m, d).map_err(|e| dynamics_err(path, layer, e))
+    Side::new(&features.as_slice()[..m * d], m, d, hsic).map_err(|e| dynamics_err(path, layer, e))
 }
 
 /// CKA of every layer of A with every layer of B, from each layer's last Gram matrices.
-fn layer_matrix(last: &[Option<Grams>]) -> Vec<Vec<f64>> {
+fn layer_matrix(last: &[Option<Grams>], hsic: Hsic) -> Vec<Vec<f64>> {
     last.par_iter()
         .map(|row| {
             last.iter()
                 .map(|col| match (row, col) {
-                    (Some((a, _)), Some((_, b))) => {
-                        linear_cka(a, b, Hsic::Biased).unwrap_or(f64::NAN)
-                    }
+                    (Some((a, _)), Some((_, b))) => linear_cka(a, b, hsic).unwrap_or(f64::NAN),
                     _ => f64::NAN,
                 })
                 .collect()
@@ -876,6 +924,7 @@ mod tests {
                 permutations,
                 seed: 0,
                 layers: layers.map(|l| l.iter().map(|s| s.to_string()).collect()),
+                hsic: Hsic::Biased,
             }
             .check()
         };
@@ -916,27 +965,37 @@ mod tests {
         for i in 0..n {
             b[i * db] += 2.0 * a[i * da];
         }
-        let (sa, sb) = (Side::new(&a, n, da).unwrap(), Side::new(&b, n, db).unwrap());
-        let mut perm: Vec<usize> = (0..n).collect();
-        let identity = permuted_dot(&sa.k, &sb.k, n, &perm) / (sa.norm * sb.norm);
-        let observed = cross_cka(&a, &b, n, da, db).unwrap();
-        assert!(
-            (identity - observed).abs() < 1e-6,
-            "{identity} vs {observed}"
-        );
-        assert!(observed > 0.2, "{observed}");
-        SplitMix64::new(9).shuffle(&mut perm);
-        let b_perm: Vec<f32> = perm
-            .iter()
-            .flat_map(|&p| b[p * db..(p + 1) * db].iter().copied())
-            .collect();
-        let from_rows = cross_cka(&a, &b_perm, n, da, db).unwrap();
-        let from_gram = permuted_dot(&sa.k, &sb.k, n, &perm) / (sa.norm * sb.norm);
-        assert!(
-            (from_rows - from_gram).abs() < 1e-6,
-            "{from_rows} vs {from_gram}"
-        );
-        assert!(from_rows < 0.5 * observed, "{from_rows}");
+        // CKA from the rows, by the crate's estimator (independent of the null's matrices).
+        let from_rows = |b: &[f32], hsic| {
+            let ga = CenteredGram::from_rows(&a, n, da).unwrap();
+            let gb = CenteredGram::from_rows(b, n, db).unwrap();
+            linear_cka(&ga, &gb, hsic).unwrap()
+        };
+        for hsic in [Hsic::Biased, Hsic::Unbiased] {
+            let (sa, sb) = (
+                Side::new(&a, n, da, hsic).unwrap(),
+                Side::new(&b, n, db, hsic).unwrap(),
+            );
+            let mut perm: Vec<usize> = (0..n).collect();
+            let identity = permuted_dot(&sa.k, &sb.k, n, &perm) / (sa.norm * sb.norm);
+            let observed = from_rows(&b, hsic);
+            assert!(
+                (identity - observed).abs() < 1e-6,
+                "{hsic:?}: {identity} vs {observed}"
+            );
+            assert!(observed > 0.2, "{observed}");
+            SplitMix64::new(9).shuffle(&mut perm);
+            let b_perm: Vec<f32> = perm
+                .iter()
+                .flat_map(|&p| b[p * db..(p + 1) * db].iter().copied())
+                .collect();
+            let permuted = from_rows(&b_perm, hsic);
+            let from_gram = permuted_dot(&sa.k, &sb.k, n, &perm) / (sa.norm * sb.norm);
+            assert!(
+                (permuted - from_gram).abs() < 1e-6,
+                "{hsic:?}: {permuted} vs {from_gram}"
+            );
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::numerics::dynamics::{DEFAULT_RBF_THRESHOLD, DynamicsError, kernel_cka};
+use crate::numerics::dynamics::{DEFAULT_RBF_THRESHOLD, DynamicsError, Hsic, kernel_cka};
 use crate::numerics::matrix::MatrixError;
 use crate::readers::array::{ArrayError, FloatArray, read_matrix};
 use crate::reporting::compare::{
@@ -65,6 +65,8 @@ impl SimilarityParams {
             permutations: self.permutations,
             seed: self.seed,
             layers: None,
+            // The p-value ranks linear CKA (biased), as the docs say.
+            hsic: Hsic::Biased,
         }
         .check()?;
         Ok(ValidSimilarityParams {
