@@ -141,7 +141,6 @@ pub fn read_from(
 ) -> Result<NpyArray, NpyError> {
     let (h, have) = header_from(reader, len, path)?;
     let item = if h.descr.ends_with('4') { 4u64 } else { 8 };
-    let file = reader;
     let need = h
         .shape
         .iter()
@@ -157,7 +156,7 @@ pub fn read_from(
     }
     // `have` bytes are in the file: this allocation is the file's own size.
     let mut bytes = vec![0u8; have as usize];
-    read_exact(file, &mut bytes, path, "the data")?;
+    read_exact(reader, &mut bytes, path, "the data")?;
     fn words<const W: usize, T>(b: &[u8], f: fn([u8; W]) -> T) -> Vec<T> {
         b.chunks_exact(W)
             .map(|c| {

@@ -248,7 +248,7 @@ fn read_table(run: &Path) -> Result<RunTable, AggregateError> {
 fn setup(run: &Path) -> Result<Vec<(&'static str, String)>, AggregateError> {
     // A folder of activations from elsewhere records no setup: its samples and layers, checked
     // below, are all there is to compare.
-    if !summary::is_run(run) && crate::readers::foreign::has_activation_files(run) {
+    if summary::is_foreign_folder(run) {
         return Ok(vec![("kind", "a folder of activation files".into())]);
     }
     let t = RunConfigView::read(&RunDir::new(run))?.train;

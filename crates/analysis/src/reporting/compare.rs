@@ -24,12 +24,12 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::numerics::dynamics::{
-    CenteredGram, DynamicsError, Hsic, layer_identification, linear_cka,
+    CenteredGram, DynamicsError, Hsic, best_matches, layer_identification, linear_cka,
 };
 use crate::numerics::pipeline::CKA_MAX_N;
 use crate::numerics::reduce;
 use crate::numerics::rng::SplitMix64;
-use crate::readers::foreign::{self, ForeignError, ForeignFolder};
+use crate::readers::foreign::{ForeignError, ForeignFolder};
 use crate::readers::source::{self, SourceError};
 use crate::reporting::plot;
 use crate::reporting::summary::{self, SummaryError};
@@ -278,7 +278,8 @@ pub struct PairIdentification {
     pub sample: String,
     /// The share of A's layers identified with the same layer of B.
     pub layer_identification: f64,
-    /// The layers of A not identified: (A's layer, B's layer most CKA-similar to it).
+    /// The layers of A not identified: (A's layer, B's layer most CKA-similar to it, several
+    /// joined by `/` on a tie).
     pub misses: Vec<(String, String)>,
 }
 
@@ -323,15 +324,12 @@ pub fn identification_over_pairs(
                         .collect()
                 })
                 .collect();
-            let misses = matrix
-                .iter()
-                .enumerate()
-                .filter_map(|(i, row)| {
-                    let best = (row.iter().enumerate())
-                        .filter(|(_, v)| v.is_finite())
-                        .max_by(|x, y| x.1.total_cmp(y.1))?
-                        .0;
-                    (best != i).then(|| (layers[i].clone(), layers[best].clone()))
+            // The layers not identified, with what they were taken for (every column of a tie).
+            let misses = (best_matches(&matrix).into_iter().enumerate())
+                .filter_map(|(i, best)| {
+                    let best = best?;
+                    let names: Vec<&str> = best.iter().map(|&j| layers[j].as_str()).collect();
+                    (best != [i]).then(|| (layers[i].clone(), names.join("/")))
                 })
                 .collect();
             out.push(PairIdentification {
@@ -575,7 +573,7 @@ type Listed = (SampleName, Option<u64>, Option<usize>, Loc);
 
 /// A run's samples in training order, or a folder's files in step order.
 fn listing(run: &Path) -> Result<Vec<Listed>, CompareError> {
-    if summary::is_run(run) || !foreign::has_activation_files(run) {
+    if !summary::is_foreign_folder(run) {
         return Ok(summary::snapshots(run)?
             .into_iter()
             .map(|s| {

@@ -161,6 +161,12 @@ pub fn is_run(dir: &Path) -> bool {
     run.snapshots_dir().is_dir() || dir.join("config.json").is_file()
 }
 
+/// Whether `dir` is read as a folder of activation files from elsewhere: no run, but
+/// `.safetensors` or `.npz` files directly in it.
+pub fn is_foreign_folder(dir: &Path) -> bool {
+    !is_run(dir) && foreign::has_activation_files(dir)
+}
+
 /// [`analyze_run`] on a cnnu run or a folder of activation files cnnu did not write
 /// ([`ForeignFolder`]), writing into `out` (default `DIR/analysis/`). A foreign folder's
 /// samples are its files by step; their reports have a step and no epoch.
@@ -173,7 +179,7 @@ pub fn analyze_dir(
     labels_var: &str,
     progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> Result<RunAnalysis, SummaryError> {
-    let (snaps, folder, layers) = if is_run(dir) || !foreign::has_activation_files(dir) {
+    let (snaps, folder, layers) = if !is_foreign_folder(dir) {
         let snaps = match snapshots(dir) {
             Err(SummaryError::NoSnapshots(p)) if !is_run(dir) => {
                 return Err(SummaryError::NothingToAnalyze(p));

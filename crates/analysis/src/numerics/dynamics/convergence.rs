@@ -63,29 +63,35 @@ fn ranks(v: &[f64]) -> Vec<f64> {
     ranks
 }
 
+/// Per row of a layer × layer similarity matrix, the columns holding its largest finite entry
+/// (several on a tie); None for a row without a finite entry.
+pub fn best_matches(matrix: &[Vec<f64>]) -> Vec<Option<Vec<usize>>> {
+    matrix
+        .iter()
+        .map(|row| {
+            let best = row
+                .iter()
+                .copied()
+                .filter(|v| v.is_finite())
+                .reduce(f64::max)?;
+            Some((0..row.len()).filter(|&j| row[j] == best).collect())
+        })
+        .collect()
+}
+
 /// The share of rows `i` of a square layer × layer similarity matrix (network A's layers
-/// against network B's, in the same order) whose largest finite entry is in column `i`:
+/// against network B's, in the same order) whose largest finite entry is in column `i` alone:
 /// each layer of A identified with the same layer of B. Rows without a finite entry are left
 /// out; NaN when none is left. A tie with another column counts as a miss.
 pub fn layer_identification(matrix: &[Vec<f64>]) -> f64 {
-    let mut rows = 0usize;
-    let mut hits = 0usize;
-    for (i, row) in matrix.iter().enumerate() {
-        let finite = row.iter().enumerate().filter(|(_, v)| v.is_finite());
-        let Some(best) = finite.clone().map(|(_, &v)| v).reduce(f64::max) else {
-            continue;
-        };
-        rows += 1;
-        let at_best: Vec<usize> = finite
-            .filter(|(_, v)| **v == best)
-            .map(|(j, _)| j)
-            .collect();
-        hits += usize::from(at_best == [i]);
-    }
-    if rows == 0 {
+    let rows: Vec<(usize, Vec<usize>)> = (best_matches(matrix).into_iter().enumerate())
+        .filter_map(|(i, best)| Some((i, best?)))
+        .collect();
+    let hits = rows.iter().filter(|(i, best)| *best == [*i]).count();
+    if rows.is_empty() {
         f64::NAN
     } else {
-        hits as f64 / rows as f64
+        hits as f64 / rows.len() as f64
     }
 }
 
@@ -128,5 +134,7 @@ mod tests {
         let ties = vec![vec![0.5, 0.5], vec![0.1, 0.7]];
         assert_eq!(layer_identification(&ties), 0.5);
         assert!(layer_identification(&[vec![f64::NAN]]).is_nan());
+        assert_eq!(best_matches(&ties), [Some(vec![0, 1]), Some(vec![1])]);
+        assert_eq!(best_matches(&[vec![f64::NAN]]), [None]);
     }
 }

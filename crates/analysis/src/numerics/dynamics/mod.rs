@@ -27,7 +27,9 @@ mod probe;
 mod subspace;
 
 pub use cka::{CenteredGram, Hsic, cka, linear_cka};
-pub use convergence::{CONVERGED_CKA, converged_step, layer_identification, spearman};
+pub use convergence::{
+    CONVERGED_CKA, best_matches, converged_step, layer_identification, spearman,
+};
 pub use kernel::{
     DEFAULT_RBF_THRESHOLD, KernelCka, centred_gram, gram_cka, kernel_cka, median_squared_distance,
     rbf_gram, squared_distances,
