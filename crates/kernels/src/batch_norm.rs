@@ -10,6 +10,8 @@
 use burn::prelude::*;
 use rayon::prelude::*;
 
+use multiversion::multiversion;
+
 /// `y = (x − mean) / sqrt(var + eps) · gamma + beta` per channel of `x [N, C, H·W]`, in place.
 pub fn batch_norm_eval_in_place(
     x: &mut [f32],
@@ -24,9 +26,7 @@ pub fn batch_norm_eval_in_place(
         .for_each(|(plane, values)| {
             let c = plane % channels;
             let (m, s, g, b) = (mean[c], std[c], gamma[c], beta[c]);
-            for v in values {
-                *v = (*v - m) / s * g + b;
-            }
+            normalize_plane(values, [m, s, g, b])
         });
 }
 
@@ -114,6 +114,7 @@ impl BatchNormShape {
 
 /// `Σ f(a_i, b_i)` in f64 with four running sums, so that the loop is not one long chain of
 /// dependent additions; the order is fixed, so the result is the same run to run.
+#[inline(always)]
 fn sum_pairs(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> f64 {
     let mut acc = [0.0f64; 4];
     let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
@@ -129,6 +130,48 @@ fn sum_pairs(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> f64 {
         }
     }
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// `v = (v − mean) / σ · gamma + beta` over one plane, `[mean, σ, gamma, beta]`.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn normalize_plane(values: &mut [f32], [m, s, g, b]: [f32; 4]) {
+    for v in values {
+        *v = (*v - m) / s * g + b;
+    }
+}
+
+/// `Σ v` over one plane, in f64.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn sum_plane(p: &[f32]) -> f64 {
+    sum_pairs(p, p, |v, _| v)
+}
+
+/// `Σ (v − mean)²` over one plane, in f64.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn sum_squares(p: &[f32], mean: f64) -> f64 {
+    sum_pairs(p, p, |v, _| (v - mean) * (v - mean))
+}
+
+/// `Σ (x − mean) · dy` over one plane, in f64.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn sum_centred_products(x: &[f32], dy: &[f32], mean: f64) -> f64 {
+    sum_pairs(x, dy, |v, g| (v - mean) * g)
+}
+
+/// `out = (x − mean) · a + beta` over one plane, `[mean, a, beta]`.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn affine_plane(out: &mut [f32], x: &[f32], [m, a, b]: [f32; 3]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = (v - m) * a + b;
+    }
+}
+
+/// `dx = (dy − mean(dy)) · s − (x − mean) · k` over one plane, `[s, k, mean(dy), mean]`.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn input_gradient_plane(dx: &mut [f32], x: &[f32], dy: &[f32], [s, k, g_mean, m]: [f32; 4]) {
+    for ((d, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
+        *d = (g - g_mean) * s - (v - m) * k;
+    }
 }
 
 /// Train-mode BatchNorm forward of `x` (`shape`): the batch statistics of every channel
@@ -150,12 +193,9 @@ pub fn batch_norm_train_forward(
     let stats: Vec<(f64, f64)> = (0..shape.channels)
         .into_par_iter()
         .map(|c| {
-            let sum: f64 = shape.planes(x, c).map(|p| sum_pairs(p, p, |v, _| v)).sum();
+            let sum: f64 = shape.planes(x, c).map(sum_plane).sum();
             let mean = sum / count;
-            let squares: f64 = shape
-                .planes(x, c)
-                .map(|p| sum_pairs(p, p, |v, _| (v - mean) * (v - mean)))
-                .sum();
+            let squares: f64 = shape.planes(x, c).map(|p| sum_squares(p, mean)).sum();
             (mean, squares / count)
         })
         .collect();
@@ -177,9 +217,7 @@ pub fn batch_norm_train_forward(
         .for_each(|(out, x)| {
             let planes = out.chunks_mut(pixels).zip(x.chunks(pixels));
             for ((out, x), &[m, a, b]) in planes.zip(&affine) {
-                for (o, &v) in out.iter_mut().zip(x) {
-                    *o = (v - m) * a + b;
-                }
+                affine_plane(out, x, [m, a, b]);
             }
         });
     TrainForward {
@@ -208,10 +246,7 @@ pub fn batch_norm_train_backward(
             let m = f64::from(mean[c]);
             let planes = shape.planes(x, c).zip(shape.planes(dy, c));
             planes.fold((0.0, 0.0), |(s, d), (x, dy)| {
-                (
-                    s + sum_pairs(dy, dy, |g, _| g),
-                    d + sum_pairs(x, dy, |v, g| (v - m) * g),
-                )
+                (s + sum_plane(dy), d + sum_centred_products(x, dy, m))
             })
         })
         .collect();
@@ -236,9 +271,7 @@ pub fn batch_norm_train_backward(
                 .chunks_mut(pixels)
                 .zip(x.chunks(pixels).zip(dy.chunks(pixels)));
             for ((dx, (x, dy)), &[s, k, g_mean, m]) in planes.zip(&constants) {
-                for ((d, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
-                    *d = (g - g_mean) * s - (v - m) * k;
-                }
+                input_gradient_plane(dx, x, dy, [s, k, g_mean, m]);
             }
         });
     TrainBackward {

@@ -24,6 +24,8 @@ use burn::optim::{
 use burn::prelude::*;
 use rayon::prelude::*;
 
+use multiversion::multiversion;
+
 /// PyTorch's SGD momentum has none; burn-optim multiplies the gradient by `1 − dampening`.
 const DAMPENING: f64 = 0.0;
 
@@ -186,20 +188,28 @@ pub fn adam_step(
         .zip(grad.par_chunks(CHUNK))
         .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
         .for_each(|((p, g), (m, v))| {
-            for i in 0..p.len() {
-                let g = g[i];
-                let (mi, vi) = if first {
-                    (g * f1, (g * g) * f2)
-                } else {
-                    (m[i] * beta_1 + g * f1, v[i] * beta_2 + (g * g) * f2)
-                };
-                m[i] = mi;
-                v[i] = vi;
-                let update = (mi * combined_factor) / (vi.sqrt() + eps);
-                p[i] -= update * lr;
-            }
+            let scalars = [beta_1, beta_2, f1, f2, combined_factor, eps, lr];
+            adam_chunk(p, g, m, v, scalars, first)
         });
     Ok(())
+}
+
+/// [`adam_step`] on one chunk; `[β1, β2, 1 − β1, 1 − β2, bias factor, ε', lr]` as burn-optim
+/// computes them.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn adam_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: [f32; 7], first: bool) {
+    let [beta_1, beta_2, f1, f2, combined_factor, eps, lr] = s;
+    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        let (mi, vi) = if first {
+            (g * f1, (g * g) * f2)
+        } else {
+            (*m * beta_1 + g * f1, *v * beta_2 + (g * g) * f2)
+        };
+        *m = mi;
+        *v = vi;
+        let update = (mi * combined_factor) / (vi.sqrt() + eps);
+        *p -= update * lr;
+    }
 }
 
 impl Optimizer for FusedAdam {
