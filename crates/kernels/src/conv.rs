@@ -18,13 +18,10 @@ use rayon::prelude::*;
 
 use multiversion::multiversion;
 
-/// Output pixels per chunk of images in [`Conv2dPlan::infer`]: `col` for 576 rows (a 3x3
-/// convolution of 64 channels) is then about 0.6 MB, inside one core's L2.
-const CHUNK_COLUMNS: usize = 512;
-
-/// Output pixels per chunk of images in the input gradient: `dcol` for 576 rows is then
-/// about 0.6 MB.
-const BACKWARD_CHUNK_COLUMNS: usize = 256;
+/// Output pixels per chunk of images in [`Conv2dPlan::infer`] and in the input gradient:
+/// `col` or `dcol` for 576 rows (a 3x3 convolution of 64 channels) is then about 0.6 MB,
+/// inside one core's L2 (1 MB on Zen 4) with room for the GEMM's packed blocks.
+const CHUNK_COLUMNS: usize = 256;
 
 /// Errors from describing a convolution.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -272,7 +269,7 @@ impl Conv2dPlan {
         Ok(col)
     }
 
-    /// Row `row` of `col` for the images `images`, into a zeroed `dst` of `images.len()·P`.
+    /// Row `row` of `col` for the images `images`, into `dst` of `images.len()·P`.
     fn im2col_row(&self, x: &[f32], row: usize, images: Range<usize>, dst: &mut [f32]) {
         im2col_row(self, x, row, images, dst)
     }
@@ -391,7 +388,7 @@ impl Conv2dPlan {
                     let first = chunk * per_chunk;
                     let images = first..first + dst.len() / (o * p);
                     let cols = images.len() * p;
-                    col.clear();
+                    // Every value is written below: the buffer of the last chunk is reused as is.
                     col.resize(k * cols, 0.0);
                     for (row, line) in col.chunks_exact_mut(cols).enumerate() {
                         self.im2col_row(x, row, images.clone(), line);
@@ -479,13 +476,13 @@ impl Conv2dPlan {
     /// Why in chunks of images: the whole-batch `dcol[K', M]` is 7 MB for a layer1
     /// convolution at batch 64, so col2im's reads of it (49-value pieces of nine rows far
     /// apart) missed the caches and col2im took 7–9% of a training step. Each task now
-    /// multiplies `dcol` for a few images (about `BACKWARD_CHUNK_COLUMNS` columns, ~0.5 MB) on
+    /// multiplies `dcol` for a few images (about `CHUNK_COLUMNS` columns, ~0.5 MB) on
     /// its own core and sums it into those images' planes while it is still in L2. Layers
     /// with too few chunks to share between the threads keep the one batch-wide GEMM.
     fn input_grad_om(&self, live_weight: &[f32], g: &[f32]) -> Vec<f32> {
         let (o, k, m) = (self.shape.out_channels, self.k_live(), self.m());
         let (n, p) = (self.shape.batch, self.out_pixels());
-        let per_chunk = (BACKWARD_CHUNK_COLUMNS / p).clamp(1, n);
+        let per_chunk = (CHUNK_COLUMNS / p).clamp(1, n);
         let [h, w] = self.shape.input;
         let mut dx = vec![0.0f32; self.input_len()];
         if n.div_ceil(per_chunk) < 2 * rayon::current_num_threads() {
@@ -566,6 +563,7 @@ fn im2col_row(plan: &Conv2dPlan, x: &[f32], row: usize, images: Range<usize>, ds
     let (iw0, width) = (col.first, col.hi - col.lo);
     for (img, n) in dst.chunks_exact_mut(p).zip(images) {
         let plane = &x[(n * s.in_channels + c) * h * w..][..h * w];
+        img.fill(0.0);
         for (i, oh) in (row.lo..row.hi).enumerate() {
             let src = &plane[(row.first + i * s.stride[0]) * w..][..w];
             let out = &mut img[oh * wo + col.lo..][..width];

@@ -75,7 +75,7 @@ mod flex {
 
     use crate::batch_norm::{BatchNormShape, batch_norm_train_backward, batch_norm_train_forward};
     use crate::conv::Conv2dPlan;
-    use crate::pool::{MaxPoolShape, max_pool2d_backward, max_pool2d_forward};
+    use crate::pool::{MaxPoolShape, max_pool2d_backward, max_pool2d_forward, max_pool2d_values};
 
     /// Whether `t` is an f32 tensor on flex, plain (`autodiff` false) or under autodiff
     /// without gradient checkpointing (`autodiff` true): the tensors the kernels are written
@@ -398,7 +398,7 @@ mod flex {
         let dims = [shape.batch, shape.channels, ho, wo];
         if !x.device().is_autodiff() {
             let x = x.try_into_primitive::<Flex>().expect("checked: flex");
-            let (out, _) = max_pool2d_forward(&values(&x), shape);
+            let out = max_pool2d_values(&values(&x), shape);
             return Tensor::from_primitive::<Flex>(from_values(out, dims));
         }
         let x = x

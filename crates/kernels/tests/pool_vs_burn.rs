@@ -6,7 +6,9 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use cnnu_kernels::max_pool2d_module;
-use cnnu_kernels::pool::{MaxPoolShape, max_pool2d_backward, max_pool2d_forward};
+use cnnu_kernels::pool::{
+    MaxPoolShape, max_pool2d_backward, max_pool2d_forward, max_pool2d_values,
+};
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_into_vec().unwrap()
@@ -82,4 +84,47 @@ fn hand_worked_plane_with_a_tie_and_padding() {
     assert_eq!(idx, [4, 4, 4, 4]);
     let dx = max_pool2d_backward(&[1.0, 2.0, 3.0, 4.0], &idx, shape);
     assert_eq!(dx, [0.0, 0.0, 0.0, 0.0, 10.0, 0.0, 0.0, 0.0, 0.0]);
+}
+
+#[test]
+fn values_alone_are_the_scans_with_ties_signed_zeros_and_nan() {
+    // Mostly +0 and −0, with −1, −∞, NaN and a few 1s: windows hold ties, +0 beside −0 and
+    // NaN, and the row-then-column path must pick the same bits as the row-major scan.
+    let value = |i: usize| match (i.wrapping_mul(2_654_435_761) >> 7) % 32 {
+        0..12 => 0.0,
+        12..22 => -0.0,
+        22..26 => -1.0,
+        26..28 => f32::NEG_INFINITY,
+        28 => f32::NAN,
+        _ => 1.0,
+    };
+    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let mut seen = Vec::new();
+    for (shape, k, s, p) in CASES {
+        let [batch, channels, h, w] = shape;
+        let shape = MaxPoolShape {
+            batch,
+            channels,
+            input: [h, w],
+            kernel: [k, k],
+            stride: [s, s],
+            padding: [p, p],
+        };
+        let x: Vec<f32> = (0..batch * channels * h * w).map(value).collect();
+        let scan = max_pool2d_forward(&x, shape).0;
+        assert_eq!(
+            bits(&max_pool2d_values(&x, shape)),
+            bits(&scan),
+            "{shape:?}"
+        );
+        seen.extend(scan);
+    }
+    let bits_seen = bits(&seen);
+    for v in [0.0f32, -0.0, 1.0] {
+        assert!(
+            bits_seen.contains(&v.to_bits()),
+            "no window's maximum is {v:?}"
+        );
+    }
+    assert!(seen.iter().any(|v| v.is_nan()), "no window holds a NaN");
 }
