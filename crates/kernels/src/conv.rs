@@ -453,8 +453,13 @@ impl Conv2dPlan {
             self.check("col", col.len(), k * m)?;
         }
         let g = self.nchw_to_om(grad_out);
-        let dx = want[0].then(|| self.input_grad_om(live_weight, &g));
-        let dw = want[1].then(|| self.weight_grad_om(col, &g));
+        // The two gradients are independent: side by side, the serial stretches of one (gemm's
+        // packing of a small operand, allocation, the weight scatter) overlap the other's work
+        // instead of leaving the second core idle. Each writes only its own output.
+        let (dx, dw) = rayon::join(
+            || want[0].then(|| self.input_grad_om(live_weight, &g)),
+            || want[1].then(|| self.weight_grad_om(col, &g)),
+        );
         Ok((dx, dw))
     }
 
