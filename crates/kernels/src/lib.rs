@@ -11,6 +11,10 @@
 //! - [`optim`]: Adam and SGD with momentum as one in-place pass per parameter, burn-optim's
 //!   arithmetic and checkpoint format.
 //!
+//! The hot loops here (im2col, col2im, BatchNorm, the max pool, Adam) are compiled a second and
+//! third time for AVX-512 and for AVX2+FMA by `multiversion`, which picks one at run time: the
+//! workspace builds for baseline x86-64, so one binary runs on any x86-64 CPU.
+//!
 //! Everything that reaches into Burn's internals (flex storage, autodiff registration, the
 //! backend behind a device, optimizer record names) is in one private module, `glue`; the
 //! modules above hold the numerics on slices and use Burn's public API.
