@@ -481,11 +481,11 @@ impl Conv2dPlan {
     /// `dx` from the output gradient `g[O, M]` (GEMM order).
     ///
     /// Why in chunks of images: the whole-batch `dcol[K', M]` is 7 MB for a layer1
-    /// convolution at batch 64, so col2im's reads of it (49-value pieces of nine rows far
-    /// apart) missed the caches and col2im took 7–9% of a training step. Each task now
-    /// multiplies `dcol` for a few images (about `CHUNK_COLUMNS` columns, ~0.5 MB) on
-    /// its own core and sums it into those images' planes while it is still in L2. Layers
-    /// with too few chunks to share between the threads keep the one batch-wide GEMM.
+    /// convolution at batch 64, allocated and zeroed every step and read back from memory in
+    /// 49-value pieces of nine rows far apart. Each task multiplies `dcol` for a few images
+    /// (about `CHUNK_COLUMNS` columns, ~0.6 MB, in a buffer it reuses) on its own core and sums
+    /// it into those images' planes while it is still in L2. Layers with too few chunks to share
+    /// between the threads keep the one batch-wide GEMM.
     fn input_grad_om(&self, live_weight: &[f32], g: &[f32]) -> Vec<f32> {
         let (o, k, m) = (self.shape.out_channels, self.k_live(), self.m());
         let (n, p) = (self.shape.batch, self.out_pixels());
