@@ -322,14 +322,18 @@ pub fn sgd_step(
         .par_chunks_mut(CHUNK)
         .zip(grad.par_chunks(CHUNK))
         .zip(velocity.par_chunks_mut(CHUNK))
-        .for_each(|((p, g), v)| {
-            for i in 0..p.len() {
-                let vi = if first { g[i] } else { g[i] + v[i] * momentum };
-                v[i] = vi;
-                p[i] -= vi * lr;
-            }
-        });
+        .for_each(|((p, g), v)| sgd_chunk(p, g, v, [lr, momentum], first));
     Ok(())
+}
+
+/// [`sgd_step`] on one chunk, `[lr, momentum]`.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn sgd_chunk(p: &mut [f32], g: &[f32], v: &mut [f32], [lr, momentum]: [f32; 2], first: bool) {
+    for ((p, &g), v) in p.iter_mut().zip(g).zip(v.iter_mut()) {
+        let vi = if first { g } else { g + *v * momentum };
+        *v = vi;
+        *p -= vi * lr;
+    }
 }
 
 impl Optimizer for FusedSgd {
