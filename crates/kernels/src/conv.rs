@@ -373,11 +373,10 @@ impl Conv2dPlan {
     /// at batch 256) and its trip through memory go. Deep layers with few pixels per image keep
     /// the one batch-wide GEMM, which is where the batch is needed to fill the matrix.
     pub fn infer(&self, x: &[f32], weight: &[f32]) -> Result<Vec<f32>, ConvError> {
-        let (n, p) = (self.shape.batch, self.out_pixels());
-        let per_chunk = (CHUNK_COLUMNS / p).clamp(1, n);
-        if n.div_ceil(per_chunk) < 2 * rayon::current_num_threads() {
+        let p = self.out_pixels();
+        let Some(per_chunk) = self.images_per_chunk() else {
             return Ok(self.forward(x, weight)?.output);
-        }
+        };
         self.check("input", x.len(), self.input_len())?;
         let live_weight = self.live_weight(weight)?;
         let (o, k) = (self.shape.out_channels, self.k_live());
@@ -411,6 +410,15 @@ impl Conv2dPlan {
                 },
             );
         Ok(out)
+    }
+
+    /// Images per chunk (about `CHUNK_COLUMNS` output pixels) for the chunked paths, or `None`
+    /// when that gives too few chunks to keep every thread busy and the batch-wide GEMM is
+    /// the better split.
+    fn images_per_chunk(&self) -> Option<usize> {
+        let n = self.shape.batch;
+        let per_chunk = (CHUNK_COLUMNS / self.out_pixels()).clamp(1, n);
+        (n.div_ceil(per_chunk) >= 2 * rayon::current_num_threads()).then_some(per_chunk)
     }
 
     /// `[O, N·P]` (GEMM order) to `[N, O, P]` (NCHW), P = Ho·Wo.
@@ -488,11 +496,10 @@ impl Conv2dPlan {
     /// between the threads keep the one batch-wide GEMM.
     fn input_grad_om(&self, live_weight: &[f32], g: &[f32]) -> Vec<f32> {
         let (o, k, m) = (self.shape.out_channels, self.k_live(), self.m());
-        let (n, p) = (self.shape.batch, self.out_pixels());
-        let per_chunk = (CHUNK_COLUMNS / p).clamp(1, n);
+        let p = self.out_pixels();
         let [h, w] = self.shape.input;
         let mut dx = vec![0.0f32; self.input_len()];
-        if n.div_ceil(per_chunk) < 2 * rayon::current_num_threads() {
+        let Some(per_chunk) = self.images_per_chunk() else {
             let mut dcol = vec![0.0f32; k * m];
             // dcol[K', M] = W'ᵀ[K', O] · dOut[O, M].
             matmul(
@@ -503,15 +510,9 @@ impl Conv2dPlan {
             );
             dx.par_chunks_mut(h * w)
                 .enumerate()
-                .for_each(|(plane, dst)| {
-                    let (n, c) = (
-                        plane / self.shape.in_channels,
-                        plane % self.shape.in_channels,
-                    );
-                    col2im_plane(self, &dcol, m, n, c, dst)
-                });
+                .for_each(|(plane, dst)| col2im_plane(self, &dcol, m, plane, dst));
             return dx;
-        }
+        };
         let image = self.shape.in_channels * h * w;
         dx.par_chunks_mut(per_chunk * image)
             .enumerate()
@@ -531,11 +532,7 @@ impl Conv2dPlan {
                     gemm::Parallelism::None,
                 );
                 for (plane, dst) in dst.chunks_exact_mut(h * w).enumerate() {
-                    let (n, c) = (
-                        plane / self.shape.in_channels,
-                        plane % self.shape.in_channels,
-                    );
-                    col2im_plane(self, dcol, cols, n, c, dst);
+                    col2im_plane(self, dcol, cols, plane, dst);
                 }
             });
         dx
@@ -585,18 +582,13 @@ fn im2col_row(plan: &Conv2dPlan, x: &[f32], row: usize, images: Range<usize>, ds
     }
 }
 
-/// Sums the entries of `dcol` (rows of `row_len` columns, image `n` of them at `n·P`) that were
-/// read from channel `c` into that channel's plane `dst`, tap by tap in order.
+/// Sums the entries of `dcol` (rows of `row_len` columns from the first image it covers) that
+/// were read from input plane `plane` (image `n`, channel `c`, counted from that image) into
+/// the plane `dst`, tap by tap in order.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn col2im_plane(
-    plan: &Conv2dPlan,
-    dcol: &[f32],
-    row_len: usize,
-    n: usize,
-    c: usize,
-    dst: &mut [f32],
-) {
+fn col2im_plane(plan: &Conv2dPlan, dcol: &[f32], row_len: usize, plane: usize, dst: &mut [f32]) {
     let s = &plan.shape;
+    let (n, c) = (plane / s.in_channels, plane % s.in_channels);
     let (m, p) = (row_len, plan.out_pixels());
     let w = s.input[1];
     let wo = plan.output[1];
