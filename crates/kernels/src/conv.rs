@@ -13,11 +13,14 @@
 //! matrix between threads, so results depend on the data alone, not on scheduling.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::ops::Range;
 
 use rayon::prelude::*;
 
 use multiversion::multiversion;
+
+use crate::masked::MaskedRun;
 
 /// Output pixels per chunk of images in [`Conv2dPlan::infer`] and in the input gradient:
 /// `col` or `dcol` for 576 rows (a 3x3 convolution of 64 channels) is then about 0.6 MB,
@@ -101,6 +104,10 @@ struct FlatTap {
     from: usize,
     /// For each output pixel of the run, whether it reads the input.
     keep: Vec<bool>,
+    /// The tap over the whole plane as masked blocks, for im2col (output pixel `j` reads
+    /// input pixel `j + from − first`) and for col2im (the reverse).
+    im2col: MaskedRun,
+    col2im: MaskedRun,
 }
 
 /// The live taps as [`FlatTap`] runs when `shape` keeps the plane's size at stride 1.
@@ -113,18 +120,26 @@ fn flat_taps(
     if shape.stride != [1, 1] || output != shape.input {
         return None;
     }
-    let w = output[1];
+    let (w, plane) = (output[1], output[0] * output[1]);
     let taps = rows.iter().flat_map(|r| cols.iter().map(move |c| (*r, *c)));
     Some(
         taps.map(|(row, col)| {
             let first = row.lo * w + col.lo;
             let last = (row.hi - 1) * w + col.hi;
+            let from = row.first * w + col.first;
+            let keep: Vec<bool> = (first..last)
+                .map(|j| (col.lo..col.hi).contains(&(j % w)))
+                .collect();
+            let kept = &keep;
+            let live =
+                |start: usize| move |j: usize| j >= start && kept.get(j - start) == Some(&true);
+            let delta = from as isize - first as isize;
             FlatTap {
                 first,
-                from: row.first * w + col.first,
-                keep: (first..last)
-                    .map(|j| (col.lo..col.hi).contains(&(j % w)))
-                    .collect(),
+                from,
+                im2col: MaskedRun::new(plane, delta, live(first)),
+                col2im: MaskedRun::new(plane, -delta, live(from)),
+                keep,
             }
         })
         .collect(),
@@ -275,6 +290,33 @@ impl Conv2dPlan {
         im2col_row(self, x, row, images, dst)
     }
 
+    /// `col[K', I·P]` for the `I` images `images`, into `col`.
+    ///
+    /// Why image by image where the taps are flat: row by row, each row reads one plane of
+    /// every image, planes `C·P` apart, and the first tap of each channel waited on memory for
+    /// them (a third of im2col's time on one load). Image by image the reads are one
+    /// sequential stream the hardware prefetches, and the writes land in `col`, in L2.
+    fn im2col_images(&self, x: &[f32], images: Range<usize>, col: &mut [f32]) {
+        let cols = images.len() * self.out_pixels();
+        let flat = self.flat.as_ref().filter(|_| MaskedRun::available());
+        let Some(flat) = flat else {
+            for (row, line) in col.chunks_exact_mut(cols).enumerate() {
+                self.im2col_row(x, row, images.clone(), line);
+            }
+            return;
+        };
+        let (c, p) = (self.shape.in_channels, self.out_pixels());
+        for (b, n) in images.enumerate() {
+            for (ch, plane) in x[n * c * p..][..c * p].chunks_exact(p).enumerate() {
+                for (t, tap) in flat.iter().enumerate() {
+                    let row = ch * flat.len() + t;
+                    tap.im2col
+                        .gather(plane, &mut col[row * cols + b * p..][..p]);
+                }
+            }
+        }
+    }
+
     /// The live tap `t` (row-major over live rows × live columns).
     fn tap(&self, t: usize) -> (Tap, Tap) {
         (
@@ -311,19 +353,31 @@ impl Conv2dPlan {
         }
         // One kernel at a time with its few live offsets: a flat iterator over every
         // (channel, tap) index took 19% of an inference forward at batch 64 (perf, layer4).
+        // Output channels side by side: layer4 reads 9.4 MB of weight per convolution for
+        // the one live tap in nine, serially 1% of a training step.
         let taps = self.live_offsets();
-        let mut live = Vec::with_capacity(weight.len() / self.kernel_len() * taps.len());
-        for kernel in weight.chunks_exact(self.kernel_len()) {
-            live.extend(taps.iter().map(|&t| kernel[t]));
+        let (o, kernel) = (self.shape.out_channels, self.kernel_len());
+        let mut live = vec![0.0f32; o * self.k_live()];
+        if taps.is_empty() {
+            return Ok(live.into());
         }
+        live.par_chunks_mut(self.k_live())
+            .zip(weight.par_chunks(weight.len() / o))
+            .for_each(|(dst, w)| {
+                for (d, w) in dst.chunks_exact_mut(taps.len()).zip(w.chunks_exact(kernel)) {
+                    for (d, &t) in d.iter_mut().zip(&taps) {
+                        *d = w[t];
+                    }
+                }
+            });
         Ok(live.into())
     }
 
     /// A `[O, K']` gradient spread back to `[O, C, kh, kw]`, zero at the taps that only ever
     /// read padding.
-    fn scatter_weight(&self, live: &[f32]) -> Vec<f32> {
+    fn scatter_weight(&self, live: Vec<f32>) -> Vec<f32> {
         if self.all_taps_live() {
-            return live.to_vec();
+            return live;
         }
         let taps = self.live_offsets();
         let mut full = vec![0.0f32; self.weight_len()];
@@ -343,10 +397,10 @@ impl Conv2dPlan {
     }
 
     /// The forward pass: `out[N, O, Ho, Wo]` from `x[N, C, H, W]` and `weight[O, C, kh, kw]`.
-    /// Also returns `col` and the live weight, which the backward pass reuses.
+    /// Also returns `col` and the live weight (unless it is `weight`), for the backward pass.
     pub fn forward(&self, x: &[f32], weight: &[f32]) -> Result<ForwardOutput, ConvError> {
         let col = self.im2col(x)?;
-        let live_weight = self.live_weight(weight)?.into_owned();
+        let live_weight = self.live_weight(weight)?;
         let (o, k, m) = (self.shape.out_channels, self.k_live(), self.m());
         let mut out_om = vec![0.0f32; o * m];
         // out[O, M] = W'[O, K'] · col[K', M], all row-major.
@@ -359,7 +413,11 @@ impl Conv2dPlan {
         Ok(ForwardOutput {
             output: self.om_to_nchw(&out_om),
             col,
-            live_weight,
+            // All taps live: the backward reads the caller's weight, no copy of it is kept.
+            live_weight: match live_weight {
+                Cow::Owned(live) => Some(live),
+                Cow::Borrowed(_) => None,
+            },
         })
     }
 
@@ -383,18 +441,13 @@ impl Conv2dPlan {
         let mut out = vec![0.0f32; self.output_len()];
         out.par_chunks_mut(per_chunk * o * p)
             .enumerate()
-            .for_each_init(
-                || (Vec::new(), Vec::new()),
-                |(col, om), (chunk, dst)| {
-                    let first = chunk * per_chunk;
-                    let images = first..first + dst.len() / (o * p);
-                    let cols = images.len() * p;
-                    // Every value is written below: the buffer of the last chunk is reused as is.
-                    col.resize(k * cols, 0.0);
-                    for (row, line) in col.chunks_exact_mut(cols).enumerate() {
-                        self.im2col_row(x, row, images.clone(), line);
-                    }
-                    om.resize(o * cols, 0.0);
+            .for_each(|(chunk, dst)| {
+                let first = chunk * per_chunk;
+                let images = first..first + dst.len() / (o * p);
+                let cols = images.len() * p;
+                // Every value of both buffers is written below before it is read.
+                with_scratch([k * cols, o * cols], |col, om| {
+                    self.im2col_images(x, images.clone(), col);
                     matmul_on(
                         Mat::row_major(om, cols),
                         MatRef::row_major(&live_weight, k),
@@ -407,8 +460,8 @@ impl Conv2dPlan {
                             plane.copy_from_slice(&om[ch * cols + b * p..][..p]);
                         }
                     }
-                },
-            );
+                });
+            });
         Ok(out)
     }
 
@@ -483,7 +536,7 @@ impl Conv2dPlan {
             MatRef::col_major(col, m),
             [o, k, m],
         );
-        self.scatter_weight(&live)
+        self.scatter_weight(live)
     }
 
     /// `dx` from the output gradient `g[O, M]` (GEMM order).
@@ -516,27 +569,55 @@ impl Conv2dPlan {
         let image = self.shape.in_channels * h * w;
         dx.par_chunks_mut(per_chunk * image)
             .enumerate()
-            .for_each_init(Vec::new, |dcol, (chunk, dst)| {
+            .for_each(|(chunk, dst)| {
                 let cols = dst.len() / image * p;
-                dcol.resize(k * cols, 0.0);
-                let g_chunk = MatRef {
-                    data: &g[chunk * per_chunk * p..],
-                    row_stride: m as isize,
-                    col_stride: 1,
-                };
-                matmul_on(
-                    Mat::row_major(dcol, cols),
-                    MatRef::col_major(live_weight, k),
-                    g_chunk,
-                    [k, cols, o],
-                    gemm::Parallelism::None,
-                );
-                for (plane, dst) in dst.chunks_exact_mut(h * w).enumerate() {
-                    col2im_plane(self, dcol, cols, plane, dst);
-                }
+                // The GEMM writes all of `dcol` before col2im reads it.
+                with_scratch([k * cols, 0], |dcol, _| {
+                    let g_chunk = MatRef {
+                        data: &g[chunk * per_chunk * p..],
+                        row_stride: m as isize,
+                        col_stride: 1,
+                    };
+                    matmul_on(
+                        Mat::row_major(dcol, cols),
+                        MatRef::col_major(live_weight, k),
+                        g_chunk,
+                        [k, cols, o],
+                        gemm::Parallelism::None,
+                    );
+                    for (plane, dst) in dst.chunks_exact_mut(h * w).enumerate() {
+                        col2im_plane(self, dcol, cols, plane, dst);
+                    }
+                });
             });
         dx
     }
+}
+
+thread_local! {
+    /// Each thread's two working buffers for the chunked paths, kept between calls.
+    static SCRATCH: RefCell<[Vec<f32>; 2]> = RefCell::default();
+}
+
+/// Runs `f` on this thread's two scratch buffers cut to `lens`; their values are whatever an
+/// earlier call left, so `f` must write before it reads.
+///
+/// Why: fresh buffers per chunk (rayon's `for_each_init` builds one per split, dozens a call)
+/// were zero-filled each time, `memset` 5% of inference at batch 256; kept buffers only grow.
+fn with_scratch<R>(lens: [usize; 2], f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let [a, b] = &mut *bufs;
+            for (buf, &len) in [&mut *a, &mut *b].into_iter().zip(&lens) {
+                if buf.len() < len {
+                    buf.resize(len, 0.0);
+                }
+            }
+            f(&mut a[..lens[0]], &mut b[..lens[1]])
+        }
+        // Only if `f` itself reached a chunked path on this thread: fresh buffers then.
+        Err(_) => f(&mut vec![0.0; lens[0]], &mut vec![0.0; lens[1]]),
+    })
 }
 
 /// Row `row` of `col` (input channel and live tap) for the images `images`, into `dst` of
@@ -551,6 +632,13 @@ fn im2col_row(plan: &Conv2dPlan, x: &[f32], row: usize, images: Range<usize>, ds
     let (c, t) = (row / taps, row % taps);
     if let Some(flat) = &plan.flat {
         let tap = &flat[t];
+        if MaskedRun::available() {
+            for (img, n) in dst.chunks_exact_mut(p).zip(images) {
+                tap.im2col
+                    .gather(&x[(n * s.in_channels + c) * h * w..][..h * w], img);
+            }
+            return;
+        }
         let len = tap.keep.len();
         for (img, n) in dst.chunks_exact_mut(p).zip(images) {
             let plane = &x[(n * s.in_channels + c) * h * w..][..h * w];
@@ -597,6 +685,10 @@ fn col2im_plane(plan: &Conv2dPlan, dcol: &[f32], row_len: usize, plane: usize, d
         let src = &dcol[(c * taps + t) * m + n * p..][..p];
         if let Some(flat) = &plan.flat {
             let tap = &flat[t];
+            if MaskedRun::available() {
+                tap.col2im.accumulate(src, dst);
+                continue;
+            }
             let len = tap.keep.len();
             let run = dst[tap.from..tap.from + len].iter_mut();
             for ((d, &v), &keep) in run.zip(&src[tap.first..tap.first + len]).zip(&tap.keep) {
@@ -632,8 +724,9 @@ pub struct ForwardOutput {
     pub output: Vec<f32>,
     /// The batch matrix `[K', M]`, for the weight gradient.
     pub col: Vec<f32>,
-    /// The live weight `[O, K']`, for the input gradient.
-    pub live_weight: Vec<f32>,
+    /// The live weight `[O, K']` for the input gradient, where some taps are dead; `None`
+    /// when every tap is live and the weight itself is the live weight.
+    pub live_weight: Option<Vec<f32>>,
 }
 
 /// A mutable matrix view: data with row and column strides.

@@ -197,7 +197,16 @@ mod flex {
     struct Saved {
         plan: Arc<Conv2dPlan>,
         col: Arc<Vec<f32>>,
-        live_weight: Arc<Vec<f32>>,
+        live_weight: LiveWeight,
+    }
+
+    /// The weight the input gradient multiplies by.
+    #[derive(Debug, Clone)]
+    enum LiveWeight {
+        /// The weight tensor itself (every tap live): shared, not copied.
+        Whole(FlexTensor),
+        /// The weight restricted to the live taps.
+        Live(Arc<Vec<f32>>),
     }
 
     #[derive(Debug)]
@@ -215,6 +224,10 @@ mod flex {
                 col,
                 live_weight,
             } = ops.state;
+            let live_weight = match &live_weight {
+                LiveWeight::Whole(w) => values(w),
+                LiveWeight::Live(w) => w.as_slice().into(),
+            };
             let s = *plan.shape();
             let want = [node_x.is_some(), node_w.is_some()];
             let (dx, dw) = plan
@@ -249,7 +262,10 @@ mod flex {
                 Saved {
                     plan: Arc::new(plan),
                     col: Arc::new(out.col),
-                    live_weight: Arc::new(out.live_weight),
+                    live_weight: match out.live_weight {
+                        Some(live) => LiveWeight::Live(Arc::new(live)),
+                        None => LiveWeight::Whole(wp),
+                    },
                 },
                 from_values(out.output, dims),
             ),

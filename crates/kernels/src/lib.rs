@@ -23,6 +23,7 @@ pub mod batch_norm;
 pub mod burn_conv;
 pub mod conv;
 mod glue;
+mod masked;
 pub mod optim;
 pub mod pool;
 
