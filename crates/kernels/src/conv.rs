@@ -402,10 +402,8 @@ impl Conv2dPlan {
         let col = self.im2col(x)?;
         let live_weight = self.live_weight(weight)?;
         let (o, k, m) = (self.shape.out_channels, self.k_live(), self.m());
-        let mut out_om = vec![0.0f32; o * m];
         // out[O, M] = W'[O, K'] · col[K', M], all row-major.
-        matmul(
-            Mat::row_major(&mut out_om, m),
+        let out_om = matmul_new(
             MatRef::row_major(&live_weight, k),
             MatRef::row_major(&col, m),
             [o, m, k],
@@ -477,25 +475,15 @@ impl Conv2dPlan {
     /// `[O, N·P]` (GEMM order) to `[N, O, P]` (NCHW), P = Ho·Wo.
     fn om_to_nchw(&self, om: &[f32]) -> Vec<f32> {
         let (o, p, n) = (self.shape.out_channels, self.out_pixels(), self.shape.batch);
-        let mut out = vec![0.0f32; om.len()];
-        out.par_chunks_mut(o * p).enumerate().for_each(|(b, img)| {
-            for (ch, dst) in img.chunks_exact_mut(p).enumerate() {
-                dst.copy_from_slice(&om[(ch * n + b) * p..][..p]);
-            }
-        });
-        out
+        let (b, ch) = (|i: usize| i / o, |i: usize| i % o);
+        concatenated(n * o, p, o, |i| &om[(ch(i) * n + b(i)) * p..][..p])
     }
 
     /// `[N, O, P]` (NCHW) to `[O, N·P]` (GEMM order).
     fn nchw_to_om(&self, nchw: &[f32]) -> Vec<f32> {
         let (o, p, n) = (self.shape.out_channels, self.out_pixels(), self.shape.batch);
-        let mut om = vec![0.0f32; nchw.len()];
-        om.par_chunks_mut(n * p).enumerate().for_each(|(ch, row)| {
-            for (b, dst) in row.chunks_exact_mut(p).enumerate() {
-                dst.copy_from_slice(&nchw[(b * o + ch) * p..][..p]);
-            }
-        });
-        om
+        let (ch, b) = (|i: usize| i / n, |i: usize| i % n);
+        concatenated(o * n, p, n, |i| &nchw[(b(i) * o + ch(i)) * p..][..p])
     }
 
     /// Both gradients of `(input, weight)` that `want` asks for, with the output gradient
@@ -528,10 +516,8 @@ impl Conv2dPlan {
 
     fn weight_grad_om(&self, col: &[f32], g: &[f32]) -> Vec<f32> {
         let (o, k, m) = (self.shape.out_channels, self.k_live(), self.m());
-        let mut live = vec![0.0f32; o * k];
         // dW'[O, K'] = dOut[O, M] · colᵀ[M, K'].
-        matmul(
-            Mat::row_major(&mut live, k),
+        let live = matmul_new(
             MatRef::row_major(g, m),
             MatRef::col_major(col, m),
             [o, k, m],
@@ -553,10 +539,8 @@ impl Conv2dPlan {
         let [h, w] = self.shape.input;
         let mut dx = vec![0.0f32; self.input_len()];
         let Some(per_chunk) = self.images_per_chunk() else {
-            let mut dcol = vec![0.0f32; k * m];
             // dcol[K', M] = W'ᵀ[K', O] · dOut[O, M].
-            matmul(
-                Mat::row_major(&mut dcol, m),
+            let dcol = matmul_new(
                 MatRef::col_major(live_weight, k),
                 MatRef::row_major(g, m),
                 [k, m, o],
@@ -592,6 +576,37 @@ impl Conv2dPlan {
             });
         dx
     }
+}
+
+/// The `parts` slices `part(0), part(1), …` of `len` values each, end to end, copied on all
+/// threads `per_task` parts at a time, into a vector that is never zeroed first.
+///
+/// Why: the layout permutations around each GEMM write every value; `vec![0.0; n]` zeroed
+/// them first on the calling thread while the other waited (`memset` ~2% of a training step).
+#[allow(unsafe_code)] // `set_len` once every value is written
+fn concatenated<'a>(
+    parts: usize,
+    len: usize,
+    per_task: usize,
+    part: impl Fn(usize) -> &'a [f32] + Sync,
+) -> Vec<f32> {
+    let total = parts * len;
+    let mut out: Vec<f32> = Vec::with_capacity(total);
+    if total > 0 {
+        out.spare_capacity_mut()[..total]
+            .par_chunks_mut(per_task.max(1) * len)
+            .enumerate()
+            .for_each(|(task, dst)| {
+                for (i, dst) in dst.chunks_exact_mut(len).enumerate() {
+                    // Panics unless the part has `len` values: every value is written.
+                    dst.write_copy_of_slice(part(task * per_task.max(1) + i));
+                }
+            });
+    }
+    // SAFETY: the chunks cover `total` values (`total` is a multiple of `len`), and each was
+    // written by `write_copy_of_slice`, which copies exactly its length or panics.
+    unsafe { out.set_len(total) };
+    out
 }
 
 thread_local! {
@@ -772,15 +787,61 @@ impl<'a> MatRef<'a> {
     }
 }
 
-/// `dst[m, n] = lhs[m, k] · rhs[k, n]` on all threads of the current rayon pool.
-fn matmul(dst: Mat, lhs: MatRef, rhs: MatRef, mnk: [usize; 3]) {
-    matmul_on(dst, lhs, rhs, mnk, gemm::Parallelism::Rayon(0));
+/// `dst[m, n] = lhs[m, k] · rhs[k, n]` with the given parallelism.
+#[allow(unsafe_code)] // one raw-pointer GEMM call, `dst` borrowed for its whole extent
+fn matmul_on(dst: Mat, lhs: MatRef, rhs: MatRef, mnk: [usize; 3], parallelism: gemm::Parallelism) {
+    let (rs, cs) = (dst.row_stride, dst.col_stride);
+    // SAFETY: `dst.data` is a live, exclusively borrowed slice of its length.
+    unsafe {
+        gemm_raw(
+            dst.data.as_mut_ptr(),
+            dst.data.len(),
+            [rs, cs],
+            lhs,
+            rhs,
+            mnk,
+            parallelism,
+        )
+    }
 }
 
-/// `dst[m, n] = lhs[m, k] · rhs[k, n]` with the given parallelism.
-#[allow(unsafe_code)] // the one raw-pointer GEMM call below, bounds asserted first
-fn matmul_on(
-    dst: Mat,
+/// `lhs[m, k] · rhs[k, n]` as a new row-major `[m, n]` matrix, on all threads.
+///
+/// Why not `vec![0.0; m·n]` and [`matmul`]: `gemm` told not to read its output writes every
+/// value, so zeroing first only cost a pass (the GEMM outputs' `memset` was ~2% of a training
+/// step, on the thread the other one then waits for).
+#[allow(unsafe_code)] // the output is written by `gemm` before `set_len`
+fn matmul_new(lhs: MatRef, rhs: MatRef, [m, n, k]: [usize; 3]) -> Vec<f32> {
+    let len = m * n;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let dst = out.spare_capacity_mut()[..len].as_mut_ptr().cast::<f32>();
+    // SAFETY: `dst` points to `len` allocated values of `out`, which nothing else reaches.
+    unsafe {
+        gemm_raw(
+            dst,
+            len,
+            [n as isize, 1],
+            lhs,
+            rhs,
+            [m, n, k],
+            gemm::Parallelism::Rayon(0),
+        )
+    };
+    // SAFETY: `gemm_raw` wrote all `m·n` values of the row-major output.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// `dst[m, n] = lhs[m, k] · rhs[k, n]` into `dst_len` values at `dst` with strides
+/// `[row, column]`, writing every one of the `m·n` values and reading none.
+///
+/// # Safety
+/// `dst` must be valid for writes of `dst_len` values and alias neither input.
+#[allow(unsafe_code)] // the one raw-pointer GEMM call, bounds asserted first
+unsafe fn gemm_raw(
+    dst: *mut f32,
+    dst_len: usize,
+    [dst_rs, dst_cs]: [isize; 2],
     lhs: MatRef,
     rhs: MatRef,
     [m, n, k]: [usize; 3],
@@ -793,26 +854,24 @@ fn matmul_on(
             (rows - 1) * rs as usize + (cols - 1) * cs as usize + 1
         }
     };
-    assert!(dst.data.len() >= last(m, n, dst.row_stride, dst.col_stride));
+    assert!(dst_len >= last(m, n, dst_rs, dst_cs));
     assert!(lhs.data.len() >= last(m, k, lhs.row_stride, lhs.col_stride));
     assert!(rhs.data.len() >= last(k, n, rhs.row_stride, rhs.col_stride));
     if m == 0 || n == 0 {
         return;
     }
-    if k == 0 {
-        dst.data.fill(0.0);
-        return;
-    }
-    // SAFETY: the asserts above keep every index the strides reach inside the slices; `dst`
-    // is borrowed mutably, so it aliases neither input.
+    // SAFETY: the asserts above keep every index the strides reach inside the slices and
+    // `dst`'s `dst_len` values, which the caller vouches for. With `read_dst` false `gemm`
+    // sets its alpha to zero and stores every output value without reading it, including
+    // for `k == 0` (zeros).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.data.as_mut_ptr(),
-            dst.col_stride,
-            dst.row_stride,
+            dst,
+            dst_cs,
+            dst_rs,
             false,
             lhs.data.as_ptr(),
             lhs.col_stride,
