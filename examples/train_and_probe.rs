@@ -37,6 +37,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    cnnu::kernels::keep_freed_memory();
     match run(&Args::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

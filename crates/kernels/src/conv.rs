@@ -428,6 +428,7 @@ impl Conv2dPlan {
     /// writes its images straight into the NCHW output; the whole-batch `col` (29 MB for layer1
     /// at batch 256) and its trip through memory go. Deep layers with few pixels per image keep
     /// the one batch-wide GEMM, which is where the batch is needed to fill the matrix.
+    #[allow(unsafe_code)] // `set_len` once every value of the output is written
     pub fn infer(&self, x: &[f32], weight: &[f32]) -> Result<Vec<f32>, ConvError> {
         let p = self.out_pixels();
         let Some(per_chunk) = self.images_per_chunk() else {
@@ -436,8 +437,10 @@ impl Conv2dPlan {
         self.check("input", x.len(), self.input_len())?;
         let live_weight = self.live_weight(weight)?;
         let (o, k) = (self.shape.out_channels, self.k_live());
-        let mut out = vec![0.0f32; self.output_len()];
-        out.par_chunks_mut(per_chunk * o * p)
+        let len = self.output_len();
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        out.spare_capacity_mut()[..len]
+            .par_chunks_mut(per_chunk * o * p)
             .enumerate()
             .for_each(|(chunk, dst)| {
                 let first = chunk * per_chunk;
@@ -455,11 +458,15 @@ impl Conv2dPlan {
                     );
                     for (b, img) in dst.chunks_exact_mut(o * p).enumerate() {
                         for (ch, plane) in img.chunks_exact_mut(p).enumerate() {
-                            plane.copy_from_slice(&om[ch * cols + b * p..][..p]);
+                            plane.write_copy_of_slice(&om[ch * cols + b * p..][..p]);
                         }
                     }
                 });
             });
+        // SAFETY: the chunks cover all `len` values, each a whole number of images (`len` and
+        // the chunk size are multiples of `o·p`), and every plane of every image was written
+        // by `write_copy_of_slice`, which copies exactly its length or panics.
+        unsafe { out.set_len(len) };
         Ok(out)
     }
 

@@ -9,7 +9,8 @@
 //!   train-mode BatchNorm as three passes forward and two backward (PyTorch's arithmetic);
 //! - [`pool`]: 2-D max pooling as one pass per plane, with its backward;
 //! - [`optim`]: Adam and SGD with momentum as one in-place pass per parameter, burn-optim's
-//!   arithmetic and checkpoint format.
+//!   arithmetic and checkpoint format;
+//! - [`memory`]: the allocator setting that keeps freed buffers for the next step.
 //!
 //! The hot loops here (im2col, col2im, BatchNorm, the max pool, Adam) are compiled a second and
 //! third time for AVX-512 and for AVX2+FMA by `multiversion`, which picks one at run time: the
@@ -24,11 +25,13 @@ pub mod burn_conv;
 pub mod conv;
 mod glue;
 mod masked;
+pub mod memory;
 pub mod optim;
 pub mod pool;
 
 pub use batch_norm::{batch_norm_eval, batch_norm_train};
 pub use burn_conv::{conv2d, conv2d_module};
 pub use conv::{Conv2dPlan, Conv2dShape, ConvError};
+pub use memory::keep_freed_memory;
 pub use optim::{FusedAdam, FusedSgd, FusedSgdState, StateError, StepError};
 pub use pool::max_pool2d_module;

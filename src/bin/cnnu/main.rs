@@ -23,6 +23,7 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn main() -> std::process::ExitCode {
+    cnnu::kernels::keep_freed_memory();
     let cli = cli::Cli::parse();
     match commands::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
