@@ -20,8 +20,6 @@ use rayon::prelude::*;
 
 use multiversion::multiversion;
 
-use crate::masked::MaskedRun;
-
 /// Output pixels per chunk of images in [`Conv2dPlan::infer`] and in the input gradient:
 /// `col` or `dcol` for 576 rows (a 3x3 convolution of 64 channels) is then about 0.6 MB,
 /// inside one core's L2 (1 MB on Zen 4) with room for the GEMM's packed blocks.
@@ -104,10 +102,6 @@ struct FlatTap {
     from: usize,
     /// For each output pixel of the run, whether it reads the input.
     keep: Vec<bool>,
-    /// The tap over the whole plane as masked blocks, for im2col (output pixel `j` reads
-    /// input pixel `j + from − first`) and for col2im (the reverse).
-    im2col: MaskedRun,
-    col2im: MaskedRun,
 }
 
 /// The live taps as [`FlatTap`] runs when `shape` keeps the plane's size at stride 1.
@@ -120,26 +114,18 @@ fn flat_taps(
     if shape.stride != [1, 1] || output != shape.input {
         return None;
     }
-    let (w, plane) = (output[1], output[0] * output[1]);
+    let w = output[1];
     let taps = rows.iter().flat_map(|r| cols.iter().map(move |c| (*r, *c)));
     Some(
         taps.map(|(row, col)| {
             let first = row.lo * w + col.lo;
             let last = (row.hi - 1) * w + col.hi;
-            let from = row.first * w + col.first;
-            let keep: Vec<bool> = (first..last)
-                .map(|j| (col.lo..col.hi).contains(&(j % w)))
-                .collect();
-            let kept = &keep;
-            let live =
-                |start: usize| move |j: usize| j >= start && kept.get(j - start) == Some(&true);
-            let delta = from as isize - first as isize;
             FlatTap {
                 first,
-                from,
-                im2col: MaskedRun::new(plane, delta, live(first)),
-                col2im: MaskedRun::new(plane, -delta, live(from)),
-                keep,
+                from: row.first * w + col.first,
+                keep: (first..last)
+                    .map(|j| (col.lo..col.hi).contains(&(j % w)))
+                    .collect(),
             }
         })
         .collect(),
@@ -290,33 +276,6 @@ impl Conv2dPlan {
         im2col_row(self, x, row, images, dst)
     }
 
-    /// `col[K', I·P]` for the `I` images `images`, into `col`.
-    ///
-    /// Why image by image where the taps are flat: row by row, each row reads one plane of
-    /// every image, planes `C·P` apart, and the first tap of each channel waited on memory for
-    /// them (a third of im2col's time on one load). Image by image the reads are one
-    /// sequential stream the hardware prefetches, and the writes land in `col`, in L2.
-    fn im2col_images(&self, x: &[f32], images: Range<usize>, col: &mut [f32]) {
-        let cols = images.len() * self.out_pixels();
-        let flat = self.flat.as_ref().filter(|_| MaskedRun::available());
-        let Some(flat) = flat else {
-            for (row, line) in col.chunks_exact_mut(cols).enumerate() {
-                self.im2col_row(x, row, images.clone(), line);
-            }
-            return;
-        };
-        let (c, p) = (self.shape.in_channels, self.out_pixels());
-        for (b, n) in images.enumerate() {
-            for (ch, plane) in x[n * c * p..][..c * p].chunks_exact(p).enumerate() {
-                for (t, tap) in flat.iter().enumerate() {
-                    let row = ch * flat.len() + t;
-                    tap.im2col
-                        .gather(plane, &mut col[row * cols + b * p..][..p]);
-                }
-            }
-        }
-    }
-
     /// The live tap `t` (row-major over live rows × live columns).
     fn tap(&self, t: usize) -> (Tap, Tap) {
         (
@@ -448,7 +407,9 @@ impl Conv2dPlan {
                 let cols = images.len() * p;
                 // Every value of both buffers is written below before it is read.
                 with_scratch([k * cols, o * cols], |col, om| {
-                    self.im2col_images(x, images.clone(), col);
+                    for (row, line) in col.chunks_exact_mut(cols).enumerate() {
+                        self.im2col_row(x, row, images.clone(), line);
+                    }
                     matmul_on(
                         Mat::row_major(om, cols),
                         MatRef::row_major(&live_weight, k),
@@ -654,13 +615,6 @@ fn im2col_row(plan: &Conv2dPlan, x: &[f32], row: usize, images: Range<usize>, ds
     let (c, t) = (row / taps, row % taps);
     if let Some(flat) = &plan.flat {
         let tap = &flat[t];
-        if MaskedRun::available() {
-            for (img, n) in dst.chunks_exact_mut(p).zip(images) {
-                tap.im2col
-                    .gather(&x[(n * s.in_channels + c) * h * w..][..h * w], img);
-            }
-            return;
-        }
         let len = tap.keep.len();
         for (img, n) in dst.chunks_exact_mut(p).zip(images) {
             let plane = &x[(n * s.in_channels + c) * h * w..][..h * w];
@@ -707,10 +661,6 @@ fn col2im_plane(plan: &Conv2dPlan, dcol: &[f32], row_len: usize, plane: usize, d
         let src = &dcol[(c * taps + t) * m + n * p..][..p];
         if let Some(flat) = &plan.flat {
             let tap = &flat[t];
-            if MaskedRun::available() {
-                tap.col2im.accumulate(src, dst);
-                continue;
-            }
             let len = tap.keep.len();
             let run = dst[tap.from..tap.from + len].iter_mut();
             for ((d, &v), &keep) in run.zip(&src[tap.first..tap.first + len]).zip(&tap.keep) {

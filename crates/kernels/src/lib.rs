@@ -24,7 +24,6 @@ pub mod batch_norm;
 pub mod burn_conv;
 pub mod conv;
 mod glue;
-mod masked;
 pub mod memory;
 pub mod optim;
 pub mod pool;
