@@ -20,6 +20,11 @@ use rayon::prelude::*;
 
 use multiversion::multiversion;
 
+mod toeplitz;
+
+/// The smallest batch for which [`Lowering::Toeplitz`] is chosen (see [`Conv2dShape::plan`]).
+const TOEPLITZ_MIN_BATCH: usize = 128;
+
 /// Output pixels per chunk of images in [`Conv2dPlan::infer`] and in the input gradient:
 /// `col` or `dcol` for 576 rows (a 3x3 convolution of 64 channels) is then about 0.6 MB,
 /// inside one core's L2 (1 MB on Zen 4) with room for the GEMM's packed blocks.
@@ -74,11 +79,24 @@ pub struct Conv2dShape {
     pub padding: [usize; 2],
 }
 
+/// How a plan turns its convolution into matrix products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lowering {
+    /// The live taps gathered into `col[K', M]` (im2col), times the live weight: for maps
+    /// larger than the kernel's live window.
+    Im2col,
+    /// The input planes themselves times the convolution's whole matrix (see the `toeplitz`
+    /// module): for maps with no more pixels than the kernel has live taps (ResNet's 2x2 and
+    /// 1x1 maps on MNIST) at batches of 128 or more.
+    Toeplitz,
+}
+
 /// A checked [`Conv2dShape`] with the kernel taps that touch the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conv2dPlan {
     shape: Conv2dShape,
     output: [usize; 2],
+    lowering: Lowering,
     /// Kernel rows (resp. columns) that read the input for at least one output row (column).
     rows: Vec<Tap>,
     cols: Vec<Tap>,
@@ -197,9 +215,19 @@ impl Conv2dShape {
         };
         let (rows, cols) = (live(0), live(1));
         let flat = flat_taps(&self, output, &rows, &cols);
+        // As many products as im2col's or fewer (Q input pixels against its live taps per
+        // output pixel), and no im2col or layout permutation at all; but the matrix costs
+        // about as much to build as a batch of 64 saves (layer3.x.conv2 on MNIST: forward
+        // 4.4 ms against im2col's 2.6 ms at batch 64, 5.2 against 10.1 ms at batch 256).
+        let pays = self.batch >= TOEPLITZ_MIN_BATCH;
+        let lowering = match pays && self.input[0] * self.input[1] <= rows.len() * cols.len() {
+            true => Lowering::Toeplitz,
+            false => Lowering::Im2col,
+        };
         Ok(Conv2dPlan {
             shape: self,
             output,
+            lowering,
             rows,
             cols,
             flat,
@@ -216,6 +244,17 @@ impl Conv2dPlan {
     /// Output height and width.
     pub fn output(&self) -> [usize; 2] {
         self.output
+    }
+
+    /// How this plan computes the convolution.
+    pub fn lowering(&self) -> Lowering {
+        self.lowering
+    }
+
+    /// This plan computing by `lowering` instead, to compare the two on one shape.
+    #[cfg(test)]
+    fn lowered_by(self, lowering: Lowering) -> Self {
+        Self { lowering, ..self }
     }
 
     /// Output pixels per image, Ho·Wo.
@@ -356,8 +395,12 @@ impl Conv2dPlan {
     }
 
     /// The forward pass: `out[N, O, Ho, Wo]` from `x[N, C, H, W]` and `weight[O, C, kh, kw]`.
-    /// Also returns `col` and the live weight (unless it is `weight`), for the backward pass.
+    /// Also returns what the backward pass multiplies by: `col` (unless it is `x`) and the
+    /// live weight (unless it is `weight`).
     pub fn forward(&self, x: &[f32], weight: &[f32]) -> Result<ForwardOutput, ConvError> {
+        if self.lowering == Lowering::Toeplitz {
+            return toeplitz::forward(self, x, weight);
+        }
         let col = self.im2col(x)?;
         let live_weight = self.live_weight(weight)?;
         let (o, k, m) = (self.shape.out_channels, self.k_live(), self.m());
@@ -366,10 +409,11 @@ impl Conv2dPlan {
             MatRef::row_major(&live_weight, k),
             MatRef::row_major(&col, m),
             [o, m, k],
+            Order::RowMajor,
         );
         Ok(ForwardOutput {
             output: self.om_to_nchw(&out_om),
-            col,
+            col: Some(col),
             // All taps live: the backward reads the caller's weight, no copy of it is kept.
             live_weight: match live_weight {
                 Cow::Owned(live) => Some(live),
@@ -387,8 +431,11 @@ impl Conv2dPlan {
     /// writes its images straight into the NCHW output; the whole-batch `col` (29 MB for layer1
     /// at batch 256) and its trip through memory go. Deep layers with few pixels per image keep
     /// the one batch-wide GEMM, which is where the batch is needed to fill the matrix.
-    #[allow(unsafe_code)] // `set_len` once every value of the output is written
     pub fn infer(&self, x: &[f32], weight: &[f32]) -> Result<Vec<f32>, ConvError> {
+        if self.lowering == Lowering::Toeplitz {
+            // Nothing batch-wide to avoid: it multiplies the input itself.
+            return toeplitz::infer(self, x, weight);
+        }
         let p = self.out_pixels();
         let Some(per_chunk) = self.images_per_chunk() else {
             return Ok(self.forward(x, weight)?.output);
@@ -396,38 +443,29 @@ impl Conv2dPlan {
         self.check("input", x.len(), self.input_len())?;
         let live_weight = self.live_weight(weight)?;
         let (o, k) = (self.shape.out_channels, self.k_live());
-        let len = self.output_len();
-        let mut out: Vec<f32> = Vec::with_capacity(len);
-        out.spare_capacity_mut()[..len]
-            .par_chunks_mut(per_chunk * o * p)
-            .enumerate()
-            .for_each(|(chunk, dst)| {
-                let first = chunk * per_chunk;
-                let images = first..first + dst.len() / (o * p);
-                let cols = images.len() * p;
-                // Every value of both buffers is written below before it is read.
-                with_scratch([k * cols, o * cols], |col, om| {
-                    for (row, line) in col.chunks_exact_mut(cols).enumerate() {
-                        self.im2col_row(x, row, images.clone(), line);
+        let out = written_in_chunks(self.output_len(), per_chunk * o * p, |chunk, out| {
+            let first = chunk * per_chunk;
+            let images = first..first + out.len() / (o * p);
+            let cols = images.len() * p;
+            // Every value of both buffers is written below before it is read.
+            with_scratch([k * cols, o * cols], |col, om| {
+                for (row, line) in col.chunks_exact_mut(cols).enumerate() {
+                    self.im2col_row(x, row, images.clone(), line);
+                }
+                matmul_on(
+                    Mat::row_major(om, cols),
+                    MatRef::row_major(&live_weight, k),
+                    MatRef::row_major(col, cols),
+                    [o, cols, k],
+                    gemm::Parallelism::None,
+                );
+                for b in 0..images.len() {
+                    for ch in 0..o {
+                        out.extend(&om[ch * cols + b * p..][..p]);
                     }
-                    matmul_on(
-                        Mat::row_major(om, cols),
-                        MatRef::row_major(&live_weight, k),
-                        MatRef::row_major(col, cols),
-                        [o, cols, k],
-                        gemm::Parallelism::None,
-                    );
-                    for (b, img) in dst.chunks_exact_mut(o * p).enumerate() {
-                        for (ch, plane) in img.chunks_exact_mut(p).enumerate() {
-                            plane.write_copy_of_slice(&om[ch * cols + b * p..][..p]);
-                        }
-                    }
-                });
-            });
-        // SAFETY: the chunks cover all `len` values, each a whole number of images (`len` and
-        // the chunk size are multiples of `o·p`), and every plane of every image was written
-        // by `write_copy_of_slice`, which copies exactly its length or panics.
-        unsafe { out.set_len(len) };
+                }
+            })
+        });
         Ok(out)
     }
 
@@ -455,8 +493,9 @@ impl Conv2dPlan {
     }
 
     /// Both gradients of `(input, weight)` that `want` asks for, with the output gradient
-    /// permuted to GEMM order once. `live_weight` is [`ForwardOutput::live_weight`], or the
-    /// weight itself where that is `None`.
+    /// permuted to GEMM order once. `col` is [`ForwardOutput::col`], or the input itself where
+    /// that is `None`; `live_weight` is [`ForwardOutput::live_weight`], or the weight itself
+    /// where that is `None`.
     pub fn backward(
         &self,
         col: &[f32],
@@ -464,6 +503,9 @@ impl Conv2dPlan {
         grad_out: &[f32],
         want: [bool; 2],
     ) -> Result<Gradients, ConvError> {
+        if self.lowering == Lowering::Toeplitz {
+            return toeplitz::backward(self, col, live_weight, grad_out, want);
+        }
         let (o, k, m) = (self.shape.out_channels, self.k_live(), self.m());
         self.check("output gradient", grad_out.len(), o * m)?;
         if want[0] {
@@ -490,6 +532,7 @@ impl Conv2dPlan {
             MatRef::row_major(g, m),
             MatRef::col_major(col, m),
             [o, k, m],
+            Order::RowMajor,
         );
         self.scatter_weight(live)
     }
@@ -513,6 +556,7 @@ impl Conv2dPlan {
                 MatRef::col_major(live_weight, k),
                 MatRef::row_major(g, m),
                 [k, m, o],
+                Order::RowMajor,
             );
             dx.par_chunks_mut(h * w)
                 .enumerate()
@@ -548,35 +592,72 @@ impl Conv2dPlan {
 }
 
 /// The `parts` slices `part(0), part(1), …` of `len` values each, end to end, copied on all
-/// threads `per_task` parts at a time, into a vector that is never zeroed first.
-///
-/// Why: the layout permutations around each GEMM write every value; `vec![0.0; n]` zeroed
-/// them first on the calling thread while the other waited (with [`matmul_new`]'s outputs,
-/// memset went from 4.1% to 2.2% of a training step).
-#[allow(unsafe_code)] // `set_len` once every value is written
+/// threads `per_task` parts at a time.
 fn concatenated<'a>(
     parts: usize,
     len: usize,
     per_task: usize,
     part: impl Fn(usize) -> &'a [f32] + Sync,
 ) -> Vec<f32> {
-    let total = parts * len;
-    let mut out: Vec<f32> = Vec::with_capacity(total);
-    if total > 0 {
-        out.spare_capacity_mut()[..total]
-            .par_chunks_mut(per_task.max(1) * len)
-            .enumerate()
-            .for_each(|(task, dst)| {
-                for (i, dst) in dst.chunks_exact_mut(len).enumerate() {
-                    // Panics unless the part has `len` values: every value is written.
-                    dst.write_copy_of_slice(part(task * per_task.max(1) + i));
-                }
-            });
-    }
-    // SAFETY: the chunks cover `total` values (`total` is a multiple of `len`), and each was
-    // written by `write_copy_of_slice`, which copies exactly its length or panics.
-    unsafe { out.set_len(total) };
+    let per_task = per_task.max(1);
+    written_in_chunks(parts * len, per_task * len, |task, out| {
+        for i in 0..out.len() / len {
+            out.extend(part(task * per_task + i));
+        }
+    })
+}
+
+/// A vector of `len` values written on all threads, `chunk` values per task, by
+/// `fill(task, writer)`, which must write every value of its chunk in order; the vector is
+/// never zeroed first.
+///
+/// Why: the layout permutations around each GEMM and the convolution's matrices write every
+/// value; `vec![0.0; n]` zeroed them first on the calling thread while the other waited (with
+/// [`matmul_new`]'s outputs, memset went from 4.1% to 2.2% of a training step).
+#[allow(unsafe_code)] // `set_len` once every value is written
+fn written_in_chunks(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut ChunkWriter) + Sync,
+) -> Vec<f32> {
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(task, dst)| {
+            let mut writer = ChunkWriter { dst, written: 0 };
+            fill(task, &mut writer);
+            assert_eq!(writer.written, writer.dst.len(), "a chunk left unwritten");
+        });
+    // SAFETY: the chunks cover all `len` values, and each chunk's writer wrote its values
+    // from the first on, as many as the chunk has (asserted): every value is initialised.
+    unsafe { out.set_len(len) };
     out
+}
+
+/// Writes one chunk of [`written_in_chunks`] front to back.
+struct ChunkWriter<'a> {
+    dst: &'a mut [std::mem::MaybeUninit<f32>],
+    written: usize,
+}
+
+impl ChunkWriter<'_> {
+    /// The length of the whole chunk.
+    fn len(&self) -> usize {
+        self.dst.len()
+    }
+
+    /// Writes the next value; panics past the end of the chunk.
+    fn push(&mut self, value: f32) {
+        self.dst[self.written].write(value);
+        self.written += 1;
+    }
+
+    /// Writes the next `values.len()` values; panics past the end of the chunk.
+    fn extend(&mut self, values: &[f32]) {
+        self.dst[self.written..][..values.len()].write_copy_of_slice(values);
+        self.written += values.len();
+    }
 }
 
 thread_local! {
@@ -696,10 +777,11 @@ pub type Gradients = (Option<Vec<f32>>, Option<Vec<f32>>);
 pub struct ForwardOutput {
     /// The output `[N, O, Ho, Wo]`.
     pub output: Vec<f32>,
-    /// The batch matrix `[K', M]`, for the weight gradient.
-    pub col: Vec<f32>,
-    /// The live weight `[O, K']` for the input gradient, where some taps are dead; `None`
-    /// when every tap is live and the weight itself is the live weight.
+    /// The batch matrix `[K', M]` for the weight gradient; `None` when the plan multiplies
+    /// the input itself ([`Lowering::Toeplitz`]).
+    pub col: Option<Vec<f32>>,
+    /// What the input gradient multiplies by where it is not the weight itself (then `None`,
+    /// every tap live): the live weight `[O, K']`, or the convolution's whole matrix.
     pub live_weight: Option<Vec<f32>>,
 }
 
@@ -721,6 +803,7 @@ impl<'a> Mat<'a> {
 }
 
 /// A read-only matrix view.
+#[derive(Clone, Copy)]
 struct MatRef<'a> {
     data: &'a [f32],
     row_stride: isize,
@@ -764,15 +847,26 @@ fn matmul_on(dst: Mat, lhs: MatRef, rhs: MatRef, mnk: [usize; 3], parallelism: g
     }
 }
 
-/// `lhs[m, k] · rhs[k, n]` as a new row-major `[m, n]` matrix, on all threads.
+/// The memory order of a matrix.
+#[derive(Clone, Copy)]
+enum Order {
+    RowMajor,
+    ColMajor,
+}
+
+/// `lhs[m, k] · rhs[k, n]` as a new `[m, n]` matrix in `order`, on all threads.
 ///
 /// Why not `vec![0.0; m·n]` and [`matmul_on`]: `gemm` told not to read its output writes every
 /// value, so zeroing first only cost a pass, on the thread the other one then waits for (see
-/// [`concatenated`] for the figure). The test `gemm_writes_every_value_and_reads_none` holds
+/// [`written_in_chunks`] for the figure). The test `gemm_writes_every_value_and_reads_none` holds
 /// the `gemm` version pinned in Cargo.toml to that.
 #[allow(unsafe_code)] // the output is written by `gemm` before `set_len`
-fn matmul_new(lhs: MatRef, rhs: MatRef, [m, n, k]: [usize; 3]) -> Vec<f32> {
+fn matmul_new(lhs: MatRef, rhs: MatRef, [m, n, k]: [usize; 3], order: Order) -> Vec<f32> {
     let len = m * n;
+    let strides = match order {
+        Order::RowMajor => [n as isize, 1],
+        Order::ColMajor => [1, m as isize],
+    };
     let mut out: Vec<f32> = Vec::with_capacity(len);
     let dst = out.spare_capacity_mut()[..len].as_mut_ptr().cast::<f32>();
     // SAFETY: `dst` points to `len` allocated values of `out`, which nothing else reaches.
@@ -780,14 +874,14 @@ fn matmul_new(lhs: MatRef, rhs: MatRef, [m, n, k]: [usize; 3]) -> Vec<f32> {
         gemm_raw(
             dst,
             len,
-            [n as isize, 1],
+            strides,
             lhs,
             rhs,
             [m, n, k],
             gemm::Parallelism::Rayon(0),
         )
     };
-    // SAFETY: `gemm_raw` wrote all `m·n` values of the row-major output.
+    // SAFETY: `gemm_raw` wrote all `m·n` values of the output, which fill `len` densely.
     unsafe { out.set_len(len) };
     out
 }
@@ -853,7 +947,15 @@ unsafe fn gemm_raw(
 mod tests {
     use super::*;
 
-    fn plan(n: usize, c: usize, hw: usize, o: usize, k: usize, s: usize, p: usize) -> Conv2dPlan {
+    pub(super) fn plan(
+        n: usize,
+        c: usize,
+        hw: usize,
+        o: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+    ) -> Conv2dPlan {
         Conv2dShape {
             batch: n,
             in_channels: c,
@@ -945,10 +1047,12 @@ mod tests {
         ] {
             let plan = plan(n, c, hw, o, k, s, p);
             let (x, w) = inputs(&plan);
-            let got = plan.forward(&x, &w).unwrap().output;
             let want = naive(&plan, &x, &w);
-            for (g, w) in got.iter().zip(&want) {
-                assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{g} vs {w}");
+            for plan in [plan.clone(), plan.lowered_by(Lowering::Toeplitz)] {
+                let got = plan.forward(&x, &w).unwrap().output;
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{g} vs {w}");
+                }
             }
         }
     }
@@ -956,7 +1060,12 @@ mod tests {
     #[test]
     fn inference_in_chunks_matches_the_six_loop_definition() {
         // 9x9 maps give 81 pixels per image, 3 images per chunk: 10 chunks, the last short.
-        for (n, c, hw, o, k, s, p) in [(29, 3, 9, 4, 3, 1, 1), (40, 2, 17, 3, 7, 2, 3)] {
+        // A batch of 128 on 2x2 maps takes the Toeplitz lowering instead.
+        for (n, c, hw, o, k, s, p) in [
+            (29, 3, 9, 4, 3, 1, 1),
+            (40, 2, 17, 3, 7, 2, 3),
+            (128, 3, 2, 4, 3, 1, 1),
+        ] {
             let plan = plan(n, c, hw, o, k, s, p);
             let (x, w) = inputs(&plan);
             let got = plan.infer(&x, &w).unwrap();
@@ -1006,6 +1115,7 @@ mod tests {
                 MatRef::row_major(&lhs, k),
                 MatRef::row_major(&rhs, n),
                 [m, n, k],
+                Order::RowMajor,
             );
             for i in 0..m {
                 for j in 0..n {

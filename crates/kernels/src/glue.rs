@@ -192,21 +192,39 @@ mod flex {
         }
     }
 
-    /// What the backward pass needs: the plan, `col` and the live weight of the forward.
+    /// What the backward pass needs: the plan and what the two gradients multiply by.
     #[derive(Debug, Clone)]
     struct Saved {
         plan: Arc<Conv2dPlan>,
-        col: Arc<Vec<f32>>,
-        live_weight: LiveWeight,
+        /// `col`, or the input itself.
+        col: Kept,
+        /// The live weight (or the convolution's matrix), or the weight itself.
+        live_weight: Kept,
     }
 
-    /// The weight the input gradient multiplies by.
+    /// Values the backward reads: a tensor of the graph, shared rather than copied, or a
+    /// buffer of the forward's own.
     #[derive(Debug, Clone)]
-    enum LiveWeight {
-        /// The weight tensor itself (every tap live): shared, not copied.
-        Whole(FlexTensor),
-        /// The weight restricted to the live taps.
-        Live(Arc<Vec<f32>>),
+    enum Kept {
+        Tensor(FlexTensor),
+        Values(Arc<Vec<f32>>),
+    }
+
+    impl Kept {
+        /// `values` when the forward made them, else the tensor.
+        fn new(values: Option<Vec<f32>>, tensor: FlexTensor) -> Self {
+            match values {
+                Some(v) => Self::Values(Arc::new(v)),
+                None => Self::Tensor(tensor),
+            }
+        }
+
+        fn values(&self) -> Cow<'_, [f32]> {
+            match self {
+                Self::Tensor(t) => values(t),
+                Self::Values(v) => v.as_slice().into(),
+            }
+        }
     }
 
     #[derive(Debug)]
@@ -224,14 +242,10 @@ mod flex {
                 col,
                 live_weight,
             } = ops.state;
-            let live_weight = match &live_weight {
-                LiveWeight::Whole(w) => values(w),
-                LiveWeight::Live(w) => w.as_slice().into(),
-            };
             let s = *plan.shape();
             let want = [node_x.is_some(), node_w.is_some()];
             let (dx, dw) = plan
-                .backward(&col, &live_weight, &grad, want)
+                .backward(&col.values(), &live_weight.values(), &grad, want)
                 .expect("sizes from the forward");
             if let (Some(node), Some(dx)) = (node_x, dx) {
                 let dims = [s.batch, s.in_channels, s.input[0], s.input[1]];
@@ -261,11 +275,8 @@ mod flex {
             OpsKind::Tracked(prep) => prep.finish(
                 Saved {
                     plan: Arc::new(plan),
-                    col: Arc::new(out.col),
-                    live_weight: match out.live_weight {
-                        Some(live) => LiveWeight::Live(Arc::new(live)),
-                        None => LiveWeight::Whole(wp),
-                    },
+                    col: Kept::new(out.col, xp),
+                    live_weight: Kept::new(out.live_weight, wp),
                 },
                 from_values(out.output, dims),
             ),
