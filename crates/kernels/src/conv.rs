@@ -7,7 +7,8 @@
 //! is one matrix: `col[K', M]` with `M = N·Ho·Wo` output pixels and `K'` the (channel, tap)
 //! pairs, and `out[O, M] = W[O, K'] · col`. Kernel taps that read only zero padding for every
 //! output pixel (most of a 3x3 kernel on a 1x1 or 2x2 map) are left out of `K'`, so layer4 does
-//! a ninth of the work.
+//! a ninth of the work. Maps no larger than the kernel's live window take the other
+//! [`Lowering`] at large batches: the input times the convolution's whole matrix.
 //!
 //! Every loop that runs in parallel writes disjoint outputs, and `gemm` splits only the output
 //! matrix between threads, so results depend on the data alone, not on scheduling.
@@ -83,7 +84,7 @@ pub struct Conv2dShape {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lowering {
     /// The live taps gathered into `col[K', M]` (im2col), times the live weight: for maps
-    /// larger than the kernel's live window.
+    /// larger than the kernel's live window, and for every map at batches under 128.
     Im2col,
     /// The input planes themselves times the convolution's whole matrix (see the `toeplitz`
     /// module): for maps with no more pixels than the kernel has live taps (ResNet's 2x2 and
@@ -492,8 +493,8 @@ impl Conv2dPlan {
         concatenated(o * n, p, n, |i| &nchw[(b(i) * o + ch(i)) * p..][..p])
     }
 
-    /// Both gradients of `(input, weight)` that `want` asks for, with the output gradient
-    /// permuted to GEMM order once. `col` is [`ForwardOutput::col`], or the input itself where
+    /// Both gradients of `(input, weight)` that `want` asks for (for im2col, with the output
+    /// gradient permuted to GEMM order once). `col` is [`ForwardOutput::col`], or the input itself where
     /// that is `None`; `live_weight` is [`ForwardOutput::live_weight`], or the weight itself
     /// where that is `None`.
     pub fn backward(
@@ -781,7 +782,8 @@ pub struct ForwardOutput {
     /// the input itself ([`Lowering::Toeplitz`]).
     pub col: Option<Vec<f32>>,
     /// What the input gradient multiplies by where it is not the weight itself (then `None`,
-    /// every tap live): the live weight `[O, K']`, or the convolution's whole matrix.
+    /// every tap live): the live weight `[O, K']`, or the convolution's whole matrix
+    /// `[O·P, C·Q]` row-major ([`Lowering::Toeplitz`]).
     pub live_weight: Option<Vec<f32>>,
 }
 

@@ -1,6 +1,7 @@
 //! The batch-wide convolution against Burn's own `conv2d` (the independent reference): the
 //! forward, the weight gradient and the input gradient, through Burn's autodiff, for every
-//! convolution shape of ResNet-18 on 28x28 MNIST at batch 1 and 64, and for random shapes.
+//! convolution shape of ResNet-18 on 28x28 MNIST at batch 1 and 64 (and the small maps at 128),
+//! and for random shapes.
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -102,16 +103,30 @@ fn every_resnet18_mnist_convolution_at_batch_1_and_64() {
     }
 }
 
+/// From batch 128 the 2x2 and 1x1 maps take the other lowering (the convolution's whole matrix),
+/// whose backward keeps the input tensor instead of `col`.
+#[test]
+fn the_small_maps_at_batch_128_match_burn() {
+    for (i, shape) in RESNET18_MNIST.into_iter().enumerate() {
+        if shape.2 <= 2 && shape.3 == 3 {
+            check(128, shape, 100 + i as u64);
+        }
+    }
+}
+
 #[test]
 fn inference_without_autodiff_matches_burn() {
     let device = Device::flex();
     device.seed(7);
-    let x = Tensor::<4>::random([3, 5, 9, 9], Distribution::Normal(0.0, 1.0), &device);
-    let w = Tensor::<4>::random([6, 5, 3, 3], Distribution::Normal(0.0, 1.0), &device);
-    let fast = conv2d(x.clone(), w.clone(), [2, 2], [1, 1]);
-    let burn = burn_conv2d(x, w, None, ConvOptions::new([2, 2], [1, 1], [1, 1], 1));
-    assert!(!fast.device().is_autodiff());
-    assert_close("plain flex", &vec(fast), &vec(burn));
+    // A 9x9 map at stride 2, and a 2x2 map at batch 128 (the convolution's whole matrix).
+    for ([n, c, hw, o], s) in [([3, 5, 9, 6], 2), ([128, 6, 2, 5], 1)] {
+        let x = Tensor::<4>::random([n, c, hw, hw], Distribution::Normal(0.0, 1.0), &device);
+        let w = Tensor::<4>::random([o, c, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+        let fast = conv2d(x.clone(), w.clone(), [s, s], [1, 1]);
+        let burn = burn_conv2d(x, w, None, ConvOptions::new([s, s], [1, 1], [1, 1], 1));
+        assert!(!fast.device().is_autodiff());
+        assert_close(&format!("plain flex, batch {n}"), &vec(fast), &vec(burn));
+    }
 }
 
 #[test]

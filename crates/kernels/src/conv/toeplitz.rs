@@ -10,7 +10,7 @@
 //! columns per output pixel as im2col's `K'` (4 against 9 there), and the NCHW tensors are
 //! already this GEMM's operands in memory: `x` is `[C·Q, N]` column-major, the output
 //! `[O·P, N]` column-major. No im2col, no layout permutation, and the backward keeps the input
-//! and the weight instead of `col`.
+//! and `T` instead of `col` and the live weight.
 
 use super::{
     Conv2dPlan, ConvError, ForwardOutput, Gradients, MatRef, Order, matmul_new, written_in_chunks,
@@ -152,7 +152,12 @@ fn fold(plan: &Conv2dPlan, dt: &[f32]) -> Vec<f32> {
         let rows = &dt[o * np * cq..][..np * cq];
         for c in 0..channels {
             for pairs in &links {
-                out.push(pairs.iter().map(|&(p, q)| rows[p * cq + c * nq + q]).sum());
+                // From +0.0, as `scatter_weight` leaves the taps no pixel reads (an empty
+                // `sum` of floats is -0.0).
+                let sum = pairs
+                    .iter()
+                    .fold(0.0, |s, &(p, q)| s + rows[p * cq + c * nq + q]);
+                out.push(sum);
             }
         }
     })
@@ -299,7 +304,13 @@ mod tests {
     /// path the PyTorch fixtures check on larger maps.
     #[test]
     fn agrees_with_im2col_forward_and_backward() {
-        for (n, c, hw, o, s) in [(5, 3, 2, 4, 1), (3, 4, 2, 5, 2), (4, 6, 1, 3, 1)] {
+        // 20 input channels: two tasks of the column-major matrix, the second short.
+        for (n, c, hw, o, s) in [
+            (5, 3, 2, 4, 1),
+            (3, 4, 2, 5, 2),
+            (4, 6, 1, 3, 1),
+            (2, 20, 2, 3, 1),
+        ] {
             let im2col = plan(n, c, hw, o, 3, s);
             let toeplitz = im2col.clone().lowered_by(Lowering::Toeplitz);
             let x = values(toeplitz.input_len(), 1);
