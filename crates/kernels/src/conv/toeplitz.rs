@@ -60,7 +60,8 @@ impl Kernels {
     fn new(plan: &Conv2dPlan, weight: &[f32]) -> Self {
         let (channels, kernel) = (plan.shape.in_channels, plan.kernel_len());
         let taps = taps(plan);
-        let live: Vec<usize> = (0..kernel).filter(|t| taps.contains(t)).collect();
+        // The taps that link some pair are the plan's live ones.
+        let live = plan.live_offsets();
         let index = taps
             .iter()
             .map(|t| live.iter().position(|l| l == t).unwrap_or(live.len()))
