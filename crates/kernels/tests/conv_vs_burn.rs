@@ -1,7 +1,7 @@
 //! The batch-wide convolution against Burn's own `conv2d` (the independent reference): the
 //! forward, the weight gradient and the input gradient, through Burn's autodiff, for every
 //! convolution shape of ResNet-18 on 28x28 MNIST at batch 1 and 64 (and the small maps at 128),
-//! and for random shapes.
+//! two more, and random shapes.
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -11,7 +11,7 @@ use cnnu_kernels::conv2d;
 use proptest::prelude::*;
 
 /// Shapes as (in, out, spatial, kernel, stride, padding).
-const RESNET18_MNIST: [(usize, usize, usize, usize, usize, usize); 12] = [
+const RESNET18_MNIST: [(usize, usize, usize, usize, usize, usize); 13] = [
     (1, 64, 28, 7, 2, 3),   // conv1
     (64, 64, 7, 3, 1, 1),   // layer1.*
     (64, 128, 7, 3, 2, 1),  // layer2.0.conv1
@@ -24,6 +24,7 @@ const RESNET18_MNIST: [(usize, usize, usize, usize, usize, usize); 12] = [
     (256, 512, 2, 1, 2, 0), // layer4.0.downsample.0
     (512, 512, 1, 3, 1, 1), // layer4.*: only the centre tap live
     (16, 24, 14, 3, 1, 1),  // a 14x14 map
+    (64, 4, 1, 3, 1, 1),    // few outputs: the weight gradient column-major, with dead taps
 ];
 
 struct Result3 {
