@@ -56,7 +56,12 @@ fn learning_lines(run: &Path) -> Vec<serde_json::Value> {
         .map(|l| {
             let mut v: serde_json::Value =
                 serde_json::from_str(l).expect("every metrics line is whole");
-            for k in ["images_per_second", "train_seconds", "eval_seconds"] {
+            for k in [
+                "images_per_second",
+                "train_seconds",
+                "eval_seconds",
+                "test_images_per_second",
+            ] {
                 v.as_object_mut().unwrap().remove(k);
             }
             v

@@ -119,14 +119,25 @@ fn the_small_maps_at_batch_128_match_burn() {
 fn inference_without_autodiff_matches_burn() {
     let device = Device::flex();
     device.seed(7);
-    // A 9x9 map at stride 2, and a 2x2 map at batch 128 (the convolution's whole matrix).
-    for ([n, c, hw, o], s) in [([3, 5, 9, 6], 2), ([128, 6, 2, 5], 1)] {
-        let x = Tensor::<4>::random([n, c, hw, hw], Distribution::Normal(0.0, 1.0), &device);
-        let w = Tensor::<4>::random([o, c, 3, 3], Distribution::Normal(0.0, 1.0), &device);
-        let fast = conv2d(x.clone(), w.clone(), [s, s], [1, 1]);
-        let burn = burn_conv2d(x, w, None, ConvOptions::new([s, s], [1, 1], [1, 1], 1));
+    // A 9x9 map at stride 2; a 2x2 map at batch 128 (the convolution's whole matrix); and
+    // stride 1 on odd, even, oblong and 1x3 maps, at batches that leave a last chunk short.
+    let cases = [
+        ([3, 5, 9, 9, 6], 2),
+        ([128, 6, 2, 2, 5], 1),
+        ([3, 5, 7, 7, 6], 1),
+        ([37, 8, 4, 4, 3], 1),
+        ([2, 3, 5, 8, 4], 1),
+        ([5, 4, 14, 14, 7], 1),
+        ([1, 2, 1, 3, 2], 1),
+    ];
+    for ([n, c, h, w, o], s) in cases {
+        let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let wt = Tensor::<4>::random([o, c, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+        let fast = conv2d(x.clone(), wt.clone(), [s, s], [1, 1]);
+        let burn = burn_conv2d(x, wt, None, ConvOptions::new([s, s], [1, 1], [1, 1], 1));
         assert!(!fast.device().is_autodiff());
-        assert_close(&format!("plain flex, batch {n}"), &vec(fast), &vec(burn));
+        let what = format!("plain flex, [{n}, {c}, {h}, {w}] to {o} channels, stride {s}");
+        assert_close(&what, &vec(fast), &vec(burn));
     }
 }
 

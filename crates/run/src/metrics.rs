@@ -26,6 +26,10 @@ pub struct EpochMetrics {
     pub train_seconds: f64,
     /// Seconds spent on the test set and the snapshot.
     pub eval_seconds: f64,
+    /// Throughput of the test pass alone, the model's inference speed (absent in runs written
+    /// before it was recorded).
+    #[serde(default)]
+    pub test_images_per_second: Option<f64>,
 }
 
 /// Problems reading or writing `metrics.jsonl`.
@@ -103,6 +107,7 @@ mod tests {
             images_per_second: Some(140.0),
             train_seconds: 430.5,
             eval_seconds: 20.0,
+            test_images_per_second: Some(2500.0),
         };
         write_metrics(
             &p,
@@ -117,6 +122,12 @@ mod tests {
         .unwrap();
         let back = read_metrics(&p).unwrap();
         assert_eq!((back.len(), &back[0]), (2, &m));
+        // A line from before `test_images_per_second` existed still reads.
+        let old = "{\"epoch\":0,\"train_loss\":null,\"train_accuracy\":null,\"test_loss\":2.5,\
+                   \"test_accuracy\":0.1,\"images_per_second\":null,\"train_seconds\":0.0,\
+                   \"eval_seconds\":4.5}\n";
+        fs::write(&p, old).unwrap();
+        assert_eq!(read_metrics(&p).unwrap()[0].test_images_per_second, None);
         fs::write(&p, "{\"epoch\":0}\n").unwrap();
         let e = read_metrics(&p).unwrap_err();
         assert!(matches!(e, MetricsError::Corrupt { line: 1, .. }), "{e}");
@@ -146,6 +157,7 @@ mod tests {
                 images_per_second: None,
                 train_seconds: 0.0,
                 eval_seconds: 7.207384666,
+                test_images_per_second: None,
             })
             .collect();
         write_metrics(&p, &m).unwrap();

@@ -781,6 +781,7 @@ impl Session<'_> {
         let eval_model = model.valid();
         let (test_loss, test_accuracy) =
             evaluate(&eval_model, self.data, c.eval_batch_size, &self.device);
+        let test_seconds = started.elapsed().as_secs_f64();
         let mut metadata = self.metadata.clone();
         metadata.insert(sample::KEY_EPOCH.into(), epoch.to_string());
         metadata.insert(
@@ -812,6 +813,7 @@ impl Session<'_> {
             images_per_second: part.images_per_second,
             train_seconds: part.seconds,
             eval_seconds: started.elapsed().as_secs_f64(),
+            test_images_per_second: Some(self.data.test_count as f64 / test_seconds.max(1e-9)),
         })
     }
 }

@@ -56,13 +56,17 @@ impl TrainProgress for Console {
     }
 
     fn sampled(&mut self, m: &EpochMetrics) {
+        let test_speed = m
+            .test_images_per_second
+            .map(|ips| format!(" ({ips:.0} img/s)"))
+            .unwrap_or_default();
         match (m.train_loss, m.train_accuracy, m.images_per_second) {
             (Some(loss), Some(acc), Some(ips)) => eprintln!(
-                "epoch {:>3}: train loss {loss:.4} acc {acc:.4} ({ips:.0} img/s, {:.1} s) | test loss {:.4} acc {:.4}",
+                "epoch {:>3}: train loss {loss:.4} acc {acc:.4} ({ips:.0} img/s, {:.1} s) | test loss {:.4} acc {:.4}{test_speed}",
                 m.epoch, m.train_seconds, m.test_loss, m.test_accuracy
             ),
             _ => eprintln!(
-                "epoch {:>3}: before training | test loss {:.4} acc {:.4}",
+                "epoch {:>3}: before training | test loss {:.4} acc {:.4}{test_speed}",
                 m.epoch, m.test_loss, m.test_accuracy
             ),
         }
