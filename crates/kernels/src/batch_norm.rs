@@ -1,4 +1,6 @@
-//! Eval-mode BatchNorm (running statistics) as one parallel pass over the input.
+//! Eval-mode BatchNorm (running statistics) as one parallel pass over the input, or as the
+//! tail of the convolution before it ([`EvalTail`]: BatchNorm, residual add, ReLU on each
+//! output plane while it is in cache); and train-mode BatchNorm's forward and backward.
 //!
 //! Why by hand: Burn's `batch_norm` is four broadcast tensor operations (subtract the mean,
 //! divide by the standard deviation, multiply by gamma, add beta), four passes over every
@@ -20,14 +22,95 @@ pub fn batch_norm_eval_in_place(
     [gamma, beta, mean, var]: [&[f32]; 4],
     eps: f32,
 ) {
-    let std: Vec<f32> = var.iter().map(|v| (v + eps).sqrt()).collect();
-    x.par_chunks_mut(pixels.max(1))
-        .enumerate()
-        .for_each(|(plane, values)| {
-            let c = plane % channels;
-            let (m, s, g, b) = (mean[c], std[c], gamma[c], beta[c]);
-            normalize_plane(values, [m, s, g, b])
-        });
+    let norm = eval_constants([gamma, beta, mean, var], eps);
+    debug_assert_eq!(norm.len(), channels);
+    EvalTail::norm(&norm).apply(x, pixels);
+}
+
+/// Eval BatchNorm's per-channel `[mean, σ, gamma, beta]`, `σ = sqrt(var + eps)` in f32 as Burn
+/// computes it.
+pub fn eval_constants([gamma, beta, mean, var]: [&[f32]; 4], eps: f32) -> Vec<[f32; 4]> {
+    (0..mean.len())
+        .map(|c| [mean[c], (var[c] + eps).sqrt(), gamma[c], beta[c]])
+        .collect()
+}
+
+/// What follows a convolution in a ResNet at eval time: BatchNorm with running statistics,
+/// then optionally a residual added and a ReLU, each with Burn's f32 arithmetic, so the result
+/// is bit for bit that of the separate layers.
+///
+/// Why one type: applied to a plane while the convolution's output is still in cache, the
+/// three layers cost one pass instead of three passes and three allocations over memory.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalTail<'a> {
+    /// Per output channel `[mean, σ, gamma, beta]` (see [`eval_constants`]).
+    pub norm: &'a [[f32; 4]],
+    /// A residual to add after the norm, laid out as the output `[N, C, H·W]`.
+    pub residual: Option<&'a [f32]>,
+    /// Whether a ReLU comes last.
+    pub relu: bool,
+}
+
+impl<'a> EvalTail<'a> {
+    /// BatchNorm alone.
+    pub fn norm(norm: &'a [[f32; 4]]) -> Self {
+        Self {
+            norm,
+            residual: None,
+            relu: false,
+        }
+    }
+
+    /// Applies the tail in place to `values`, plane `plane` (`image · C + channel`) of the
+    /// output.
+    pub fn apply_plane(&self, values: &mut [f32], plane: usize) {
+        let r = self
+            .residual
+            .map(|r| &r[plane * values.len()..][..values.len()]);
+        finish_plane(values, self.norm[plane % self.norm.len()], r, self.relu)
+    }
+
+    /// Applies the tail to the whole output `[N, C, pixels]` in place, one task per plane.
+    pub fn apply(&self, out: &mut [f32], pixels: usize) {
+        out.par_chunks_mut(pixels.max(1))
+            .enumerate()
+            .for_each(|(plane, values)| self.apply_plane(values, plane));
+    }
+}
+
+/// `v = relu?((v − mean) / σ · gamma + beta + r?)` over one plane.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn finish_plane(values: &mut [f32], [m, s, g, b]: [f32; 4], residual: Option<&[f32]>, relu: bool) {
+    // Burn's (and PyTorch's) ReLU: NaN passes, everything not above zero becomes +0.
+    let rectify = |v: f32| if v.is_nan() || v > 0.0 { v } else { 0.0 };
+    match (residual, relu) {
+        (None, false) => values.iter_mut().for_each(|v| *v = (*v - m) / s * g + b),
+        (None, true) => values
+            .iter_mut()
+            .for_each(|v| *v = rectify((*v - m) / s * g + b)),
+        (Some(r), false) => {
+            for (v, &r) in values.iter_mut().zip(r) {
+                *v = (*v - m) / s * g + b + r;
+            }
+        }
+        (Some(r), true) => {
+            for (v, &r) in values.iter_mut().zip(r) {
+                *v = rectify((*v - m) / s * g + b + r);
+            }
+        }
+    }
+}
+
+/// [`eval_constants`] of the statistics as tensors.
+#[cfg(feature = "flex")]
+pub(crate) fn eval_norm(stats: [Tensor<1>; 4], eps: f64) -> Vec<[f32; 4]> {
+    let [gamma, beta, mean, var] = stats.map(|t| {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default()
+    });
+    eval_constants([&gamma, &beta, &mean, &var], eps as f32)
 }
 
 /// Eval-mode BatchNorm of `x [N, C, H, W]` with the given statistics.
@@ -44,22 +127,11 @@ pub fn batch_norm_eval(
         use crate::glue::{FlexMut, is_flex_f32};
         let stats = [&gamma, &beta, &mean, &var];
         if is_flex_f32(&x, false) && stats.iter().all(|t| is_flex_f32(t, false)) {
-            let dims @ [_, channels, h, w] = x.dims();
-            let [gamma, beta, mean, var] = [gamma, beta, mean, var].map(|t| {
-                t.into_data()
-                    .convert::<f32>()
-                    .try_into_vec::<f32>()
-                    .expect("f32 statistics")
-            });
+            let dims @ [_, _, h, w] = x.dims();
+            let norm = eval_norm([gamma, beta, mean, var], eps);
             // Written in place when the input is a dense tensor nobody else holds.
             let mut x = FlexMut::take(x);
-            batch_norm_eval_in_place(
-                x.values_mut(),
-                channels,
-                h * w,
-                [&gamma, &beta, &mean, &var],
-                eps as f32,
-            );
+            EvalTail::norm(&norm).apply(x.values_mut(), h * w);
             return x.into_tensor(dims);
         }
     }
@@ -130,14 +202,6 @@ fn sum_pairs(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> f64 {
         }
     }
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
-}
-
-/// `v = (v − mean) / σ · gamma + beta` over one plane, `[mean, σ, gamma, beta]`.
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn normalize_plane(values: &mut [f32], [m, s, g, b]: [f32; 4]) {
-    for v in values {
-        *v = (*v - m) / s * g + b;
-    }
 }
 
 /// `Σ v` over one plane, in f64.

@@ -21,6 +21,8 @@ use rayon::prelude::*;
 
 use multiversion::multiversion;
 
+use crate::batch_norm::EvalTail;
+
 mod toeplitz;
 
 /// The smallest batch for which [`Lowering::Toeplitz`] is chosen (see [`Conv2dShape::plan`]).
@@ -441,13 +443,36 @@ impl Conv2dPlan {
     /// at batch 256) and its trip through memory go. Deep layers with few pixels per image keep
     /// the one batch-wide GEMM, which is where the batch is needed to fill the matrix.
     pub fn infer(&self, x: &[f32], weight: &[f32]) -> Result<Vec<f32>, ConvError> {
-        if self.lowering == Lowering::Toeplitz {
-            // Nothing batch-wide to avoid: it multiplies the input itself.
-            return toeplitz::infer(self, x, weight);
+        self.infer_then(x, weight, None)
+    }
+
+    /// [`infer`](Self::infer) followed by `tail` (eval BatchNorm, residual, ReLU), applied to
+    /// each chunk's planes while they are in cache where the output is written in chunks, else
+    /// in one pass over the output.
+    pub fn infer_then(
+        &self,
+        x: &[f32],
+        weight: &[f32],
+        tail: Option<&EvalTail>,
+    ) -> Result<Vec<f32>, ConvError> {
+        if let Some(tail) = tail {
+            self.check("BatchNorm", tail.norm.len(), self.shape.out_channels)?;
+            if let Some(r) = tail.residual {
+                self.check("residual", r.len(), self.output_len())?;
+            }
         }
         let p = self.out_pixels();
-        let Some(per_chunk) = self.images_per_chunk() else {
-            return Ok(self.forward(x, weight)?.output);
+        let chunks = self.images_per_chunk();
+        let (Some(per_chunk), Lowering::Im2col) = (chunks, self.lowering) else {
+            let mut out = match self.lowering {
+                // Nothing batch-wide to avoid: it multiplies the input itself.
+                Lowering::Toeplitz => toeplitz::infer(self, x, weight)?,
+                Lowering::Im2col => self.forward(x, weight)?.output,
+            };
+            if let Some(tail) = tail {
+                tail.apply(&mut out, p);
+            }
+            return Ok(out);
         };
         self.check("input", x.len(), self.input_len())?;
         let live_weight = self.live_weight(weight)?;
@@ -470,7 +495,11 @@ impl Conv2dPlan {
                 );
                 for b in 0..images.len() {
                     for ch in 0..o {
-                        out.extend(&om[ch * cols + b * p..][..p]);
+                        let plane = &mut om[ch * cols + b * p..][..p];
+                        if let Some(tail) = tail {
+                            tail.apply_plane(plane, (first + b) * o + ch);
+                        }
+                        out.extend(plane);
                     }
                 }
             })

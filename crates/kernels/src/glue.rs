@@ -73,7 +73,9 @@ mod flex {
     use burn::prelude::*;
     use burn::tensor::{DType, Shape};
 
-    use crate::batch_norm::{BatchNormShape, batch_norm_train_backward, batch_norm_train_forward};
+    use crate::batch_norm::{
+        BatchNormShape, EvalTail, batch_norm_train_backward, batch_norm_train_forward,
+    };
     use crate::conv::Conv2dPlan;
     use crate::pool::{MaxPoolShape, max_pool2d_backward, max_pool2d_forward, max_pool2d_values};
 
@@ -190,6 +192,30 @@ mod flex {
                 .expect("plan matches the tensors");
             Tensor::from_primitive::<Flex>(from_values(out, out_dims(&plan)))
         }
+    }
+
+    /// `plan`'s convolution of the plain flex tensors `x` and `weight` followed by eval
+    /// BatchNorm `norm`, the residual and the ReLU ([`EvalTail`]).
+    pub(crate) fn conv2d_then(
+        plan: Conv2dPlan,
+        x: Tensor<4>,
+        weight: Tensor<4>,
+        norm: &[[f32; 4]],
+        residual: Option<Tensor<4>>,
+        relu: bool,
+    ) -> Tensor<4> {
+        let [x, weight] = [x, weight].map(FlexRead::new);
+        let residual = residual.map(FlexRead::new);
+        let residual = residual.as_ref().map(|r| r.values());
+        let tail = EvalTail {
+            norm,
+            residual: residual.as_deref(),
+            relu,
+        };
+        let out = plan
+            .infer_then(&x.values(), &weight.values(), Some(&tail))
+            .expect("plan matches the tensors");
+        Tensor::from_primitive::<Flex>(from_values(out, out_dims(&plan)))
     }
 
     /// What the backward pass needs: the plan and what the two gradients multiply by.

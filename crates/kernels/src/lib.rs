@@ -4,8 +4,10 @@
 //! - [`conv`]: 2-D convolution as one GEMM over the whole batch, live kernel taps only, with
 //!   batch-wide weight and input gradients (pure slices, no Burn types);
 //! - [`burn_conv`]: that convolution as a Burn operation, with its backward registered in
-//!   Burn's autodiff graph on flex;
-//! - [`batch_norm`]: eval-mode BatchNorm as one pass, Burn's arithmetic bit for bit, and
+//!   Burn's autodiff graph on flex, and at eval time fused with the BatchNorm, residual and
+//!   ReLU after it;
+//! - [`batch_norm`]: eval-mode BatchNorm as one pass (or as the tail of a convolution),
+//!   Burn's arithmetic bit for bit, and
 //!   train-mode BatchNorm as three passes forward and two backward (PyTorch's arithmetic);
 //! - [`pool`]: 2-D max pooling as one pass per plane, with its backward;
 //! - [`optim`]: Adam and SGD with momentum as one in-place pass per parameter, burn-optim's
@@ -28,8 +30,8 @@ pub mod memory;
 pub mod optim;
 pub mod pool;
 
-pub use batch_norm::{batch_norm_eval, batch_norm_train};
-pub use burn_conv::{conv2d, conv2d_module};
+pub use batch_norm::{EvalTail, batch_norm_eval, batch_norm_train};
+pub use burn_conv::{conv2d, conv2d_bn_eval, conv2d_module};
 pub use conv::{Conv2dPlan, Conv2dShape, ConvError};
 pub use memory::keep_freed_memory;
 pub use optim::{FusedAdam, FusedSgd, FusedSgdState, StateError, StepError};

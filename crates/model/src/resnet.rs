@@ -9,7 +9,8 @@ use burn::nn::{
 };
 use burn::prelude::*;
 
-use cnnu_kernels::{conv2d_module, max_pool2d_module};
+use burn::tensor::activation;
+use cnnu_kernels::{conv2d_bn_eval, conv2d_module, max_pool2d_module};
 
 use crate::taps::{Catalogue, STAGE_CHANNELS, TapSet};
 
@@ -263,22 +264,78 @@ impl BasicBlock {
     }
 
     fn forward(&self, x: Tensor<4>, rec: &mut Recorder) -> Tensor<4> {
-        let out = rec.spatial("conv1", conv2d_module(&self.conv1, x.clone()));
-        let out = rec.spatial("bn1", batch_norm_forward(&self.bn1, out));
-        let out = rec.spatial("relu", self.relu.forward(out));
-        let out = rec.spatial("conv2", conv2d_module(&self.conv2, out));
-        let out = rec.spatial("bn2", batch_norm_forward(&self.bn2, out));
-        let identity = match &self.downsample {
+        let out = conv_bn(
+            rec,
+            ["conv1", "bn1"],
+            (&self.conv1, &self.bn1),
+            x.clone(),
+            true,
+        );
+        // The tap points ahead: conv2, bn2, the shortcut's three, add, relu_1.
+        let add = if self.downsample.is_some() { 5 } else { 2 };
+        let fused = uses_running_stats(&self.bn2, &out)
+            && ![0, 1, add].map(|i| rec.selects(i)).contains(&true);
+        let out = if fused {
+            // bn2, the residual add and relu_1 as the tail of conv2, the shortcut first.
+            rec.skip("conv2");
+            rec.skip("bn2");
+            let identity = self.shortcut(x, rec);
+            rec.skip("add");
+            let out = conv2d_bn_eval(&self.conv2, &self.bn2, out, Some(identity), true);
+            rec.spatial("relu_1", out)
+        } else {
+            let out = conv_bn(rec, ["conv2", "bn2"], (&self.conv2, &self.bn2), out, false);
+            let identity = self.shortcut(x, rec);
+            let out = rec.spatial("add", out + identity);
+            rec.spatial("relu_1", self.relu.forward(out))
+        };
+        rec.spatial("", out)
+    }
+
+    /// The residual: the input, or its 1x1 convolution and BatchNorm when the shape changes.
+    fn shortcut(&self, x: Tensor<4>, rec: &mut Recorder) -> Tensor<4> {
+        match &self.downsample {
             Some((conv, bn)) => {
-                let d = rec.spatial("downsample.0", conv2d_module(conv, x));
-                let d = rec.spatial("downsample.1", batch_norm_forward(bn, d));
+                let d = conv_bn(rec, ["downsample.0", "downsample.1"], (conv, bn), x, false);
                 rec.spatial("downsample", d)
             }
             None => x,
-        };
-        let out = rec.spatial("add", out + identity);
-        let out = rec.spatial("relu_1", self.relu.forward(out));
-        rec.spatial("", out)
+        }
+    }
+}
+
+/// Whether `bn` normalises `x` with its running statistics (eval mode), as
+/// [`batch_norm_forward`] decides.
+fn uses_running_stats(bn: &BatchNorm, x: &Tensor<4>) -> bool {
+    !(x.device().is_autodiff() && bn.training.is_enabled())
+}
+
+/// A convolution, its BatchNorm and (with `relu`) the ReLU named `relu`, at the tap points
+/// `names`. At eval time with neither the convolution's nor the norm's own output selected, one
+/// fused kernel ([`conv2d_bn_eval`]), bit for bit the same values; otherwise layer by layer.
+fn conv_bn(
+    rec: &mut Recorder,
+    names: [&str; 2],
+    (conv, bn): (&Conv2d, &BatchNorm),
+    x: Tensor<4>,
+    relu: bool,
+) -> Tensor<4> {
+    let out = if uses_running_stats(bn, &x) && !(rec.selects(0) || rec.selects(1)) {
+        for name in names {
+            rec.skip(name);
+        }
+        conv2d_bn_eval(conv, bn, x, None, relu)
+    } else {
+        let out = rec.spatial(names[0], conv2d_module(conv, x));
+        let out = rec.spatial(names[1], batch_norm_forward(bn, out));
+        match relu {
+            true => activation::relu(out),
+            false => out,
+        }
+    };
+    match relu {
+        true => rec.spatial("relu", out),
+        false => out,
     }
 }
 
@@ -356,9 +413,13 @@ impl ResNet {
         mut rec: Recorder<'a>,
     ) -> (Tensor<2>, Recorder<'a>) {
         let x = rec.spatial("x", x);
-        let x = rec.spatial("conv1", conv2d_module(&self.conv1, x));
-        let x = rec.spatial("bn1", batch_norm_forward(&self.bn1, x));
-        let x = rec.spatial("relu", self.relu.forward(x));
+        let x = conv_bn(
+            &mut rec,
+            ["conv1", "bn1"],
+            (&self.conv1, &self.bn1),
+            x,
+            true,
+        );
         let mut x = rec.spatial("maxpool", max_pool2d_module(&self.maxpool, x));
         for stage in [&self.layer1, &self.layer2, &self.layer3, &self.layer4] {
             for block in stage {
@@ -476,6 +537,17 @@ impl<'a> Recorder<'a> {
             ));
         }
         self.set.contains_index(index).then(|| name.to_string())
+    }
+
+    /// Whether the tap point `ahead` visits from now is selected.
+    fn selects(&self, ahead: usize) -> bool {
+        self.set.contains_index(self.next + ahead)
+    }
+
+    /// Passes the tap point `local`, which the caller checked is not selected.
+    fn skip(&mut self, local: &str) {
+        let recorded = self.visit(local);
+        debug_assert!(recorded.is_none(), "skipped a selected tap `{local}`");
     }
 
     fn spatial(&mut self, local: &str, t: Tensor<4>) -> Tensor<4> {

@@ -71,6 +71,32 @@ fn empty_selection_records_nothing_and_gives_the_same_logits_bitwise() {
 }
 
 #[test]
+fn any_selection_gives_the_values_of_the_layer_by_layer_pass_bit_for_bit() {
+    // Unselected convolutions run fused with what follows them; selected ones layer by layer.
+    let m = model().valid();
+    let x = input(6, 28, 28, &device());
+    let (all_logits, all) = m.forward_taps(x.clone(), &m.catalogue().all());
+    let all_logits = all_logits.into_data();
+    for selection in [
+        "layer1.0.relu,layer2.0.downsample,layer3.1.add",
+        "layer2.0.downsample.*,layer4.1.bn2",
+        "conv1,layer1.1.conv2,layer4",
+        "maxpool,layer3.0.relu_1",
+    ] {
+        let sel = m.catalogue().parse(selection).unwrap();
+        let (logits, taps) = m.forward_taps(x.clone(), &sel);
+        assert_eq!(logits.into_data().as_bytes(), all_logits.as_bytes());
+        for (name, t) in taps.0.iter() {
+            assert_eq!(
+                values(t),
+                values(all.get(name).unwrap()),
+                "{name} in {selection}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_selection_returns_exactly_its_taps_in_forward_order() {
     let m = model().valid();
     let sel = m

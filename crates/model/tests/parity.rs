@@ -21,7 +21,11 @@ fn check_parity(p: Parity) {
         .load_torchvision(&p.weights.path)
         .unwrap()
         .valid();
-    let (logits, taps) = model.forward_taps(x, &model.catalogue().all());
+    let (logits, taps) = model.forward_taps(x.clone(), &model.catalogue().all());
+    // With no tap selected every convolution runs fused with its BatchNorm, residual and ReLU:
+    // the same logits bit for bit as the layer-by-layer pass checked below.
+    let fused = model.forward(x).into_data();
+    assert_eq!(fused.as_bytes(), logits.clone().into_data().as_bytes());
     let expected = read_f32s(&p.expected);
     assert!(
         expected.len() >= 20,

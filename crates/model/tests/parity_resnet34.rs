@@ -46,7 +46,10 @@ fn check(p: Parity) {
     let inputs = read_all(&p.input);
     let (shape, values) = &inputs["input"];
     let x = Tensor::<4>::from_data(TensorData::new(values.clone(), shape.clone()), &device());
-    let (logits, taps) = model.forward_taps(x, &catalogue.all());
+    let (logits, taps) = model.forward_taps(x.clone(), &catalogue.all());
+    // The fused eval path (no tap selected) gives the layer-by-layer logits bit for bit.
+    let fused = model.forward(x).into_data();
+    assert_eq!(fused.as_bytes(), logits.clone().into_data().as_bytes());
     assert_eq!(taps.len(), 149, "--taps all records every tap");
 
     let expected = read_all(&p.expected);
