@@ -24,7 +24,7 @@ pub struct EpochMetrics {
     pub images_per_second: Option<f64>,
     /// Seconds spent on the epoch's training steps.
     pub train_seconds: f64,
-    /// Seconds spent on the test set and the snapshot.
+    /// Seconds spent on the test set, the snapshot and the checkpoint.
     pub eval_seconds: f64,
     /// Throughput of the test pass alone, the model's inference speed (absent in runs written
     /// before it was recorded).
