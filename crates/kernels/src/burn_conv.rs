@@ -39,15 +39,7 @@ pub fn conv2d_bn_eval(
     let [gamma, beta] = [&bn.gamma, &bn.beta].map(|p| p.val());
     let [mean, var] = [&bn.running_mean, &bn.running_var].map(|s| s.value());
     #[cfg(feature = "flex")]
-    if let Some(plan) = fast_padding(conv).and_then(|padding| {
-        let stats = [&gamma, &beta, &mean, &var];
-        let flex = stats.iter().all(|t| crate::glue::is_flex_f32(t, false))
-            && residual
-                .as_ref()
-                .is_none_or(|r| crate::glue::is_flex_f32(r, false));
-        flex.then(|| flex_plan(&x, &conv.weight.val(), conv.stride, padding, false))
-            .flatten()
-    }) {
+    if let Some(plan) = fused_plan(conv, &x, [&gamma, &beta, &mean, &var], residual.as_ref()) {
         let norm = eval_norm([gamma, beta, mean, var], bn.epsilon);
         return crate::glue::conv2d_then(plan, x, conv.weight.val(), &norm, residual, relu);
     }
@@ -57,6 +49,30 @@ pub fn conv2d_bn_eval(
         None => y,
     };
     if relu { activation::relu(y) } else { y }
+}
+
+/// The plan for [`conv2d_bn_eval`]'s fused path: plain f32 flex tensors throughout, one
+/// statistic per output channel and a residual of the output's shape. Anything else (a
+/// residual Burn would broadcast, mismatched statistics) takes the separate Burn operations,
+/// which report it in their own words.
+#[cfg(feature = "flex")]
+fn fused_plan(
+    conv: &Conv2d,
+    x: &Tensor<4>,
+    stats: [&Tensor<1>; 4],
+    residual: Option<&Tensor<4>>,
+) -> Option<Conv2dPlan> {
+    let padding = fast_padding(conv)?;
+    let plan = flex_plan(x, &conv.weight.val(), conv.stride, padding, false)?;
+    let s = plan.shape();
+    let [ho, wo] = plan.output();
+    let stats_fit = stats
+        .iter()
+        .all(|t| crate::glue::is_flex_f32(t, false) && t.dims() == [s.out_channels]);
+    let residual_fits = residual.is_none_or(|r| {
+        crate::glue::is_flex_f32(r, false) && r.dims() == [s.batch, s.out_channels, ho, wo]
+    });
+    (stats_fit && residual_fits).then_some(plan)
 }
 
 /// The symmetric padding of `conv` when the fast path can compute it: groups 1, dilation 1,

@@ -276,7 +276,8 @@ impl BasicBlock {
         let fused = uses_running_stats(&self.bn2, &out)
             && ![0, 1, add].map(|i| rec.selects(i)).contains(&true);
         let out = if fused {
-            // bn2, the residual add and relu_1 as the tail of conv2, the shortcut first.
+            // bn2, the add and relu_1 as conv2's tail; the shortcut first, since its output is
+            // the tail's residual.
             rec.skip("conv2");
             rec.skip("bn2");
             let identity = self.shortcut(x, rec);
