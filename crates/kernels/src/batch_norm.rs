@@ -14,19 +14,6 @@ use rayon::prelude::*;
 
 use multiversion::multiversion;
 
-/// `y = (x − mean) / sqrt(var + eps) · gamma + beta` per channel of `x [N, C, H·W]`, in place.
-pub fn batch_norm_eval_in_place(
-    x: &mut [f32],
-    channels: usize,
-    pixels: usize,
-    [gamma, beta, mean, var]: [&[f32]; 4],
-    eps: f32,
-) {
-    let norm = eval_constants([gamma, beta, mean, var], eps);
-    assert_eq!(norm.len(), channels, "one statistic per channel");
-    EvalTail::norm(&norm).apply(x, pixels);
-}
-
 /// Eval BatchNorm's per-channel `[mean, σ, gamma, beta]`, `σ = sqrt(var + eps)` in f32 as Burn
 /// computes it.
 pub fn eval_constants([gamma, beta, mean, var]: [&[f32]; 4], eps: f32) -> Vec<[f32; 4]> {

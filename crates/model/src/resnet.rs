@@ -191,7 +191,7 @@ fn batch_norm(features: usize, device: &Device) -> BatchNorm {
 /// uses the biased variance in both. Outside training this is `BatchNorm::forward` (one pass on
 /// flex, bit for bit the same).
 pub fn batch_norm_forward(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
-    if !(x.device().is_autodiff() && bn.training.is_enabled()) {
+    if uses_running_stats(bn, &x) {
         // What `BatchNorm::forward` does outside training, in one pass on flex.
         return cnnu_kernels::batch_norm_eval(
             x,
@@ -305,8 +305,8 @@ impl BasicBlock {
     }
 }
 
-/// Whether `bn` normalises `x` with its running statistics (eval mode), as
-/// [`batch_norm_forward`] decides.
+/// Whether `bn` normalises `x` with its running statistics (eval mode): everywhere but a
+/// training model on an autodiff device.
 fn uses_running_stats(bn: &BatchNorm, x: &Tensor<4>) -> bool {
     !(x.device().is_autodiff() && bn.training.is_enabled())
 }
